@@ -1,0 +1,1 @@
+//! Batched evaluation metrics (issue 3). Placeholder until the metrics land.

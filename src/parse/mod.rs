@@ -1,0 +1,1 @@
+//! Template tree for streaming log parsing (issue 5). Placeholder until the parser lands.

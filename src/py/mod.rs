@@ -1,0 +1,18 @@
+//! The only part of the crate that knows about Python: thin wrappers over the
+//! core, error mapping, and the helper that releases the GIL for long work.
+use pyo3::prelude::*;
+
+pub(crate) mod errors;
+mod metrics;
+mod parse;
+
+pub(crate) use errors::{detach, to_py_err};
+
+#[pymodule]
+fn _loglm(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::register(m)?;
+    metrics::register(m)?;
+    parse::register(m)?;
+    Ok(())
+}
