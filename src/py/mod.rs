@@ -11,7 +11,6 @@ pub(crate) use errors::{detach, to_py_err};
 #[pymodule]
 fn _loglm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    errors::register(m)?;
     metrics::register(m)?;
     parse::register(m)?;
     Ok(())

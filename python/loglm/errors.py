@@ -1,0 +1,69 @@
+"""The exception hierarchy of loglm.
+
+Every error loglm raises derives from :class:`LoglmError`. Errors that are also
+a standard kind of error derive from that built-in too, so ``except ValueError``
+and ``except FileNotFoundError`` keep working:
+
+- :class:`InvalidInputError` (``ValueError``): bad arguments or unusable input
+  text (empty batch, ``max_new_tokens=0``, non-UTF-8 bytes, length mismatch...).
+- :class:`ContextLengthError` (``ValueError``): a prompt does not fit the context.
+- :class:`ModelNotFoundError` (``FileNotFoundError``): a model path that does not
+  exist, or the default model package that is not installed.
+- :class:`ModelLoadError`: a model file that is truncated, corrupt or incomplete;
+  :class:`UnsupportedModelError` for a well-formed model loglm cannot run.
+- :class:`TokenizerError`: missing or unusable tokenizer or chat template.
+- :class:`DeviceError`: a device not compiled in or not present.
+- :class:`InternalError`: a bug in loglm (a caught Rust panic included).
+
+The Rust core raises these same classes.
+"""
+from __future__ import annotations
+
+
+class LoglmError(Exception):
+    """Base class of every error raised by loglm."""
+
+
+class InvalidInputError(LoglmError, ValueError):
+    """An argument or input text loglm cannot use."""
+
+
+class ContextLengthError(InvalidInputError):
+    """A prompt (plus ``max_new_tokens``) does not fit the model's context window."""
+
+
+class ModelNotFoundError(LoglmError, FileNotFoundError):
+    """A model file or folder, or the default model package, is missing."""
+
+
+class ModelLoadError(LoglmError):
+    """A model file is missing pieces, truncated or corrupt."""
+
+
+class UnsupportedModelError(ModelLoadError):
+    """The model is well formed but uses an architecture or tensor type loglm cannot run."""
+
+
+class TokenizerError(LoglmError):
+    """The tokenizer or chat template is missing or unusable."""
+
+
+class DeviceError(LoglmError):
+    """The requested device is not available in this build or on this machine."""
+
+
+class InternalError(LoglmError):
+    """A bug in loglm, including a Rust panic caught at the boundary. Please report it."""
+
+
+__all__ = [
+    "ContextLengthError",
+    "DeviceError",
+    "InternalError",
+    "InvalidInputError",
+    "LoglmError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "TokenizerError",
+    "UnsupportedModelError",
+]

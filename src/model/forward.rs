@@ -1,0 +1,336 @@
+//! One forward step over a batch of sequence chunks.
+//!
+//! A chunk is some new tokens of one sequence together with that sequence's KV
+//! cache: a whole prompt (prefill), a single token (decode), or a few tokens
+//! to score. The tokens of all chunks are stacked into one matrix, so every
+//! linear layer runs once per step for the whole batch; only attention is done
+//! per chunk, against that chunk's own cache and positions. This is what lets
+//! sequences at different positions share a decode step, and new sequences
+//! join between steps (TGI / mistral.rs style continuous batching).
+use rayon::prelude::*;
+
+use super::linear::{gemm_strided, GEMM_MIN_ROWS};
+use super::quant::{axpy, dot_f32};
+use super::{KvCache, Model, RopeStyle};
+use crate::error::{Error, Result};
+
+/// Which logits a chunk wants back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    None,
+    /// The last token's row (generation).
+    Last,
+    /// One row per token (choice scoring).
+    All,
+}
+
+pub struct Chunk<'a> {
+    pub cache: &'a mut KvCache,
+    pub tokens: &'a [u32],
+    pub logits: Logits,
+}
+
+/// Rows-by-vocab logits of one chunk.
+pub struct ChunkLogits {
+    pub rows: usize,
+    pub data: Vec<f32>,
+}
+
+impl Model {
+    /// Run the chunks through the model, append their keys/values to their
+    /// caches and return the logits each asked for.
+    pub fn forward(&self, chunks: &mut [Chunk<'_>]) -> Result<Vec<ChunkLogits>> {
+        let cfg = &self.cfg;
+        for c in chunks.iter() {
+            if c.tokens.is_empty() {
+                return Err(Error::InvalidArgument("empty chunk".into()));
+            }
+            if let Some(&t) = c.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+                return Err(Error::InvalidArgument(format!(
+                    "token id {t} is outside the vocabulary of {} tokens",
+                    cfg.vocab_size
+                )));
+            }
+            let end = c.cache.len + c.tokens.len();
+            if end > c.cache.capacity || end > self.context_length {
+                return Err(Error::ContextLength {
+                    prompt_tokens: end,
+                    max_new_tokens: 0,
+                    context_length: c.cache.capacity.min(self.context_length),
+                });
+            }
+        }
+        self.pool.install(|| self.forward_inner(chunks))
+    }
+
+    fn forward_inner(&self, chunks: &mut [Chunk<'_>]) -> Result<Vec<ChunkLogits>> {
+        let cfg = &self.cfg;
+        let w = &self.weights;
+        let d = cfg.n_embd;
+        let hd = cfg.head_dim;
+        let qd = cfg.q_dim();
+        let kvd = cfg.kv_dim();
+        // Token rows: (chunk index, index within chunk, absolute position).
+        let mut rows: Vec<(usize, usize, usize)> = Vec::new();
+        for (ci, c) in chunks.iter().enumerate() {
+            for i in 0..c.tokens.len() {
+                rows.push((ci, i, c.cache.len + i));
+            }
+        }
+        let t = rows.len();
+        let mut x = vec![0f32; t * d];
+        x.par_chunks_mut(d).zip(rows.par_iter()).for_each(|(xr, &(ci, i, _))| {
+            w.embed.row_f32(chunks[ci].tokens[i] as usize, xr);
+        });
+        let chunk_starts: Vec<usize> = {
+            let mut s = Vec::with_capacity(chunks.len());
+            let mut acc = 0;
+            for c in chunks.iter() {
+                s.push(acc);
+                acc += c.tokens.len();
+            }
+            s
+        };
+
+        let mut xn = vec![0f32; t * d];
+        let mut q = vec![0f32; t * qd];
+        let mut k = vec![0f32; t * kvd];
+        let mut v = vec![0f32; t * kvd];
+        let mut att = vec![0f32; t * qd];
+        let mut o = vec![0f32; t * d];
+        let mut g = vec![0f32; t * cfg.n_ff];
+        let mut u = vec![0f32; t * cfg.n_ff];
+
+        for (li, layer) in w.layers.iter().enumerate() {
+            rms_norm(&x, &layer.attn_norm, cfg.rms_eps, d, &mut xn);
+            layer.wq.forward(&xn, t, &mut q);
+            layer.wk.forward(&xn, t, &mut k);
+            layer.wv.forward(&xn, t, &mut v);
+            add_bias(&mut q, layer.bq.as_deref(), qd);
+            add_bias(&mut k, layer.bk.as_deref(), kvd);
+            add_bias(&mut v, layer.bv.as_deref(), kvd);
+            // Rotary embeddings on q and k at each token's position.
+            let rope = &self.rope;
+            let style = cfg.rope_style;
+            q.par_chunks_mut(qd).zip(rows.par_iter()).for_each(|(qr, &(_, _, pos))| {
+                for h in qr.chunks_mut(hd) {
+                    apply_rope(h, pos, rope, style);
+                }
+            });
+            k.par_chunks_mut(kvd).zip(rows.par_iter()).for_each(|(kr, &(_, _, pos))| {
+                for h in kr.chunks_mut(hd) {
+                    apply_rope(h, pos, rope, style);
+                }
+            });
+            // Append keys and values to each chunk's cache.
+            for (r, &(ci, _, pos)) in rows.iter().enumerate() {
+                let cache = &mut *chunks[ci].cache;
+                let cap = cache.capacity;
+                for h in 0..cfg.n_head_kv {
+                    let dst = (h * cap + pos) * hd;
+                    let src = r * kvd + h * hd;
+                    cache.k[li][dst..dst + hd].copy_from_slice(&k[src..src + hd]);
+                    cache.v[li][dst..dst + hd].copy_from_slice(&v[src..src + hd]);
+                }
+            }
+            // Attention, chunk by chunk.
+            let chunks_ro: &[Chunk<'_>] = chunks;
+            let small: Vec<bool> = chunks_ro.iter().map(|c| c.tokens.len() < GEMM_MIN_ROWS).collect();
+            // Small chunks (decode): one task per (token, head).
+            att.par_chunks_mut(hd).enumerate().for_each(|(idx, out)| {
+                let r = idx / cfg.n_head;
+                let h = idx % cfg.n_head;
+                let (ci, _, pos) = rows[r];
+                if !small[ci] {
+                    return;
+                }
+                let cache = &*chunks_ro[ci].cache;
+                let qh = &q[r * qd + h * hd..r * qd + (h + 1) * hd];
+                attend_one(qh, cache, li, h / (cfg.n_head / cfg.n_head_kv), pos + 1, hd, out);
+            });
+            // Large chunks (prefill): matrix products per head.
+            for (ci, c) in chunks_ro.iter().enumerate() {
+                if small[ci] {
+                    continue;
+                }
+                attend_chunk(
+                    &q,
+                    &mut att,
+                    c,
+                    li,
+                    chunk_starts[ci],
+                    cfg.n_head,
+                    cfg.n_head_kv,
+                    hd,
+                );
+            }
+            layer.wo.forward(&att, t, &mut o);
+            add_in_place(&mut x, &o);
+
+            rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, d, &mut xn);
+            layer.w_gate.forward(&xn, t, &mut g);
+            layer.w_up.forward(&xn, t, &mut u);
+            g.par_chunks_mut(4096).zip(u.par_chunks(4096)).for_each(|(gc, uc)| {
+                for (gi, ui) in gc.iter_mut().zip(uc) {
+                    *gi = *gi / (1.0 + (-*gi).exp()) * ui;
+                }
+            });
+            layer.w_down.forward(&g, t, &mut o);
+            add_in_place(&mut x, &o);
+        }
+        for c in chunks.iter_mut() {
+            c.cache.len += c.tokens.len();
+        }
+
+        // Logits for the rows that asked for them.
+        let mut want: Vec<usize> = Vec::new();
+        for (ci, c) in chunks.iter().enumerate() {
+            match c.logits {
+                Logits::None => {}
+                Logits::Last => want.push(chunk_starts[ci] + c.tokens.len() - 1),
+                Logits::All => want.extend(chunk_starts[ci]..chunk_starts[ci] + c.tokens.len()),
+            }
+        }
+        let mut sel = vec![0f32; want.len() * d];
+        for (i, &r) in want.iter().enumerate() {
+            sel[i * d..(i + 1) * d].copy_from_slice(&x[r * d..(r + 1) * d]);
+        }
+        let mut seln = vec![0f32; sel.len()];
+        rms_norm(&sel, &w.out_norm, cfg.rms_eps, d, &mut seln);
+        let vocab = cfg.vocab_size;
+        let mut logits = vec![0f32; want.len() * vocab];
+        w.lm_head().forward(&seln, want.len(), &mut logits);
+        let mut out = Vec::with_capacity(chunks.len());
+        let mut off = 0;
+        for c in chunks.iter() {
+            let n = match c.logits {
+                Logits::None => 0,
+                Logits::Last => 1,
+                Logits::All => c.tokens.len(),
+            };
+            out.push(ChunkLogits { rows: n, data: logits[off * vocab..(off + n) * vocab].to_vec() });
+            off += n;
+        }
+        Ok(out)
+    }
+}
+
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, d: usize, out: &mut [f32]) {
+    out.par_chunks_mut(d).zip(x.par_chunks(d)).with_min_len(8).for_each(|(o, xr)| {
+        let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let scale = 1.0 / (ss + eps).sqrt();
+        for ((oi, xi), wi) in o.iter_mut().zip(xr).zip(w) {
+            *oi = xi * scale * wi;
+        }
+    });
+}
+
+fn add_bias(x: &mut [f32], b: Option<&[f32]>, n: usize) {
+    if let Some(b) = b {
+        for r in x.chunks_mut(n) {
+            for (xi, bi) in r.iter_mut().zip(b) {
+                *xi += bi;
+            }
+        }
+    }
+}
+
+fn add_in_place(x: &mut [f32], y: &[f32]) {
+    x.par_chunks_mut(4096).zip(y.par_chunks(4096)).for_each(|(a, b)| {
+        for (ai, bi) in a.iter_mut().zip(b) {
+            *ai += bi;
+        }
+    });
+}
+
+fn apply_rope(h: &mut [f32], pos: usize, rope: &super::Rope, style: RopeStyle) {
+    let half = rope.half;
+    let cos = &rope.cos[pos * half..(pos + 1) * half];
+    let sin = &rope.sin[pos * half..(pos + 1) * half];
+    match style {
+        RopeStyle::Interleaved => {
+            for i in 0..half {
+                let (a, b) = (h[2 * i], h[2 * i + 1]);
+                h[2 * i] = a * cos[i] - b * sin[i];
+                h[2 * i + 1] = a * sin[i] + b * cos[i];
+            }
+        }
+        RopeStyle::Neox => {
+            for i in 0..half {
+                let (a, b) = (h[i], h[i + half]);
+                h[i] = a * cos[i] - b * sin[i];
+                h[i + half] = a * sin[i] + b * cos[i];
+            }
+        }
+    }
+}
+
+/// Attention of one query head over the first `n` cached positions.
+fn attend_one(qh: &[f32], cache: &KvCache, layer: usize, kv_head: usize, n: usize, hd: usize, out: &mut [f32]) {
+    let base = kv_head * cache.capacity * hd;
+    let keys = &cache.k[layer][base..base + n * hd];
+    let vals = &cache.v[layer][base..base + n * hd];
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut scores: Vec<f32> = keys.chunks_exact(hd).map(|kr| dot_f32(qh, kr) * scale).collect();
+    softmax(&mut scores);
+    out.fill(0.0);
+    for (p, vr) in scores.iter().zip(vals.chunks_exact(hd)) {
+        axpy(*p, vr, out);
+    }
+}
+
+fn softmax(s: &mut [f32]) {
+    let max = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in s.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in s.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Causal attention for all tokens of a long chunk, with matrix products:
+/// per query head, `S = Q K^T` over the cache, masked, softmaxed, then `S V`.
+#[allow(clippy::too_many_arguments)]
+fn attend_chunk(
+    q: &[f32],
+    att: &mut [f32],
+    c: &Chunk<'_>,
+    layer: usize,
+    row0: usize,
+    n_head: usize,
+    n_head_kv: usize,
+    hd: usize,
+) {
+    let tq = c.tokens.len();
+    let start = c.cache.len; // cache.len is updated after all layers
+    let n = start + tq;
+    let qd = n_head * hd;
+    let cap = c.cache.capacity;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let group = n_head / n_head_kv;
+    let mut s = vec![0f32; tq * n];
+    for h in 0..n_head {
+        let kvh = h / group;
+        let base = kvh * cap * hd;
+        let keys = &c.cache.k[layer][base..base + n * hd];
+        let vals = &c.cache.v[layer][base..base + n * hd];
+        let qh = &q[row0 * qd + h * hd..];
+        // S[tq, n] = Q_h[tq, hd] * K^T[hd, n]
+        gemm_strided(tq, n, hd, &mut s, n, qh, qd, 1, keys, 1, hd);
+        s.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+            let valid = start + i + 1;
+            for v in row[..valid].iter_mut() {
+                *v *= scale;
+            }
+            softmax(&mut row[..valid]);
+            row[valid..].fill(0.0);
+        });
+        // O_h[tq, hd] = S[tq, n] * V[n, hd], written into att at this head's columns.
+        let out = &mut att[row0 * qd + h * hd..];
+        gemm_strided(tq, hd, n, out, qd, &s, n, 1, vals, hd, 1);
+    }
+}

@@ -1,0 +1,240 @@
+//! Linear layers of the CPU engine: `y = x W^T` for a weight `W` of shape
+//! `[out, in]` kept quantized (Q4_1, Q8_0) or dense (f32).
+//!
+//! Two paths, picked by the number of rows `m` of `x` alone (so a sequence gets
+//! bit-identical results whether it runs alone or in a batch):
+//! - `m < GEMM_MIN_ROWS` (decode): activations are quantized per row to Q8_1 and
+//!   each output is an integer dot product with a weight row (llama.cpp's
+//!   scheme); the weight row is loaded once for all `m` rows, so batched decode
+//!   reads the weights once per step instead of once per sequence.
+//! - `m >= GEMM_MIN_ROWS` (prefill): weights are dequantized once to f32 (lazily,
+//!   cached) and multiplied with the `gemm` crate, which is compute-bound and
+//!   much faster than dot products for many rows.
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use super::quant::{self, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
+
+/// Rows from which the dense GEMM path is used.
+pub const GEMM_MIN_ROWS: usize = 16;
+/// Output columns per parallel task on the dot-product path.
+const COLS_PER_TASK: usize = 32;
+
+pub enum Weight {
+    Q4_1(Vec<BlockQ4_1>),
+    Q8_0(Vec<BlockQ8_0>),
+    F32(Vec<f32>),
+}
+
+pub struct Linear {
+    pub out_dim: usize,
+    pub in_dim: usize,
+    pub weight: Weight,
+    /// Dense copy for the GEMM path, built on first use.
+    dense: OnceLock<Vec<f32>>,
+    /// Whether the GEMM path may dequantize (off for very large models).
+    pub allow_dense: bool,
+}
+
+impl Linear {
+    pub fn new(out_dim: usize, in_dim: usize, weight: Weight) -> Self {
+        Linear { out_dim, in_dim, weight, dense: OnceLock::new(), allow_dense: true }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self.weight {
+            Weight::Q4_1(_) => "q4_1",
+            Weight::Q8_0(_) => "q8_0",
+            Weight::F32(_) => "f32",
+        }
+    }
+
+    pub fn weight_bytes(&self) -> usize {
+        match &self.weight {
+            Weight::Q4_1(b) => b.len() * std::mem::size_of::<BlockQ4_1>(),
+            Weight::Q8_0(b) => b.len() * std::mem::size_of::<BlockQ8_0>(),
+            Weight::F32(v) => v.len() * 4,
+        }
+    }
+
+    /// Row `r` of the weight as f32 (used for embedding look-ups).
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) {
+        let bpr = self.in_dim / QK;
+        match &self.weight {
+            Weight::Q4_1(b) => quant::dequantize_q4_1(&b[r * bpr..(r + 1) * bpr], out),
+            Weight::Q8_0(b) => quant::dequantize_q8_0(&b[r * bpr..(r + 1) * bpr], out),
+            Weight::F32(v) => out.copy_from_slice(&v[r * self.in_dim..(r + 1) * self.in_dim]),
+        }
+    }
+
+    fn dense(&self) -> &[f32] {
+        if let Weight::F32(v) = &self.weight {
+            return v;
+        }
+        self.dense.get_or_init(|| {
+            let mut out = vec![0f32; self.out_dim * self.in_dim];
+            out.par_chunks_mut(self.in_dim).enumerate().for_each(|(r, o)| self.row_f32(r, o));
+            out
+        })
+    }
+
+    /// `out[m, out_dim] = x[m, in_dim] W^T`. Runs on the current rayon pool.
+    pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        debug_assert_eq!(x.len(), m * self.in_dim);
+        debug_assert_eq!(out.len(), m * self.out_dim);
+        if m == 0 {
+            return;
+        }
+        let quantized = !matches!(self.weight, Weight::F32(_));
+        if m >= GEMM_MIN_ROWS && (self.allow_dense || !quantized) {
+            gemm_xwt(x, self.dense(), m, self.in_dim, self.out_dim, out);
+            return;
+        }
+        let n = self.out_dim;
+        let k = self.in_dim;
+        // Column-major partial results per task, transposed into `out` afterwards.
+        let mut out_t = vec![0f32; n * m];
+        match &self.weight {
+            Weight::F32(w) => {
+                out_t.par_chunks_mut(COLS_PER_TASK * m).enumerate().for_each(|(t, chunk)| {
+                    for (c, col) in chunk.chunks_mut(m).enumerate() {
+                        let j = t * COLS_PER_TASK + c;
+                        let wr = &w[j * k..(j + 1) * k];
+                        for (r, o) in col.iter_mut().enumerate() {
+                            *o = quant::dot_f32(wr, &x[r * k..(r + 1) * k]);
+                        }
+                    }
+                });
+            }
+            Weight::Q4_1(w) => {
+                let xq = quantize_rows(x, m, k);
+                let bpr = k / QK;
+                out_t.par_chunks_mut(COLS_PER_TASK * m).enumerate().for_each(|(t, chunk)| {
+                    for (c, col) in chunk.chunks_mut(m).enumerate() {
+                        let j = t * COLS_PER_TASK + c;
+                        let wr = &w[j * bpr..(j + 1) * bpr];
+                        for (r, o) in col.iter_mut().enumerate() {
+                            *o = quant::dot_q4_1_q8_1(wr, &xq[r * bpr..(r + 1) * bpr]);
+                        }
+                    }
+                });
+            }
+            Weight::Q8_0(w) => {
+                let xq = quantize_rows(x, m, k);
+                let bpr = k / QK;
+                out_t.par_chunks_mut(COLS_PER_TASK * m).enumerate().for_each(|(t, chunk)| {
+                    for (c, col) in chunk.chunks_mut(m).enumerate() {
+                        let j = t * COLS_PER_TASK + c;
+                        let wr = &w[j * bpr..(j + 1) * bpr];
+                        for (r, o) in col.iter_mut().enumerate() {
+                            *o = quant::dot_q8_0_q8_1(wr, &xq[r * bpr..(r + 1) * bpr]);
+                        }
+                    }
+                });
+            }
+        }
+        for j in 0..n {
+            for r in 0..m {
+                out[r * n + j] = out_t[j * m + r];
+            }
+        }
+    }
+}
+
+fn quantize_rows(x: &[f32], m: usize, k: usize) -> Vec<BlockQ8_1> {
+    let bpr = k / QK;
+    let mut xq = vec![BlockQ8_1 { d: 0.0, s: 0.0, qs: [0; QK] }; m * bpr];
+    for r in 0..m {
+        quant::quantize_row_q8_1(&x[r * k..(r + 1) * k], &mut xq[r * bpr..(r + 1) * bpr]);
+    }
+    xq
+}
+
+/// Number of threads of the rayon pool we are running on.
+fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+/// `out[m, n] = x[m, k] * w[n, k]^T` with the `gemm` crate.
+pub fn gemm_xwt(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) {
+    assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
+    // SAFETY: the slices are large enough for the given shapes and strides (checked
+    // above); dst does not alias the inputs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par(m * n * k),
+        )
+    }
+}
+
+/// `out[m, n] = a[m, k] * b[k, n]` for arbitrary row strides (attention).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    out: &mut [f32],
+    out_rs: usize,
+    a: &[f32],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[f32],
+    b_rs: usize,
+    b_cs: usize,
+) {
+    assert!(m == 0 || n == 0 || out.len() >= (m - 1) * out_rs + n);
+    assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_rs + (k - 1) * a_cs);
+    assert!(n == 0 || k == 0 || b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+    // SAFETY: bounds checked above for the given strides.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            out_rs as isize,
+            false,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par(m * n * k),
+        )
+    }
+}
+
+fn par(work: usize) -> gemm::Parallelism {
+    let t = threads();
+    if t > 1 && work >= 64 * 64 * 64 {
+        gemm::Parallelism::Rayon(t)
+    } else {
+        gemm::Parallelism::None
+    }
+}

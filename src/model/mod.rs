@@ -1,0 +1,303 @@
+//! Decoder-only transformer of the llama / qwen2 families (pre-norm RMSNorm,
+//! grouped-query attention with rotary embeddings, SwiGLU MLP; qwen2 adds q/k/v
+//! biases), written as our own forward pass so that sequences at different
+//! positions share one batched step (see `forward.rs`).
+//!
+//! Weights come from GGUF (`gguf.rs`, the llama.cpp tensor names) or a Hugging
+//! Face folder of safetensors (`hf.rs`). They are immutable once loaded and
+//! shared by every sequence; each sequence owns a preallocated [`KvCache`]
+//! (the candle `llama.rs` design, with the cache passed in rather than hidden in
+//! the model).
+pub mod forward;
+pub mod gguf;
+pub mod hf;
+pub mod linear;
+pub mod quant;
+
+use crate::error::{Error, Result};
+use linear::Linear;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Qwen2,
+}
+
+impl Arch {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+}
+
+/// How rotary embeddings pair up the dimensions of a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs (x0, x1), (x2, x3)...: llama.cpp's "normal" rope, used by
+    /// llama GGUF files whose q/k rows were permuted by the converter.
+    Interleaved,
+    /// Halves (x_i, x_{i+d/2}): Hugging Face `rotate_half`, qwen2 GGUF files.
+    Neox,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub arch: Arch,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub vocab_size: usize,
+    pub rope_theta: f32,
+    pub rope_style: RopeStyle,
+    pub rms_eps: f32,
+    /// Context the model was trained with.
+    pub train_context: usize,
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::ModelFormat(format!("invalid model configuration: {m}")));
+        if self.n_layer == 0 || self.n_embd == 0 || self.n_head == 0 || self.n_ff == 0 {
+            return bad("zero-sized dimension");
+        }
+        if self.n_head_kv == 0 || self.n_head % self.n_head_kv != 0 {
+            return bad("head_count must be a multiple of head_count_kv");
+        }
+        if self.head_dim % 2 != 0 || self.head_dim == 0 {
+            return bad("head dimension must be even");
+        }
+        if self.vocab_size == 0 {
+            return bad("empty vocabulary");
+        }
+        Ok(())
+    }
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+    pub fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+}
+
+pub struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub wq: Linear,
+    pub wk: Linear,
+    pub wv: Linear,
+    pub wo: Linear,
+    pub bq: Option<Vec<f32>>,
+    pub bk: Option<Vec<f32>>,
+    pub bv: Option<Vec<f32>>,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: Linear,
+    pub w_up: Linear,
+    pub w_down: Linear,
+}
+
+pub struct Weights {
+    pub embed: Linear,
+    pub layers: Vec<Layer>,
+    pub out_norm: Vec<f32>,
+    /// `None`: tied to `embed`.
+    pub lm_head: Option<Linear>,
+}
+
+impl Weights {
+    pub fn lm_head(&self) -> &Linear {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    pub fn bytes(&self) -> usize {
+        let mut b = self.embed.weight_bytes() + self.lm_head.as_ref().map_or(0, |l| l.weight_bytes());
+        for l in &self.layers {
+            for lin in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+                b += lin.weight_bytes();
+            }
+        }
+        b
+    }
+
+    /// Turn off dequantized prefill copies when they would not fit comfortably.
+    pub fn set_allow_dense(&mut self, allow: bool) {
+        self.embed.allow_dense = allow;
+        if let Some(l) = self.lm_head.as_mut() {
+            l.allow_dense = allow;
+        }
+        for l in &mut self.layers {
+            for lin in [
+                &mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down,
+            ] {
+                lin.allow_dense = allow;
+            }
+        }
+    }
+
+    /// Check every tensor has the shape the configuration implies.
+    pub fn validate(&self, cfg: &Config) -> Result<()> {
+        let check = |name: &str, lin: &Linear, out: usize, inp: usize| -> Result<()> {
+            if lin.out_dim != out || lin.in_dim != inp {
+                return Err(Error::ModelFormat(format!(
+                    "tensor {name} has shape [{}, {}], expected [{out}, {inp}]",
+                    lin.out_dim, lin.in_dim
+                )));
+            }
+            Ok(())
+        };
+        check("token embeddings", &self.embed, cfg.vocab_size, cfg.n_embd)?;
+        if let Some(h) = &self.lm_head {
+            check("output", h, cfg.vocab_size, cfg.n_embd)?;
+        }
+        if self.layers.len() != cfg.n_layer {
+            return Err(Error::ModelFormat(format!(
+                "model has {} layers, configuration says {}",
+                self.layers.len(),
+                cfg.n_layer
+            )));
+        }
+        let vec_len = |name: &str, v: &[f32], n: usize| -> Result<()> {
+            if v.len() != n {
+                return Err(Error::ModelFormat(format!("tensor {name} has {} values, expected {n}", v.len())));
+            }
+            Ok(())
+        };
+        vec_len("output_norm", &self.out_norm, cfg.n_embd)?;
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = |s: &str| format!("layer {i} {s}");
+            check(&p("attn_q"), &l.wq, cfg.q_dim(), cfg.n_embd)?;
+            check(&p("attn_k"), &l.wk, cfg.kv_dim(), cfg.n_embd)?;
+            check(&p("attn_v"), &l.wv, cfg.kv_dim(), cfg.n_embd)?;
+            check(&p("attn_output"), &l.wo, cfg.n_embd, cfg.q_dim())?;
+            check(&p("ffn_gate"), &l.w_gate, cfg.n_ff, cfg.n_embd)?;
+            check(&p("ffn_up"), &l.w_up, cfg.n_ff, cfg.n_embd)?;
+            check(&p("ffn_down"), &l.w_down, cfg.n_embd, cfg.n_ff)?;
+            vec_len(&p("attn_norm"), &l.attn_norm, cfg.n_embd)?;
+            vec_len(&p("ffn_norm"), &l.ffn_norm, cfg.n_embd)?;
+            if let Some(b) = &l.bq {
+                vec_len(&p("attn_q.bias"), b, cfg.q_dim())?;
+            }
+            if let Some(b) = &l.bk {
+                vec_len(&p("attn_k.bias"), b, cfg.kv_dim())?;
+            }
+            if let Some(b) = &l.bv {
+                vec_len(&p("attn_v.bias"), b, cfg.kv_dim())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per-sequence key/value cache, preallocated for `capacity` positions.
+/// Layout per layer: `[n_head_kv][capacity][head_dim]`, so that one head's keys
+/// are contiguous for the attention dot products.
+#[derive(Clone)]
+pub struct KvCache {
+    pub k: Vec<Vec<f32>>,
+    pub v: Vec<Vec<f32>>,
+    pub capacity: usize,
+    pub len: usize,
+}
+
+impl KvCache {
+    pub fn new(cfg: &Config, capacity: usize) -> Self {
+        let per_layer = cfg.n_head_kv * capacity * cfg.head_dim;
+        KvCache {
+            k: (0..cfg.n_layer).map(|_| vec![0f32; per_layer]).collect(),
+            v: (0..cfg.n_layer).map(|_| vec![0f32; per_layer]).collect(),
+            capacity,
+            len: 0,
+        }
+    }
+
+    /// Copy of the first `len` positions into a cache of another capacity.
+    pub fn fork(&self, cfg: &Config, capacity: usize) -> Self {
+        let mut out = KvCache::new(cfg, capacity.max(self.len));
+        let hd = cfg.head_dim;
+        for l in 0..cfg.n_layer {
+            for h in 0..cfg.n_head_kv {
+                let src = h * self.capacity * hd;
+                let dst = h * out.capacity * hd;
+                let n = self.len * hd;
+                out.k[l][dst..dst + n].copy_from_slice(&self.k[l][src..src + n]);
+                out.v[l][dst..dst + n].copy_from_slice(&self.v[l][src..src + n]);
+            }
+        }
+        out.len = self.len;
+        out
+    }
+}
+
+/// Precomputed rotary tables: `cos/sin[pos * half + i]`.
+pub struct Rope {
+    pub half: usize,
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+}
+
+impl Rope {
+    pub fn new(head_dim: usize, theta: f32, max_pos: usize) -> Self {
+        let half = head_dim / 2;
+        let mut cos = vec![0f32; max_pos * half];
+        let mut sin = vec![0f32; max_pos * half];
+        for i in 0..half {
+            let freq = 1.0f64 / (theta as f64).powf(2.0 * i as f64 / head_dim as f64);
+            for p in 0..max_pos {
+                let a = p as f64 * freq;
+                cos[p * half + i] = a.cos() as f32;
+                sin[p * half + i] = a.sin() as f32;
+            }
+        }
+        Rope { half, cos, sin }
+    }
+}
+
+/// A loaded model: configuration, weights, rotary tables and its thread pool.
+pub struct Model {
+    pub cfg: Config,
+    pub weights: Weights,
+    pub rope: Rope,
+    /// Context length sequences may use (<= what the rope tables cover).
+    pub context_length: usize,
+    pub pool: rayon::ThreadPool,
+    pub threads: usize,
+}
+
+impl Model {
+    pub fn new(cfg: Config, weights: Weights, context_length: Option<usize>, threads: Option<usize>) -> Result<Self> {
+        cfg.validate()?;
+        weights.validate(&cfg)?;
+        let ctx = context_length.unwrap_or(cfg.train_context.min(8192)).max(1);
+        if ctx > 1 << 20 {
+            return Err(Error::InvalidArgument(format!("context_length {ctx} is too large")));
+        }
+        let threads = match threads {
+            Some(0) => return Err(Error::InvalidArgument("threads must be >= 1".into())),
+            Some(t) => t,
+            None => default_threads(),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("loglm-{i}"))
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start thread pool: {e}")))?;
+        let rope = Rope::new(cfg.head_dim, cfg.rope_theta, ctx);
+        Ok(Model { cfg, weights, rope, context_length: ctx, pool, threads })
+    }
+}
+
+/// Threads to use when the caller does not say: `LOGLM_NUM_THREADS`, then
+/// `RAYON_NUM_THREADS`, then the number of available cores.
+pub fn default_threads() -> usize {
+    for var in ["LOGLM_NUM_THREADS", "RAYON_NUM_THREADS"] {
+        if let Some(n) = std::env::var(var).ok().and_then(|v| v.trim().parse::<usize>().ok()) {
+            if n > 0 {
+                return n;
+            }
+        }
+    }
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
