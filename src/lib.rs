@@ -5,7 +5,9 @@
 //! bindings live in `py/` alone and are compiled only with the `python` feature
 //! (maturin turns it on).
 pub mod error;
+pub mod generate;
 pub mod metrics;
+pub mod model;
 pub mod parse;
 
 #[cfg(feature = "python")]

@@ -1,0 +1,392 @@
+//! Generation: a continuous-batching scheduler over [`Model::forward`], stop
+//! rules, streaming, and choice scoring.
+//!
+//! The scheduler follows TGI's `queue.rs` / mistral.rs: requests wait in a
+//! queue; between decode steps new sequences are admitted (up to `max_batch`
+//! running at once) and prefilled in chunks of at most `prefill_chunk` tokens
+//! (the token budget of one step), then all running sequences advance one token
+//! in a single batched forward step. Sequences finish on their own (EOS, stop
+//! string, length) and leave the batch; each owns its KV cache, preallocated
+//! for `prompt + max_new_tokens` positions.
+//!
+//! Prefill and decode never share a step, and the decode kernels treat each
+//! row independently, so a sequence's output does not depend on what else is
+//! in the batch: batched generation equals one-by-one generation.
+pub mod sampler;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::model::forward::{Chunk, Logits};
+use crate::model::{KvCache, Model};
+pub use sampler::{SamplingParams, Sampler};
+
+/// Incremental detokenizer of one sequence.
+pub trait TextDecoder: Send {
+    /// Text that became complete with this token (may be empty).
+    fn push(&mut self, id: u32) -> Result<String>;
+    /// Whatever is still buffered at the end.
+    fn finish(&mut self) -> Result<String>;
+}
+
+/// What generation needs from a tokenizer.
+pub trait Vocab: Sync {
+    fn is_eos(&self, id: u32) -> bool;
+    fn decoder(&self) -> Box<dyn TextDecoder>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End-of-sequence token.
+    Eos,
+    /// A stop string was produced (it is cut from the text).
+    StopString,
+    /// `max_new_tokens` reached.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FinishReason::Eos => "stop",
+            FinishReason::StopString => "stop_string",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub prompt: Vec<u32>,
+    pub params: SamplingParams,
+}
+
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub prompt_tokens: usize,
+    pub finish_reason: FinishReason,
+    /// Seconds spent prefilling this sequence's prompt.
+    pub prefill_secs: f64,
+    /// Seconds of the decode steps this sequence took part in.
+    pub decode_secs: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    pub max_batch: usize,
+    pub prefill_chunk: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig { max_batch: 8, prefill_chunk: 512 }
+    }
+}
+
+/// Receives streamed text and tells the scheduler when to give up.
+pub trait Sink {
+    fn piece(&mut self, _index: usize, _text: &str) {}
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// A sink that only watches a cancellation flag.
+pub struct CancelFlag<'a>(pub &'a AtomicBool);
+
+impl Sink for CancelFlag<'_> {
+    fn cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Batch-level figures of one `generate` call.
+#[derive(Clone, Debug, Default)]
+pub struct BatchStats {
+    pub prefill_tokens: usize,
+    pub prefill_secs: f64,
+    pub decode_tokens: usize,
+    pub decode_secs: f64,
+    pub decode_steps: usize,
+}
+
+struct Seq {
+    index: usize,
+    cache: KvCache,
+    sampler: Sampler,
+    decoder: Box<dyn TextDecoder>,
+    text: String,
+    /// Bytes of `text` already handed to the sink.
+    emitted: usize,
+    tokens: Vec<u32>,
+    last: u32,
+    prompt_tokens: usize,
+    prefill_secs: f64,
+    decode_secs: f64,
+    max_stop: usize,
+    finished: Option<FinishReason>,
+}
+
+impl Seq {
+    /// Take a sampled token: update text, check the stop rules, stream.
+    fn accept(&mut self, tok: u32, vocab: &dyn Vocab, sink: &mut dyn Sink) -> Result<()> {
+        let params = self.sampler.params();
+        if vocab.is_eos(tok) {
+            self.finished = Some(FinishReason::Eos);
+        } else {
+            self.tokens.push(tok);
+            self.last = tok;
+            let piece = self.decoder.push(tok)?;
+            let search_from = floor_boundary(&self.text, self.text.len().saturating_sub(self.max_stop));
+            self.text.push_str(&piece);
+            if let Some(cut) = find_stop(&self.text, search_from, &params.stop) {
+                self.text.truncate(cut);
+                self.finished = Some(FinishReason::StopString);
+            } else if self.tokens.len() >= params.max_new_tokens || self.cache.len >= self.cache.capacity {
+                self.finished = Some(FinishReason::Length);
+            }
+        }
+        if self.finished.is_some() && self.finished != Some(FinishReason::StopString) {
+            let rest = self.decoder.finish()?;
+            self.text.push_str(&rest);
+        }
+        // Hold back text that could still turn out to start a stop string.
+        let safe = if self.finished.is_some() || self.max_stop == 0 {
+            self.text.len()
+        } else {
+            floor_boundary(&self.text, self.text.len().saturating_sub(self.max_stop - 1))
+        };
+        if safe > self.emitted {
+            sink.piece(self.index, &self.text[self.emitted..safe]);
+            self.emitted = safe;
+        }
+        Ok(())
+    }
+
+    fn into_completion(self) -> Completion {
+        Completion {
+            text: self.text,
+            tokens: self.tokens,
+            prompt_tokens: self.prompt_tokens,
+            finish_reason: self.finished.unwrap_or(FinishReason::Length),
+            prefill_secs: self.prefill_secs,
+            decode_secs: self.decode_secs,
+        }
+    }
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    if i >= s.len() {
+        return s.len();
+    }
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn find_stop(text: &str, from: usize, stops: &[String]) -> Option<usize> {
+    stops.iter().filter_map(|s| text[from..].find(s.as_str()).map(|i| i + from)).min()
+}
+
+/// Check a request against the model before any work starts.
+pub fn check_request(model: &Model, r: &Request) -> Result<()> {
+    r.params.validate()?;
+    if r.prompt.is_empty() {
+        return Err(Error::InvalidArgument("empty prompt: nothing to condition on".into()));
+    }
+    let need = r.prompt.len() + r.params.max_new_tokens;
+    if need > model.context_length {
+        return Err(Error::ContextLength {
+            prompt_tokens: r.prompt.len(),
+            max_new_tokens: r.params.max_new_tokens,
+            context_length: model.context_length,
+        });
+    }
+    Ok(())
+}
+
+/// Prefill `tokens` into `cache` in chunks; returns the last token's logits.
+fn prefill(model: &Model, cache: &mut KvCache, tokens: &[u32], chunk: usize, sink: &dyn Sink) -> Result<Vec<f32>> {
+    let chunk = chunk.max(1);
+    let mut last = Vec::new();
+    let n = tokens.len();
+    let mut start = 0;
+    while start < n {
+        if sink.cancelled() {
+            return Err(Error::Interrupted);
+        }
+        let end = (start + chunk).min(n);
+        let mode = if end == n { Logits::Last } else { Logits::None };
+        let mut chunks = [Chunk { cache, tokens: &tokens[start..end], logits: mode }];
+        let mut out = model.forward(&mut chunks)?;
+        if end == n {
+            last = std::mem::take(&mut out[0].data);
+        }
+        start = end;
+    }
+    Ok(last)
+}
+
+/// Generate completions for all requests, batching up to `sched.max_batch`
+/// sequences per decode step. Results are in request order.
+pub fn generate(
+    model: &Model,
+    vocab: &dyn Vocab,
+    requests: Vec<Request>,
+    sched: &SchedulerConfig,
+    sink: &mut dyn Sink,
+) -> Result<(Vec<Completion>, BatchStats)> {
+    if requests.is_empty() {
+        return Err(Error::InvalidArgument("empty batch: give at least one prompt".into()));
+    }
+    for r in &requests {
+        check_request(model, r)?;
+    }
+    let max_batch = sched.max_batch.max(1);
+    let mut results: Vec<Option<Completion>> = vec![None; requests.len()];
+    let mut pending: VecDeque<(usize, Request)> = requests.into_iter().enumerate().collect();
+    let mut active: Vec<Seq> = Vec::new();
+    let mut stats = BatchStats::default();
+    let vocab_size = model.cfg.vocab_size;
+    loop {
+        // Admit and prefill new sequences.
+        while active.len() < max_batch {
+            let Some((index, req)) = pending.pop_front() else { break };
+            let t0 = Instant::now();
+            let capacity = req.prompt.len() + req.params.max_new_tokens;
+            let mut cache = KvCache::new(&model.cfg, capacity);
+            let mut logits = prefill(model, &mut cache, &req.prompt, sched.prefill_chunk, sink)?;
+            let max_stop = req.params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
+            let mut seq = Seq {
+                index,
+                cache,
+                sampler: Sampler::new(req.params, vocab_size, &req.prompt),
+                decoder: vocab.decoder(),
+                text: String::new(),
+                emitted: 0,
+                tokens: Vec::new(),
+                last: 0,
+                prompt_tokens: req.prompt.len(),
+                prefill_secs: 0.0,
+                decode_secs: 0.0,
+                max_stop,
+                finished: None,
+            };
+            let tok = seq.sampler.sample(&mut logits);
+            seq.prefill_secs = t0.elapsed().as_secs_f64();
+            stats.prefill_tokens += seq.prompt_tokens;
+            stats.prefill_secs += seq.prefill_secs;
+            seq.accept(tok, vocab, sink)?;
+            if seq.finished.is_some() {
+                let i = seq.index;
+                results[i] = Some(seq.into_completion());
+            } else {
+                active.push(seq);
+            }
+        }
+        if active.is_empty() {
+            break;
+        }
+        if sink.cancelled() {
+            return Err(Error::Interrupted);
+        }
+        // One decode step for every running sequence.
+        let t0 = Instant::now();
+        let last: Vec<[u32; 1]> = active.iter().map(|s| [s.last]).collect();
+        let mut chunks: Vec<Chunk<'_>> = active
+            .iter_mut()
+            .zip(last.iter())
+            .map(|(s, t)| Chunk { cache: &mut s.cache, tokens: t, logits: Logits::Last })
+            .collect();
+        let outs = model.forward(&mut chunks)?;
+        drop(chunks);
+        for (s, mut o) in active.iter_mut().zip(outs) {
+            let tok = s.sampler.sample(&mut o.data);
+            s.accept(tok, vocab, sink)?;
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        stats.decode_steps += 1;
+        stats.decode_tokens += active.len();
+        stats.decode_secs += dt;
+        let mut still = Vec::with_capacity(active.len());
+        for mut s in active.drain(..) {
+            s.decode_secs += dt;
+            if s.finished.is_some() {
+                let i = s.index;
+                results[i] = Some(s.into_completion());
+            } else {
+                still.push(s);
+            }
+        }
+        active = still;
+    }
+    let out = results
+        .into_iter()
+        .map(|r| r.ok_or_else(|| Error::Internal("a request produced no completion".into())))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((out, stats))
+}
+
+/// Log-probability of each choice as a continuation of `prompt`:
+/// the prompt is prefilled once, then all choices are scored in one batched
+/// forward step, each on its own copy of the prompt's cache.
+/// Returns, per choice, the log-probability of each of its tokens.
+pub fn score_choices(
+    model: &Model,
+    prompt: &[u32],
+    choices: &[Vec<u32>],
+    sched: &SchedulerConfig,
+    sink: &dyn Sink,
+) -> Result<Vec<Vec<f64>>> {
+    if prompt.is_empty() {
+        return Err(Error::InvalidArgument("empty prompt".into()));
+    }
+    if choices.is_empty() {
+        return Err(Error::InvalidArgument("give at least one choice".into()));
+    }
+    if choices.iter().any(|c| c.is_empty()) {
+        return Err(Error::InvalidArgument("a choice encodes to no tokens".into()));
+    }
+    let longest = choices.iter().map(|c| c.len()).max().unwrap_or(0);
+    if prompt.len() + longest > model.context_length {
+        return Err(Error::ContextLength {
+            prompt_tokens: prompt.len() + longest,
+            max_new_tokens: 0,
+            context_length: model.context_length,
+        });
+    }
+    let mut cache = KvCache::new(&model.cfg, prompt.len());
+    let first = prefill(model, &mut cache, prompt, sched.prefill_chunk, sink)?;
+    let mut out: Vec<Vec<f64>> = choices.iter().map(|c| vec![sampler::log_prob(&first, c[0])]).collect();
+    // Choices of more than one token: feed all but their last token.
+    let multi: Vec<usize> = (0..choices.len()).filter(|&i| choices[i].len() > 1).collect();
+    if !multi.is_empty() {
+        if sink.cancelled() {
+            return Err(Error::Interrupted);
+        }
+        let mut caches: Vec<KvCache> =
+            multi.iter().map(|&i| cache.fork(&model.cfg, prompt.len() + choices[i].len())).collect();
+        let mut chunks: Vec<Chunk<'_>> = caches
+            .iter_mut()
+            .zip(&multi)
+            .map(|(c, &i)| Chunk {
+                cache: c,
+                tokens: &choices[i][..choices[i].len() - 1],
+                logits: Logits::All,
+            })
+            .collect();
+        let logits = model.forward(&mut chunks)?;
+        let vocab = model.cfg.vocab_size;
+        for (&i, l) in multi.iter().zip(logits) {
+            for (j, row) in l.data.chunks(vocab).enumerate() {
+                out[i].push(sampler::log_prob(row, choices[i][j + 1]));
+            }
+        }
+    }
+    Ok(out)
+}
