@@ -7,6 +7,7 @@
 pub mod error;
 pub mod metrics;
 pub mod parse;
+pub mod tokenizer;
 
 #[cfg(feature = "python")]
 mod py;
