@@ -9,6 +9,7 @@ pub mod generate;
 pub mod metrics;
 pub mod model;
 pub mod parse;
+pub mod tokenizer;
 
 #[cfg(feature = "python")]
 mod py;
