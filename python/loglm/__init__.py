@@ -1,7 +1,12 @@
-"""loglm: instruction-based log analysis with one local language model."""
+"""loglm: instruction-based log analysis with one local language model.
+
+>>> import loglm
+>>> model = loglm.LogLM.load()          # the embedded default model
+>>> model.generate("What does this log line mean? ...").text
+"""
 from __future__ import annotations
 
-from loglm._loglm import __version__
+from loglm._loglm import __version__, build_info
 from loglm.errors import (
     ContextLengthError,
     DeviceError,
@@ -13,16 +18,23 @@ from loglm.errors import (
     TokenizerError,
     UnsupportedModelError,
 )
+from loglm.model import BatchStats, ChoiceScores, GenerationResult, LogLM, TextStream
 
 __all__ = [
+    "BatchStats",
+    "ChoiceScores",
     "ContextLengthError",
     "DeviceError",
+    "GenerationResult",
     "InternalError",
     "InvalidInputError",
+    "LogLM",
     "LoglmError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "TextStream",
     "TokenizerError",
     "UnsupportedModelError",
     "__version__",
+    "build_info",
 ]

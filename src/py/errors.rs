@@ -64,13 +64,17 @@ where
     }
 }
 
-pub(crate) fn panic_err(payload: &Box<dyn std::any::Any + Send>) -> PyErr {
-    let msg = if let Some(s) = payload.downcast_ref::<&str>() {
+pub(crate) fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
         "unknown panic payload".to_string()
-    };
+    }
+}
+
+pub(crate) fn panic_err(payload: &Box<dyn std::any::Any + Send>) -> PyErr {
+    let msg = panic_message(payload);
     loglm_err("InternalError", format!("Rust panic inside loglm (this is a bug, please report it): {msg}"))
 }

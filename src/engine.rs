@@ -1,0 +1,151 @@
+//! A loaded model and its tokenizer, ready to generate: the one object the
+//! Python `LogLM` class wraps. Picks the loader from the path (a `.gguf` file
+//! or a Hugging Face folder), the tokenizer (an explicit `tokenizer.json`, the
+//! folder's own, or the one rebuilt from GGUF metadata) and checks the device.
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::generate::{self, BatchStats, Completion, Request, SchedulerConfig, Sink, TextDecoder, Vocab};
+use crate::model::hf::DenseAs;
+use crate::model::{gguf, hf, Model};
+use crate::tokenizer::{DecodeStream, Tokenizer};
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// "cpu" (default), "cuda" or "cuda:N".
+    pub device: String,
+    pub threads: Option<usize>,
+    /// "auto", "f32" or "q8_0": how dense (safetensors) matrices are kept.
+    pub dtype: String,
+    pub context_length: Option<usize>,
+    /// A `tokenizer.json` overriding the model's own tokenizer.
+    pub tokenizer: Option<PathBuf>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { device: "cpu".into(), threads: None, dtype: "auto".into(), context_length: None, tokenizer: None }
+    }
+}
+
+pub struct Engine {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub path: PathBuf,
+    pub format: &'static str,
+    pub device: String,
+}
+
+/// Which devices this build can run on.
+pub fn check_device(device: &str) -> Result<String> {
+    let d = device.trim().to_ascii_lowercase();
+    if d == "cpu" {
+        return Ok(d);
+    }
+    let is_cuda = d == "cuda" || d.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
+    if !is_cuda {
+        return Err(Error::InvalidArgument(format!(
+            "unknown device {device:?}: use \"cpu\", \"cuda\" or \"cuda:N\""
+        )));
+    }
+    if !cfg!(feature = "cuda") {
+        return Err(Error::Device(format!(
+            "device {device:?} asked for, but this build of loglm has no CUDA support; \
+             rebuild with `maturin develop --release --features cuda` on a machine with the CUDA toolkit"
+        )));
+    }
+    Err(Error::Device(format!(
+        "device {device:?}: the CUDA build links candle's CUDA backend, but the loglm engine's \
+         transformer kernels run on the CPU only in this version; use device=\"cpu\""
+    )))
+}
+
+impl Engine {
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Engine> {
+        let device = check_device(&opts.device)?;
+        if !path.exists() {
+            return Err(Error::NotFound(path.to_path_buf()));
+        }
+        let dense_as = match opts.dtype.to_ascii_lowercase().as_str() {
+            "auto" | "f32" | "float32" | "f16" | "bf16" => DenseAs::F32,
+            "q8_0" => DenseAs::Q8_0,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "dtype {other:?} not understood: use \"auto\", \"f32\" or \"q8_0\""
+                )))
+            }
+        };
+        let (cfg, mut weights, tokenizer, format) = if path.is_dir() {
+            let (cfg, weights) = hf::load(path, dense_as)?;
+            let tok = match &opts.tokenizer {
+                Some(t) => Tokenizer::from_file(t, Some(&path.join("tokenizer_config.json")), None)?,
+                None => {
+                    if !path.join("tokenizer.json").is_file() {
+                        return Err(Error::Tokenizer(format!(
+                            "{} has no tokenizer.json; pass tokenizer=\"path/to/tokenizer.json\"",
+                            path.display()
+                        )));
+                    }
+                    Tokenizer::from_hf_dir(path)?
+                }
+            };
+            (cfg, weights, tok, "safetensors")
+        } else {
+            let mut g = gguf::GgufFile::open(path)?;
+            gguf::arch_of(&g)?;
+            let tok = match &opts.tokenizer {
+                Some(t) => Tokenizer::from_file(t, None, None)?,
+                None => Tokenizer::from_gguf_metadata(g.metadata())?,
+            };
+            let (cfg, weights) = gguf::load(&mut g)?;
+            (cfg, weights, tok, "gguf")
+        };
+        if tokenizer.vocab_size() > cfg.vocab_size {
+            return Err(Error::Tokenizer(format!(
+                "the tokenizer has {} tokens but the model only {}",
+                tokenizer.vocab_size(),
+                cfg.vocab_size
+            )));
+        }
+        // Dequantized prefill copies cost 4 bytes a weight: skip them for big models.
+        let params: usize = weights.bytes();
+        let dense_bytes = params.saturating_mul(4);
+        let allow_dense = match std::env::var("LOGLM_DENSE_PREFILL").ok().as_deref() {
+            Some("0") => false,
+            Some("1") => true,
+            _ => dense_bytes <= 8 << 30,
+        };
+        weights.set_allow_dense(allow_dense);
+        let model = Model::new(cfg, weights, opts.context_length, opts.threads)?;
+        Ok(Engine { model, tokenizer, path: path.to_path_buf(), format, device })
+    }
+
+    pub fn generate(
+        &self,
+        requests: Vec<Request>,
+        sched: &SchedulerConfig,
+        sink: &mut dyn Sink,
+    ) -> Result<(Vec<Completion>, BatchStats)> {
+        generate::generate(&self.model, &self.tokenizer, requests, sched, sink)
+    }
+}
+
+struct StreamDecoder(DecodeStream);
+
+impl TextDecoder for StreamDecoder {
+    fn push(&mut self, id: u32) -> Result<String> {
+        Ok(self.0.push(id)?.unwrap_or_default())
+    }
+    fn finish(&mut self) -> Result<String> {
+        Ok(self.0.finish().unwrap_or_default())
+    }
+}
+
+impl Vocab for Tokenizer {
+    fn is_eos(&self, id: u32) -> bool {
+        Tokenizer::is_eos(self, id)
+    }
+    fn decoder(&self) -> Box<dyn TextDecoder> {
+        Box::new(StreamDecoder(self.decode_stream(true)))
+    }
+}
