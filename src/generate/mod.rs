@@ -390,3 +390,6 @@ pub fn score_choices(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

@@ -301,3 +301,6 @@ pub fn default_threads() -> usize {
     }
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

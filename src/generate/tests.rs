@@ -1,0 +1,159 @@
+//! Scheduler tests on a tiny random model with a one-byte-per-token vocabulary.
+use candle_core::quantized::GgmlDType;
+
+use super::*;
+use crate::model::tests::{tiny_config, tiny_model};
+use crate::model::Arch;
+
+/// Token t < 256 is byte t; 299 is EOS.
+struct ByteVocab;
+struct ByteDecoder(Vec<u8>);
+
+impl TextDecoder for ByteDecoder {
+    fn push(&mut self, id: u32) -> Result<String> {
+        self.0.push((id % 256) as u8);
+        match std::str::from_utf8(&self.0) {
+            Ok(s) => {
+                let s = s.to_string();
+                self.0.clear();
+                Ok(s)
+            }
+            Err(e) if e.error_len().is_none() => Ok(String::new()),
+            Err(_) => {
+                let s = String::from_utf8_lossy(&self.0).into_owned();
+                self.0.clear();
+                Ok(s)
+            }
+        }
+    }
+    fn finish(&mut self) -> Result<String> {
+        let s = String::from_utf8_lossy(&self.0).into_owned();
+        self.0.clear();
+        Ok(s)
+    }
+}
+
+impl Vocab for ByteVocab {
+    fn is_eos(&self, id: u32) -> bool {
+        id == 299
+    }
+    fn decoder(&self) -> Box<dyn TextDecoder> {
+        Box::new(ByteDecoder(Vec::new()))
+    }
+}
+
+#[derive(Default)]
+struct Collect(Vec<(usize, String)>);
+impl Sink for Collect {
+    fn piece(&mut self, i: usize, t: &str) {
+        self.0.push((i, t.to_string()));
+    }
+}
+
+fn req(prompt: &[u32], max_new: usize, temp: f32, seed: u64) -> Request {
+    Request {
+        prompt: prompt.to_vec(),
+        params: SamplingParams { max_new_tokens: max_new, temperature: temp, seed, ..Default::default() },
+    }
+}
+
+fn prompts() -> Vec<Vec<u32>> {
+    vec![b"hello".iter().map(|&b| b as u32).collect(), (0..40).map(|i| (i * 7 % 250) as u32).collect(), vec![3], vec![10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150, 160, 170, 180]]
+}
+
+#[test]
+fn batched_generation_equals_one_by_one() {
+    let m = tiny_model(&tiny_config(Arch::Llama), 21, GgmlDType::Q4_1);
+    for temp in [0.0, 0.9] {
+        let reqs: Vec<Request> = prompts().iter().enumerate().map(|(i, p)| req(p, 12 + i, temp, 5)).collect();
+        let sched = SchedulerConfig { max_batch: 3, prefill_chunk: 16 };
+        let (batched, stats) = generate(&m, &ByteVocab, reqs.clone(), &sched, &mut Collect::default()).unwrap();
+        assert!(stats.decode_steps > 0);
+        for (r, b) in reqs.into_iter().zip(&batched) {
+            let (one, _) = generate(&m, &ByteVocab, vec![r], &SchedulerConfig { max_batch: 1, prefill_chunk: 16 }, &mut Collect::default()).unwrap();
+            assert_eq!(one[0].tokens, b.tokens, "temperature {temp}");
+            assert_eq!(one[0].text, b.text);
+        }
+    }
+}
+
+#[test]
+fn seed_controls_sampling() {
+    let m = tiny_model(&tiny_config(Arch::Qwen2), 22, GgmlDType::Q8_0);
+    let p = &prompts()[0];
+    let run = |seed| generate(&m, &ByteVocab, vec![req(p, 20, 1.5, seed)], &SchedulerConfig::default(), &mut Collect::default()).unwrap().0[0].tokens.clone();
+    assert_eq!(run(1), run(1));
+    assert_ne!(run(1), run(2));
+}
+
+#[test]
+fn length_stop_strings_and_streaming() {
+    let m = tiny_model(&tiny_config(Arch::Llama), 23, GgmlDType::F32);
+    let p = prompts()[1].clone();
+    let (full, _) = generate(&m, &ByteVocab, vec![req(&p, 30, 0.0, 0)], &SchedulerConfig::default(), &mut Collect::default()).unwrap();
+    let full = &full[0];
+    assert_eq!(full.finish_reason, FinishReason::Length);
+    assert_eq!(full.tokens.len(), 30);
+    // Streamed pieces concatenate to the text.
+    let mut sink = Collect::default();
+    let (again, _) = generate(&m, &ByteVocab, vec![req(&p, 30, 0.0, 0)], &SchedulerConfig::default(), &mut sink).unwrap();
+    let joined: String = sink.0.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(joined, again[0].text);
+    // A stop string taken from the middle of the output cuts the text there.
+    let text = &full.text;
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() >= 12 {
+        let stop: String = chars[8..11].iter().collect();
+        let cut = text.find(&stop).unwrap();
+        let mut r = req(&p, 30, 0.0, 0);
+        r.params.stop = vec![stop.clone(), "never-produced-zzz".into()];
+        let mut sink = Collect::default();
+        let (s, _) = generate(&m, &ByteVocab, vec![r], &SchedulerConfig::default(), &mut sink).unwrap();
+        assert_eq!(s[0].finish_reason, FinishReason::StopString);
+        assert_eq!(s[0].text, text[..cut]);
+        let joined: String = sink.0.iter().map(|(_, s)| s.as_str()).collect();
+        assert_eq!(joined, s[0].text, "streaming must not leak the stop string");
+    }
+}
+
+#[test]
+fn bad_requests() {
+    let m = tiny_model(&tiny_config(Arch::Llama), 24, GgmlDType::F32);
+    let s = SchedulerConfig::default();
+    assert!(matches!(generate(&m, &ByteVocab, vec![], &s, &mut Collect::default()), Err(Error::InvalidArgument(_))));
+    assert!(matches!(generate(&m, &ByteVocab, vec![req(&[], 5, 0.0, 0)], &s, &mut Collect::default()), Err(Error::InvalidArgument(_))));
+    assert!(matches!(generate(&m, &ByteVocab, vec![req(&[1], 0, 0.0, 0)], &s, &mut Collect::default()), Err(Error::InvalidArgument(_))));
+    let long: Vec<u32> = vec![5; 250];
+    assert!(matches!(generate(&m, &ByteVocab, vec![req(&long, 10, 0.0, 0)], &s, &mut Collect::default()), Err(Error::ContextLength { .. })));
+}
+
+#[test]
+fn cancellation_stops_generation() {
+    let m = tiny_model(&tiny_config(Arch::Llama), 25, GgmlDType::F32);
+    let flag = AtomicBool::new(true);
+    let r = generate(&m, &ByteVocab, vec![req(&[1, 2, 3], 50, 0.0, 0)], &SchedulerConfig::default(), &mut CancelFlag(&flag));
+    assert!(matches!(r, Err(Error::Interrupted)));
+}
+
+#[test]
+fn choice_scores_match_step_by_step_log_probs() {
+    let m = tiny_model(&tiny_config(Arch::Qwen2), 26, GgmlDType::F32);
+    let prompt: Vec<u32> = (1..30).collect();
+    let choices = vec![vec![5u32], vec![7, 8, 9], vec![100, 101]];
+    let got = score_choices(&m, &prompt, &choices, &SchedulerConfig::default(), &CancelFlag(&AtomicBool::new(false))).unwrap();
+    for (c, g) in choices.iter().zip(&got) {
+        // Reference: full sequence prompt+choice, logits at every position.
+        let mut seq = prompt.clone();
+        seq.extend(c);
+        let mut cache = KvCache::new(&m.cfg, seq.len());
+        let mut ch = [Chunk { cache: &mut cache, tokens: &seq, logits: Logits::All }];
+        let all = m.forward(&mut ch).unwrap().remove(0).data;
+        let v = m.cfg.vocab_size;
+        for (j, &t) in c.iter().enumerate() {
+            let row = &all[(prompt.len() - 1 + j) * v..(prompt.len() + j) * v];
+            let want = sampler::log_prob(row, t);
+            assert!((want - g[j]).abs() < 1e-3, "{want} vs {}", g[j]);
+        }
+    }
+    assert!(matches!(score_choices(&m, &prompt, &[], &SchedulerConfig::default(), &CancelFlag(&AtomicBool::new(false))), Err(Error::InvalidArgument(_))));
+}
