@@ -311,7 +311,12 @@ class LogLM:
         single = isinstance(prompts, (str, bytes)) or _is_chat(prompts)
         items: Sequence[Prompt] = [prompts] if single else prompts  # type: ignore[list-item]
         if not isinstance(items, (list, tuple)):
-            items = list(items)  # type: ignore[arg-type]
+            try:
+                items = list(items)  # type: ignore[arg-type]
+            except TypeError:
+                raise InvalidInputError(
+                    f"prompts must be a str, a chat, or a list of them, not {type(prompts).__name__}"
+                ) from None
         if len(items) == 0:
             raise InvalidInputError("empty batch: give at least one prompt")
         return [self.encode_prompt(p, raw=raw) for p in items], single
