@@ -28,7 +28,7 @@
 //! `tojson`). A model without a template falls back to ChatML (`<|im_start|>`…).
 //! [`Tokenizer::encode_chat`] parses the template's markup as special tokens but
 //! never the message contents.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -597,6 +597,11 @@ impl Tokenizer {
                 eog.retain(|&i| i != end);
                 kinds[end as usize] = Kind::UserDefined;
             }
+        }
+        // gemma4/plamo: "</s>" is a normal token there.
+        let eog_has = |t: &str| eog.iter().any(|&i| texts[i as usize] == t);
+        if eog_has("<|tool_response>") || eog_has("<|plamo:eos|>") {
+            eog.retain(|&i| texts[i as usize] != "</s>");
         }
         // Promote control-looking tokens to control, as llama.cpp does.
         for &id in &eog {
@@ -1212,6 +1217,7 @@ fn format_time(secs: i64, fmt: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn s(x: &str) -> GgufValue {
         GgufValue::String(x.to_string())
