@@ -64,14 +64,14 @@ CHATS = [
 ]
 
 
-def log_lines(data_dir: Path) -> list[dict]:
+def log_lines(data_dir: Path, per_system: int = PER_SYSTEM) -> list[dict]:
     out = []
     for system in SYSTEMS:
         path = data_dir / "loghub_2k" / system / f"{system}_2k.log"
         raw = path.read_bytes().decode("utf-8", errors="replace")
         lines = [ln.rstrip("\r") for ln in raw.split("\n") if ln.strip("\r")]
-        step = max(1, len(lines) // PER_SYSTEM)
-        for i in range(0, len(lines), step)[:PER_SYSTEM]:
+        step = max(1, len(lines) // per_system)
+        for i in range(0, len(lines), step)[:per_system]:
             out.append({"source": f"{system}:{i + 1}", "text": lines[i]})
     return out
 
@@ -90,11 +90,13 @@ def render(template: str, messages, add_generation_prompt, bos, eos) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default=os.environ.get("LOGLM_DATA_DIR", str(REPO.parent.parent / "shared" / "data")))
+    ap.add_argument("--all-lines", action="store_true", help="every log line (a large, unfrozen check)")
+    ap.add_argument("--out-dir", default=str(REPO / "tests" / "data"))
     args = ap.parse_args()
     data_dir = Path(args.data_dir)
     if not (data_dir / "loghub_2k").is_dir():
         data_dir = Path("/work/shared/data")
-    logs = log_lines(data_dir)
+    logs = log_lines(data_dir, 10**9 if args.all_lines else PER_SYSTEM)
 
     for name, path in MODELS.items():
         if not Path(path).is_file():
@@ -133,7 +135,8 @@ def main() -> None:
             "cases": cases,
             "chats": chats,
         }
-        out = REPO / "tests" / "data" / f"tokenizer_reference_{name}.json"
+        out = Path(args.out_dir) / f"tokenizer_reference_{name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(ref, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
         print(f"{name}: {len(cases)} cases, {len(chats)} chats, eog={eog} -> {out} ({out.stat().st_size} bytes)")
 

@@ -28,7 +28,7 @@
 //! `tojson`). A model without a template falls back to ChatML (`<|im_start|>`…).
 //! [`Tokenizer::encode_chat`] parses the template's markup as special tokens but
 //! never the message contents.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -598,9 +598,17 @@ impl Tokenizer {
                 kinds[end as usize] = Kind::UserDefined;
             }
         }
-        // Promote control-looking tokens to control, as llama.cpp does.
+        // gemma4/plamo: "</s>" is a normal token there.
+        let eog_has = |t: &str| eog.iter().any(|&i| texts[i as usize] == t);
+        if eog_has("<|tool_response>") || eog_has("<|plamo:eos|>") {
+            eog.retain(|&i| texts[i as usize] != "</s>");
+        }
+        // Promote control-looking tokens (detected by text) to control, as llama.cpp does.
         for &id in &eog {
-            kinds[id as usize] = Kind::Control;
+            let t = texts[id as usize].as_str();
+            if [EOG_TEXTS, FIM_PAD_TEXTS, FIM_REP_TEXTS, FIM_SEP_TEXTS].iter().any(|l| l.contains(&t)) {
+                kinds[id as usize] = Kind::Control;
+            }
         }
         for t in CONTROL_TEXTS {
             if let Some(&id) = by_text.get(t) {
@@ -1212,6 +1220,7 @@ fn format_time(secs: i64, fmt: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn s(x: &str) -> GgufValue {
         GgufValue::String(x.to_string())
@@ -1450,6 +1459,59 @@ mod tests {
         assert!(t8.has_chat_template());
         assert!(is_tok_err(t8.render_chat(&[ChatMessage::user("x")], true)));
         assert!(is_tok_err(t8.encode_chat(&[ChatMessage::user("x")], true)));
+    }
+
+    #[test]
+    fn hf_dir() {
+        let table = byte_to_char_table();
+        let mut vocab = serde_json::Map::new();
+        for (i, c) in table.iter().enumerate() {
+            vocab.insert(c.to_string(), (i as u32).into());
+        }
+        vocab.insert("he".into(), 256.into());
+        vocab.insert("hel".into(), 257.into());
+        let tj = serde_json::json!({
+            "version": "1.0",
+            "added_tokens": [
+                {"id": 258, "content": "<|im_start|>", "special": true},
+                {"id": 259, "content": "<|im_end|>", "special": true},
+                {"id": 260, "content": "<tool>", "special": false}
+            ],
+            "normalizer": null,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+            "post_processor": null,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {"type": "BPE", "vocab": vocab, "merges": ["h e", "he l"]}
+        });
+        let cfg = serde_json::json!({
+            "bos_token": {"content": "<|im_start|>"},
+            "eos_token": "<|im_end|>",
+            "add_bos_token": false,
+            "chat_template": [{"name": "default", "template": "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"}]
+        });
+        let gen = serde_json::json!({"eos_token_id": [259, 260]});
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), tj.to_string()).unwrap();
+        std::fs::write(dir.path().join("tokenizer_config.json"), cfg.to_string()).unwrap();
+        std::fs::write(dir.path().join("generation_config.json"), gen.to_string()).unwrap();
+        let t = Tokenizer::from_hf_dir(dir.path()).unwrap();
+        assert_eq!(t.vocab_size(), 261);
+        assert_eq!(t.bos_token_id(), Some(258));
+        assert!(!t.add_bos());
+        assert_eq!(t.eos_token_ids(), &[259, 260]);
+        let text = "help <|im_end|><tool> é";
+        let ids = t.encode(text, false, false).unwrap();
+        assert_eq!(&ids[..2], &[257, b'p' as u32]);
+        assert!(!ids.contains(&259) && ids.contains(&260));
+        assert_eq!(t.decode(&ids, false).unwrap(), text);
+        assert!(t.encode(text, false, true).unwrap().contains(&259));
+        assert!(t.has_chat_template());
+        assert_eq!(t.render_chat(&[ChatMessage::user("x")], false).unwrap(), "[user]x");
+        assert!(matches!(Tokenizer::from_hf_dir(&dir.path().join("nope")), Err(Error::NotFound(_))));
+        std::fs::write(dir.path().join("tokenizer.json"), "{not json").unwrap();
+        assert!(is_tok_err(Tokenizer::from_hf_dir(dir.path())));
+        std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+        assert!(matches!(Tokenizer::from_hf_dir(dir.path()), Err(Error::NotFound(_))));
     }
 
     #[test]

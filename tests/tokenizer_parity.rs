@@ -165,3 +165,35 @@ fn parity_qwen25() {
          <|im_start|>user\nhi<|im_end|>\n"
     );
 }
+
+/// Whole-corpus check against a reference made on the fly (not frozen):
+/// `python scripts/make_tokenizer_reference.py --all-lines --out-dir /tmp/tokref`
+/// then `LOGLM_TOKREF_DIR=/tmp/tokref cargo test --release --test tokenizer_parity -- --ignored`.
+#[test]
+#[ignore]
+fn parity_full_corpus() {
+    let Ok(dir) = std::env::var("LOGLM_TOKREF_DIR") else {
+        eprintln!("note: set LOGLM_TOKREF_DIR");
+        return;
+    };
+    for (name, env, default) in [("smollm2", "LOGLM_SMOLLM2_GGUF", SMOLLM2), ("qwen25", "LOGLM_QWEN25_GGUF", QWEN25)] {
+        let Some(p) = model_path(env, default) else { continue };
+        let tok = load_gguf(&p);
+        let file = Path::new(&dir).join(format!("tokenizer_reference_{name}.json"));
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let cases = r["cases"].as_array().unwrap();
+        let mut bad = 0;
+        for c in cases {
+            let text = c["text"].as_str().unwrap();
+            let got = tok.encode(text, false, c["special"].as_bool().unwrap()).unwrap();
+            if got != ids_of(&c["ids"]) {
+                bad += 1;
+                if bad <= 5 {
+                    eprintln!("{name} mismatch {:?}: {:?}", c["source"], text);
+                }
+            }
+        }
+        println!("{name}: {}/{} lines match", cases.len() - bad, cases.len());
+        assert_eq!(bad, 0);
+    }
+}
