@@ -229,3 +229,168 @@ def session_scores(
     if (codes < 0).any():
         raise ValueError("session_ids contains missing values (None/NaN)")
     return dict(_loglm._session_scores(codes.astype(np.int64), t, p))
+
+
+# ------------------------------------------------------------------------- BLEU / ROUGE
+
+
+def _hyps_refs(hypotheses: Any, references: Any):
+    hyps = _as_list(hypotheses, "hypotheses")
+    if isinstance(references, (str, bytes)):
+        raise TypeError("references must be a sequence of strings or of reference streams")
+    if isinstance(references, np.ndarray) and references.ndim == 2:
+        streams = [list(r) for r in references.tolist()]
+    else:
+        refs = _as_list(references, "references")
+        first = refs[0]
+        if isinstance(first, (str, bytes)) or first is None or (isinstance(first, float)):
+            streams = [refs]
+        else:
+            streams = [_as_list(s, f"references[{k}]") for k, s in enumerate(refs)]
+    for k, s in enumerate(streams):
+        if len(s) != len(hyps):
+            where = "references" if len(streams) == 1 else f"reference stream {k}"
+            raise ValueError(f"length mismatch: {len(hyps)} hypotheses but {len(s)} in {where}")
+    if len(streams) == 1 and any(r is None for r in streams[0]):
+        i = next(i for i, r in enumerate(streams[0]) if r is None)
+        raise ValueError(f"references[{i}] is None; every element must be a string")
+    return hyps, streams
+
+
+class BleuResult:
+    """Corpus BLEU (sacrebleu ``BLEUScore`` fields) plus per-pair sentence BLEU.
+
+    Attributes: ``score`` (0-100), ``counts``, ``totals``, ``precisions``,
+    ``bp``, ``sys_len``, ``ref_len``, ``ratio``, ``signature`` (sacrebleu's
+    signature string of the corpus score), ``sentence_scores`` (numpy array of
+    sentence BLEU, or None) and ``sentence_signature``.
+    """
+
+    __slots__ = ("score", "counts", "totals", "precisions", "bp", "sys_len", "ref_len",
+                 "signature", "sentence_signature", "sentence_scores")
+
+    def __init__(self, raw: tuple) -> None:
+        (self.score, self.counts, self.totals, self.precisions, self.bp, self.sys_len,
+         self.ref_len, self.signature, self.sentence_signature, self.sentence_scores) = raw
+
+    @property
+    def ratio(self) -> float:
+        """hyp_len / ref_len, as sacrebleu reports it."""
+        return self.sys_len / self.ref_len if self.ref_len else 0
+
+    def format(self, width: int = 2) -> str:
+        """sacrebleu's ``BLEUScore.format()`` text."""
+        prec = "/".join(f"{p:.1f}" for p in self.precisions)
+        return (f"BLEU = {self.score:.{width}f} {prec} (BP = {self.bp:.3f} ratio = {self.ratio:.3f} "
+                f"hyp_len = {self.sys_len:d} ref_len = {self.ref_len:d})")
+
+    def __repr__(self) -> str:
+        return f"BleuResult({self.format()}, signature={self.signature!r})"
+
+
+def bleu(
+    hypotheses: StrArray,
+    references: Any,
+    *,
+    tokenize: str = "13a",
+    lowercase: bool = False,
+    smooth_method: str = "exp",
+    smooth_value: Union[float, None] = None,
+    max_ngram_order: int = 4,
+    effective_order: Union[bool, None] = None,
+    sentence_scores: bool = True,
+) -> BleuResult:
+    """Corpus and sentence BLEU, identical to sacrebleu 2.6.0.
+
+    ``references`` is either one string per hypothesis, or sacrebleu's layout:
+    a list of reference *streams*, each with one string per hypothesis (``None``
+    in a stream = no such reference for that hypothesis, sacrebleu's variable
+    number of references).
+
+    * ``tokenize``: ``"13a"`` (default, mteval-v13a), ``"intl"``, ``"char"``, ``"none"``.
+    * ``smooth_method``: ``"exp"`` (default), ``"floor"`` (``smooth_value``
+      default 0.1), ``"add-k"`` (default 1), ``"none"``.
+    * ``effective_order``: None keeps sacrebleu's defaults: no for the corpus
+      score (``corpus_bleu``), yes for sentence scores (``sentence_bleu``);
+      True/False applies to both.
+
+    The corpus score equals ``sacrebleu.corpus_bleu(hyps, streams, ...)``;
+    ``result.sentence_scores[i]`` equals ``sacrebleu.sentence_bleu(hyps[i],
+    [s[i] for s in streams], ...).score``. ``result.signature`` is sacrebleu's
+    signature string (e.g. ``nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0``;
+    the version names the sacrebleu release reproduced).
+    """
+    hyps, streams = _hyps_refs(hypotheses, references)
+    if int(max_ngram_order) < 1:
+        raise ValueError("max_ngram_order must be >= 1")
+    ce = False if effective_order is None else bool(effective_order)
+    se = True if effective_order is None else bool(effective_order)
+    raw = _loglm._bleu(hyps, streams, str(tokenize), bool(lowercase), str(smooth_method),
+                       None if smooth_value is None else float(smooth_value), int(max_ngram_order),
+                       ce, se, bool(sentence_scores))
+    return BleuResult(raw)
+
+
+def sentence_bleu(hypotheses: StrArray, references: Any, **kwargs: Any) -> np.ndarray:
+    """Per-pair sentence BLEU (``sacrebleu.sentence_bleu`` for each pair) as a
+    numpy array. Keyword arguments as :func:`bleu`."""
+    return bleu(hypotheses, references, sentence_scores=True, **kwargs).sentence_scores
+
+
+class RougeResult:
+    """ROUGE scores of every pair plus their means.
+
+    * ``scores``: pandas DataFrame, one row per pair, columns
+      ``"<type>_precision"``, ``"<type>_recall"``, ``"<type>_fmeasure"``.
+    * ``mean``: ``{type: {"precision", "recall", "fmeasure"}}``, plain means over pairs.
+    * ``array``: the same numbers as a numpy array of shape (n, len(types), 3).
+    """
+
+    __slots__ = ("types", "array", "scores", "mean")
+
+    def __init__(self, types: List[str], flat: np.ndarray) -> None:
+        import pandas as pd
+
+        self.types = list(types)
+        self.array = flat.reshape(-1, len(types), 3)
+        cols = [f"{t}_{k}" for t in types for k in ("precision", "recall", "fmeasure")]
+        self.scores = pd.DataFrame(self.array.reshape(len(self.array), -1), columns=cols)
+        m = self.array.mean(axis=0)
+        self.mean = {t: {"precision": float(m[i, 0]), "recall": float(m[i, 1]), "fmeasure": float(m[i, 2])}
+                     for i, t in enumerate(types)}
+
+    def fmeasure(self, rouge_type: str) -> np.ndarray:
+        """F-measures of one ROUGE type, one per pair."""
+        return self.array[:, self.types.index(rouge_type), 2]
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{t}={v['fmeasure']:.4f}" for t, v in self.mean.items())
+        return f"RougeResult(n={len(self.array)}, mean F: {parts})"
+
+
+def rouge(
+    hypotheses: StrArray,
+    references: Any,
+    *,
+    types: Sequence[str] = ("rouge1", "rouge2", "rougeL"),
+    use_stemmer: bool = False,
+) -> RougeResult:
+    """ROUGE precision / recall / F-measure identical to Google's ``rouge-score`` 0.1.2.
+
+    Each pair is scored as ``RougeScorer(types, use_stemmer).score(reference,
+    hypothesis)`` (its tokenizer; NLTK's Porter stemmer on tokens longer than 3
+    characters when ``use_stemmer``; ``"rougeLsum"`` splits texts on newlines).
+    With several reference streams (see :func:`bleu`), ``score_multi`` is used:
+    per type the reference with the best F-measure.
+    """
+    if isinstance(types, str):
+        types = (types,)
+    types = [str(t) for t in types]
+    if not types:
+        raise ValueError("types must not be empty")
+    hyps, streams = _hyps_refs(hypotheses, references)
+    flat = _loglm._rouge(hyps, streams, types, bool(use_stemmer))
+    return RougeResult(types, flat)
+
+
+__all__ += ["bleu", "sentence_bleu", "BleuResult", "rouge", "RougeResult"]

@@ -191,7 +191,123 @@ fn _session_labels<'py>(
     Ok((PyArray1::from_vec(py, a), PyArray1::from_vec(py, b)))
 }
 
+/// Reference streams: a list of lists; `None` marks an absent reference.
+fn extract_streams(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<Vec<Option<String>>>> {
+    let mut out = Vec::new();
+    for (k, stream) in obj.try_iter()?.enumerate() {
+        let stream = stream?;
+        let mut v = Vec::new();
+        for (i, item) in stream.try_iter()?.enumerate() {
+            let item = item?;
+            if item.is_none() {
+                v.push(None);
+            } else {
+                let one = pyo3::types::PyList::new(obj.py(), [item])?;
+                let mut s = extract_strings(one.as_any(), &format!("{name}[{k}][{i}]"))?;
+                v.push(s.pop());
+            }
+        }
+        out.push(v);
+    }
+    Ok(out)
+}
+
+type BleuOut<'py> = (f64, Vec<f64>, Vec<f64>, Vec<f64>, f64, u64, u64, String, String, Option<Bound<'py, PyArray1<f64>>>);
+
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn _bleu<'py>(
+    py: Python<'py>,
+    hypotheses: &Bound<'py, PyAny>,
+    references: &Bound<'py, PyAny>,
+    tokenize: &str,
+    lowercase: bool,
+    smooth_method: &str,
+    smooth_value: Option<f64>,
+    max_ngram_order: usize,
+    corpus_effective_order: bool,
+    sentence_effective_order: bool,
+    sentences: bool,
+) -> PyResult<BleuOut<'py>> {
+    use metrics::bleu;
+    let hyps = extract_strings(hypotheses, "hypotheses")?;
+    let refs = extract_streams(references, "references")?;
+    let cfg = bleu::BleuConfig {
+        tokenizer: bleu::BleuTokenizer::parse(tokenize)?,
+        lowercase,
+        smooth: bleu::Smooth::parse(smooth_method)?,
+        smooth_value,
+        max_ngram_order,
+    };
+    let (corpus, nrefs, sent) = detach(py, || {
+        let (stats, nrefs) = bleu::corpus_stats(&hyps, &refs, &cfg)?;
+        let c = bleu::corpus_score(&stats, &cfg, corpus_effective_order);
+        let s = if sentences { Some(bleu::sentence_scores(&stats, &cfg, sentence_effective_order)) } else { None };
+        Ok((c, nrefs, s))
+    })?;
+    let sig = bleu::signature(&cfg, nrefs, corpus_effective_order);
+    let ssig = bleu::signature(&cfg, nrefs, sentence_effective_order);
+    Ok((
+        corpus.score,
+        corpus.counts,
+        corpus.totals,
+        corpus.precisions,
+        corpus.bp,
+        corpus.sys_len,
+        corpus.ref_len,
+        sig,
+        ssig,
+        sent.map(|v| PyArray1::from_vec(py, v)),
+    ))
+}
+
+#[pyfunction]
+fn _rouge<'py>(
+    py: Python<'py>,
+    hypotheses: &Bound<'py, PyAny>,
+    references: &Bound<'py, PyAny>,
+    types: Vec<String>,
+    use_stemmer: bool,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    use metrics::rouge;
+    let hyps = extract_strings(hypotheses, "hypotheses")?;
+    let refs = extract_streams(references, "references")?;
+    let tys = types.iter().map(|t| rouge::RougeType::parse(t)).collect::<crate::Result<Vec<_>>>()?;
+    let flat = detach(py, || {
+        let r = rouge::rouge_batch(&hyps, &refs, &tys, use_stemmer)?;
+        let mut flat = Vec::with_capacity(r.len() * tys.len() * 3);
+        for row in r {
+            for p in row {
+                flat.extend([p.precision, p.recall, p.fmeasure]);
+            }
+        }
+        Ok(flat)
+    })?;
+    Ok(PyArray1::from_vec(py, flat))
+}
+
+#[pyfunction]
+fn _porter_stem(words: Vec<String>) -> Vec<String> {
+    words.iter().map(|w| metrics::porter::stem(w)).collect()
+}
+
+#[pyfunction]
+fn _rouge_tokenize(text: &str, use_stemmer: bool) -> Vec<String> {
+    metrics::rouge::tokenize(text, use_stemmer)
+}
+
+#[pyfunction]
+fn _bleu_tokenize(text: &str, tokenize: &str, lowercase: bool) -> PyResult<Vec<String>> {
+    let t = metrics::bleu::BleuTokenizer::parse(tokenize)?;
+    Ok(metrics::bleu::preprocess(text, t, lowercase))
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_bleu, m)?)?;
+    m.add_function(wrap_pyfunction!(_rouge, m)?)?;
+    m.add_function(wrap_pyfunction!(_porter_stem, m)?)?;
+    m.add_function(wrap_pyfunction!(_rouge_tokenize, m)?)?;
+    m.add_function(wrap_pyfunction!(_bleu_tokenize, m)?)?;
     m.add_function(wrap_pyfunction!(_parsing_scores, m)?)?;
     m.add_function(wrap_pyfunction!(_parsing_counts, m)?)?;
     m.add_function(wrap_pyfunction!(_variable_mask, m)?)?;
