@@ -3,7 +3,8 @@
 //! keyed by token count, then up to `depth - 2` leading tokens (tokens with digits go to the
 //! `<*>` child when `parametrize_numeric_tokens`), `max_children` per node, leaves holding
 //! clusters compared by the share of equal non-parameter tokens against `sim_th`.
-//! Differences from drain3: clusters remember the path they were inserted under (exact
+//! Differences from drain3: with masking on, a `<*>` template position facing a masked
+//! `<*>` line token counts half as similar (two variables agree); clusters remember the path they were inserted under (exact
 //! save/load), a cluster may be *locked* to a template proposed by the LLM (then it is
 //! never generalised), and there is no LRU `max_clusters` eviction.
 use std::borrow::Cow;
@@ -11,6 +12,9 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use super::{content_id, FastMap, ParserConfig};
+
+/// Weight of a `<*>` template position facing a masked `<*>` line token in the similarity.
+const VAR_WEIGHT: f64 = 0.5;
 
 /// One log cluster (drain3 `LogCluster`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -115,10 +119,14 @@ impl Tree {
             return (1.0, 0);
         }
         let p = self.cfg.param_str.as_str();
-        let (mut sim, mut params) = (0usize, 0usize);
+        let (mut sim, mut params, mut both_var) = (0usize, 0usize, 0usize);
         for (a, b) in tmpl.iter().zip(tokens) {
             if a == p {
                 params += 1;
+                // both sides are variables (the line token was masked whole): a match
+                if self.cfg.masking && !include_params && b.as_ref() == p {
+                    both_var += 1;
+                }
             } else if a == b.as_ref() {
                 sim += 1;
             }
@@ -126,7 +134,7 @@ impl Tree {
         if include_params {
             sim += params;
         }
-        (sim as f64 / tmpl.len() as f64, params)
+        ((sim as f64 + VAR_WEIGHT * both_var as f64) / tmpl.len() as f64, params)
     }
 
     fn fast_match<S: AsRef<str>>(&self, ids: &[u32], tokens: &[S], sim_th: f64, include_params: bool) -> Option<usize> {
