@@ -349,11 +349,18 @@ class TemplateMiner:
                 reps.setdefault(k, i)
             rep_ids = list(reps.values())
             failed_groups = set()
-            for s in range(0, len(rep_ids), self.batch_size):
-                chunk = rep_ids[s:s + self.batch_size]
+            todo = rep_ids
+            while todo:
+                chunk, todo = todo[:self.batch_size], todo[self.batch_size:]
                 for i, (j, _, rej) in zip(chunk, self._ask_model([lines[i] for i in chunk])):
                     idx[i] = j
                     rejected[i] = rej
+                if todo:  # templates accepted so far may already cover later groups
+                    hits = self._tree.hit_batch([lines[i] for i in todo], self.threads)
+                    for i, h in zip(todo, hits.tolist()):
+                        if h >= 0:
+                            idx[i] = h
+                    todo = [i for i, h in zip(todo, hits.tolist()) if h < 0]
             rep_set = set(rep_ids)
             key_of = dict(zip(pending, keys.tolist()))
             failed_groups = {key_of[i] for i in rep_ids if rejected[i]}
