@@ -28,23 +28,41 @@ impl Parser {
             return out;
         }
         for chunk in lines.chunks(CHUNK) {
+            // parallel: tokens, lookup against the snapshot and whether the line would
+            // change its cluster's template; tokens are kept only when needed below
             let tree = &self.tree;
-            let toks: Vec<Vec<Cow<str>>> = chunk.par_iter().map(|l| tree.tokenize(l.as_ref())).collect();
-            let snap: Vec<Option<usize>> = toks.par_iter().map(|t| tree.search(t, tree.cfg.sim_th, false)).collect();
+            let pre: Vec<(usize, Option<usize>, Option<Vec<Cow<str>>>)> = chunk
+                .par_iter()
+                .map(|l| {
+                    let t = tree.tokenize(l.as_ref());
+                    let found = tree.search(&t, tree.cfg.sim_th, false);
+                    let same = found.is_some_and(|i| tree.would_keep(i, &t));
+                    (t.len(), found, if same { None } else { Some(t) })
+                })
+                .collect();
             let mut dirty: FastMap<usize, ()> = FastMap::default();
-            for (t, s) in toks.iter().zip(snap) {
-                let n = t.len();
-                let found = if dirty.contains_key(&n) { self.tree.search(t, self.tree.cfg.sim_th, false) } else { s };
-                let idx = match found {
-                    None => {
-                        dirty.insert(n, ());
-                        self.tree.create(t)
-                    }
-                    Some(i) => {
-                        if self.tree.absorb(i, t) != super::Change::None {
-                            dirty.insert(n, ());
-                        }
+            for (l, (n, snap, toks)) in chunk.iter().zip(pre) {
+                let idx = match (dirty.contains_key(&n), snap, toks) {
+                    // unchanged group, line fits its cluster as is: only the size moves
+                    (false, Some(i), None) => {
+                        self.tree.clusters[i].size += 1;
                         i
+                    }
+                    (is_dirty, snap, toks) => {
+                        let t = toks.unwrap_or_else(|| self.tree.tokenize(l.as_ref()));
+                        let found = if is_dirty { self.tree.search(&t, self.tree.cfg.sim_th, false) } else { snap };
+                        match found {
+                            None => {
+                                dirty.insert(n, ());
+                                self.tree.create(&t)
+                            }
+                            Some(i) => {
+                                if self.tree.absorb(i, &t) != super::Change::None {
+                                    dirty.insert(n, ());
+                                }
+                                i
+                            }
+                        }
                     }
                 };
                 out.push(idx as u32);

@@ -273,6 +273,13 @@ impl Tree {
         }
     }
 
+    /// Whether absorbing `tokens` would leave the template of cluster `idx` unchanged.
+    pub fn would_keep<S: AsRef<str>>(&self, idx: usize, tokens: &[S]) -> bool {
+        let c = &self.clusters[idx];
+        c.llm_template.is_some()
+            || c.tokens.iter().zip(tokens).all(|(t, l)| t == l.as_ref() || *t == self.cfg.param_str)
+    }
+
     /// drain3 `Drain.add_log_message` on tokenised content.
     pub fn add_tokens<S: AsRef<str>>(&mut self, tokens: &[S]) -> (usize, Change) {
         match self.search(tokens, self.cfg.sim_th, false) {
