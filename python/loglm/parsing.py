@@ -1,0 +1,504 @@
+"""Streaming log parsing: a Rust template tree (Drain, He et al. ICWS 2017, drain3-compatible
+API) that asks a language model only about lines matching no cached template.
+
+``TemplateMiner`` is a superset of ``drain3.TemplateMiner``: ``add_log_message``, ``match``,
+``extract_parameters``, ``get_parameter_list``, ``save_state`` / ``load_state`` and
+``drain.clusters`` behave the same way, so pipelines switch with an import change. It adds
+masking of obvious variables, content-derived template ids (``"E3f9a0c12"``), ``merge`` of
+trees built on separate shards, a parallel batch mode returning the loghub DataFrame, and
+the LLM loop (``TemplateMiner(model=...)``), where ``model`` is any object with
+``propose_templates(lines, examples) -> list[str]``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterable, NamedTuple, Sequence
+
+import numpy as np
+
+from loglm import _loglm
+
+__all__ = [
+    "ExtractedParameter",
+    "LogCluster",
+    "TemplateMiner",
+    "template_id",
+    "template_matches",
+    "PARSING_INSTRUCTION",
+]
+
+#: The parsing instruction LogLM was trained with.
+PARSING_INSTRUCTION = (
+    "Convert the following logs into standardized templates by identifying and replacing "
+    "the variable parts with a <*>."
+)
+
+_CHUNK = 1 << 16
+
+
+class ExtractedParameter(NamedTuple):
+    """A parameter value and the name of the mask it matched (``"*"`` for all of ours)."""
+
+    value: str
+    mask_name: str
+
+
+class LogCluster:
+    """A cluster of lines sharing a template (drain3 ``LogCluster`` attributes plus ids)."""
+
+    __slots__ = ("cluster_id", "size", "log_template_tokens", "template_id", "llm_verified")
+
+    def __init__(self, cluster_id: int, template: str, tid: str, size: int, locked: bool,
+                 tokens: Sequence[str]) -> None:
+        self.cluster_id = cluster_id
+        self.size = size
+        self.log_template_tokens = tuple(tokens)
+        self.template_id = tid
+        self.llm_verified = locked
+
+    def get_template(self) -> str:
+        """The template text, tokens joined by single spaces."""
+        return " ".join(self.log_template_tokens)
+
+    def __repr__(self) -> str:
+        return (f"LogCluster(cluster_id={self.cluster_id}, template_id={self.template_id!r}, "
+                f"size={self.size}, template={self.get_template()!r})")
+
+    def __str__(self) -> str:
+        return f"ID={str(self.cluster_id).ljust(5)} : size={str(self.size).ljust(10)}: {self.get_template()}"
+
+
+class _DrainView:
+    """``miner.drain`` compatibility view (``clusters``, ``id_to_cluster``, ``clusters_counter``)."""
+
+    def __init__(self, miner: TemplateMiner) -> None:
+        self._miner = miner
+
+    @property
+    def clusters(self) -> list[LogCluster]:
+        return self._miner.clusters
+
+    @property
+    def id_to_cluster(self) -> dict[int, LogCluster]:
+        return {c.cluster_id: c for c in self._miner.clusters}
+
+    @property
+    def clusters_counter(self) -> int:
+        return len(self._miner._tree)
+
+    def get_total_cluster_size(self) -> int:
+        return sum(c.size for c in self._miner.clusters)
+
+
+def template_id(template: str) -> str:
+    """Content-derived id of a template: ``"E"`` + 8 hex digits of a stable FNV-1a hash of
+    the whitespace-normalised text (equal on every machine and run)."""
+    return _loglm.template_id(template)
+
+
+def template_matches(template: str, line: str, param_str: str = "<*>") -> bool:
+    """Whether ``template`` (``<*>`` = any text, whitespace runs equivalent) matches ``line``."""
+    return _loglm.template_matches(template, line, param_str, True)
+
+
+def _decode(line: str | bytes) -> tuple[str, bool]:
+    if isinstance(line, bytes):
+        try:
+            return line.decode("utf-8"), False
+        except UnicodeDecodeError:
+            return line.decode("utf-8", errors="replace"), True
+    if not isinstance(line, str):
+        raise TypeError(f"log lines must be str or bytes, got {type(line).__name__}")
+    return line, False
+
+
+class TemplateMiner:
+    """Online log template miner: Drain tree in Rust, optional LLM for new patterns.
+
+    Parameters follow drain3 (``persistence_handler``, ``config`` — a
+    ``drain3.TemplateMinerConfig`` or any object with its ``drain_*`` attributes); keywords
+    override them. ``masking=True`` masks obvious variables (numbers, hex, IPs, ids, paths
+    with digits) before the tree; ``masking=False`` reproduces drain3's default clusters.
+    ``model`` enables the LLM loop: lines matching no verified template are sent, batched
+    (``batch_size``) with up to ``few_shot`` similar cached (line, template) examples, to
+    ``model.propose_templates(lines, examples)``; a returned template enters the cache only
+    if it matches its line, otherwise the tree's template is used and the line is flagged.
+    ``threads`` caps the Rust worker threads of batch calls (default: all cores).
+    """
+
+    def __init__(self, persistence_handler: Any = None, config: Any = None, *,
+                 model: Any = None, sim_th: float | None = None, depth: int | None = None,
+                 max_children: int | None = None, masking: bool = True,
+                 extra_delimiters: Sequence[str] | None = None, param_str: str | None = None,
+                 parametrize_numeric_tokens: bool | None = None, few_shot: int = 3,
+                 batch_size: int = 32, threads: int | None = None) -> None:
+        def pick(value: Any, attr: str, default: Any) -> Any:
+            if value is not None:
+                return value
+            return getattr(config, attr, default) if config is not None else default
+
+        if param_str is None and config is not None:
+            param_str = f"{getattr(config, 'mask_prefix', '<')}*{getattr(config, 'mask_suffix', '>')}"
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if few_shot < 0:
+            raise ValueError(f"few_shot must be >= 0, got {few_shot}")
+        self._tree = _loglm.TemplateTree(
+            sim_th=float(pick(sim_th, "drain_sim_th", 0.4)),
+            depth=int(pick(depth, "drain_depth", 4)),
+            max_children=int(pick(max_children, "drain_max_children", 100)),
+            param_str=param_str or "<*>",
+            parametrize_numeric_tokens=bool(pick(parametrize_numeric_tokens, "parametrize_numeric_tokens", True)),
+            extra_delimiters=list(pick(extra_delimiters, "drain_extra_delimiters", [])),
+            masking=bool(masking),
+        )
+        self.config = config
+        self.model = model
+        self.few_shot = few_shot
+        self.batch_size = batch_size
+        self.threads = threads
+        self.persistence_handler = persistence_handler
+        self._llm_calls = 0
+        self._llm_lines = 0
+        self._seconds = 0.0
+        self._model_seconds = 0.0
+        if persistence_handler is not None:
+            self.load_state()
+
+    # ---- drain3 surface -------------------------------------------------------------
+    @property
+    def param_str(self) -> str:
+        """The parameter placeholder (``<*>``)."""
+        return self._tree.config()["param_str"]
+
+    @property
+    def drain(self) -> _DrainView:
+        """drain3 compatibility: ``miner.drain.clusters`` etc."""
+        return _DrainView(self)
+
+    @property
+    def clusters(self) -> list[LogCluster]:
+        """All clusters, in creation order."""
+        return [self._cluster(i) for i in range(len(self._tree))]
+
+    def _cluster(self, index: int) -> LogCluster:
+        return LogCluster(*self._tree.cluster(index))
+
+    def _result(self, index: int, change_type: str, **extra: Any) -> dict:
+        cid, template, tid, size, locked, _ = self._tree.cluster(index)
+        out = {
+            "change_type": change_type,
+            "cluster_id": cid,
+            "cluster_size": size,
+            "template_mined": template,
+            "cluster_count": len(self._tree),
+            "template_id": tid,
+        }
+        out.update(extra)
+        return out
+
+    def add_log_message(self, log_message: str | bytes) -> dict:
+        """Add one line; returns drain3's dict (``change_type``, ``cluster_id``,
+        ``cluster_size``, ``template_mined``, ``cluster_count``) plus ``template_id`` and,
+        with a model, ``cache_hit`` and ``llm_rejected``."""
+        t0 = time.perf_counter()
+        line, bad = _decode(log_message)
+        if bad:
+            self._tree.add_non_utf8(1)
+        if self.model is None:
+            idx, change = self._tree.add(line)
+            res = self._result(idx, change)
+        else:
+            hit = self._tree.hit_batch([line], 1)[0]
+            if hit >= 0:
+                res = self._result(int(hit), "none", cache_hit=True, llm_rejected=False)
+            else:
+                (idx, change, rejected), = self._ask_model([line])
+                res = self._result(idx, change, cache_hit=False, llm_rejected=rejected)
+        if bad:
+            res["non_utf8"] = True
+        self._seconds += time.perf_counter() - t0
+        self._maybe_persist(res)
+        return res
+
+    def match(self, log_message: str, full_search_strategy: str = "never") -> LogCluster | None:
+        """Cluster whose template matches the line exactly (nothing is changed), or None."""
+        idx = self._tree.match_line(log_message, full_search_strategy)
+        return None if idx is None else self._cluster(idx)
+
+    def extract_parameters(self, log_template: str, log_message: str,
+                           exact_matching: bool = True) -> list[ExtractedParameter] | None:
+        """Parameters of ``log_message`` under ``log_template`` (drain3 semantics: each
+        ``<*>`` matches a non-empty text), or None when the line does not match."""
+        values = _loglm.template_parameters(log_template, log_message, self.param_str, False)
+        if values is None:
+            return None
+        return [ExtractedParameter(v, "*") for v in values]
+
+    def get_parameter_list(self, log_template: str, log_message: str) -> list[str]:
+        """drain3's deprecated helper: parameter values, ``[]`` on mismatch."""
+        params = self.extract_parameters(log_template, log_message, exact_matching=False)
+        return [p.value for p in params] if params else []
+
+    # ---- state ----------------------------------------------------------------------
+    def save_state(self, snapshot_reason: str | None = None) -> str:
+        """JSON state (versioned schema ``loglm.template_miner`` v1; no pickle). Also written
+        to the persistence handler (drain3 protocol, bytes) when there is one."""
+        state = self._tree.to_json()
+        if self.persistence_handler is not None:
+            self.persistence_handler.save_state(state.encode("utf-8"))
+        return state
+
+    def load_state(self, state: str | bytes | None = None) -> None:
+        """Replace the tree by a saved state (JSON text/bytes; None reads the persistence
+        handler, a missing state there is a no-op)."""
+        if state is None:
+            if self.persistence_handler is None:
+                raise ValueError("load_state() needs a state or a persistence_handler")
+            state = self.persistence_handler.load_state()
+            if state is None:
+                return
+        if isinstance(state, bytes):
+            state = state.decode("utf-8")
+        self._tree = _loglm.TemplateTree.from_json(state)
+
+    def _maybe_persist(self, res: dict) -> None:
+        if self.persistence_handler is not None and res["change_type"] != "none":
+            self.save_state(f"{res['change_type']} ({res['cluster_id']})")
+
+    def save(self, path: str | Path) -> None:
+        """Write the JSON state to a file."""
+        Path(path).write_text(self._tree.to_json(), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path, **kwargs: Any) -> TemplateMiner:
+        """A miner restored from a file written by ``save`` (``kwargs`` as for the
+        constructor, e.g. ``model``; tree settings come from the file)."""
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(str(p))
+        m = cls(**kwargs)
+        m.load_state(p.read_text(encoding="utf-8"))
+        return m
+
+    def merge(self, other: TemplateMiner) -> dict[int, int]:
+        """Merge a miner built elsewhere (another shard) into this one. LLM-verified templates
+        join by template id, tree clusters by Drain similarity. Returns ``{other cluster_id:
+        cluster_id here}``."""
+        mapping = self._tree.merge(other._tree)
+        return {i + 1: j + 1 for i, j in enumerate(mapping)}
+
+    # ---- counters -------------------------------------------------------------------
+    @property
+    def counters(self) -> dict:
+        """lines, cache_hits, llm_calls (model invocations), llm_lines (lines sent),
+        llm_accepted, llm_rejected, templates, over/under-merge repairs, non_utf8_lines,
+        seconds (total) and model_seconds."""
+        c = dict(self._tree.counters())
+        c["llm_calls"] = self._llm_calls
+        c["llm_lines"] = self._llm_lines
+        c["templates"] = len(set(self._tree.templates()))
+        c["seconds"] = self._seconds
+        c["model_seconds"] = self._model_seconds
+        return c
+
+    # ---- LLM loop -------------------------------------------------------------------
+    def _examples(self, lines: Sequence[str]) -> list[tuple[str, str]]:
+        if self.few_shot == 0:
+            return []
+        seen: dict[tuple[str, str], None] = {}
+        for line in lines:
+            for ex in self._tree.similar_examples(line, self.few_shot):
+                seen.setdefault(tuple(ex), None)  # type: ignore[arg-type]
+                if len(seen) >= 4 * self.few_shot:
+                    return list(seen)
+        return list(seen)
+
+    def _ask_model(self, lines: Sequence[str]) -> list[tuple[int, str, bool]]:
+        """Send lines to the model (one call); verify and insert: (index, change, rejected)."""
+        examples = self._examples(lines)
+        t0 = time.perf_counter()
+        templates = self.model.propose_templates(list(lines), examples)
+        self._model_seconds += time.perf_counter() - t0
+        self._llm_calls += 1
+        self._llm_lines += len(lines)
+        templates = list(templates)
+        if len(templates) != len(lines):
+            raise ValueError(f"model.propose_templates returned {len(templates)} templates "
+                             f"for {len(lines)} lines")
+        out = []
+        for line, tmpl in zip(lines, templates):
+            status, idx = self._tree.accept(line, tmpl if isinstance(tmpl, str) else "")
+            if status == "rejected":
+                idx, change = self._tree.fallback(line)
+                out.append((idx, change, True))
+            else:
+                out.append((idx, "cluster_created" if status == "created" else "none", False))
+        return out
+
+    def _resolve(self, lines: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Cluster index per line, with the model for cache misses; and the rejected flags."""
+        idx = self._tree.hit_batch(lines, self.threads).astype(np.int64)
+        rejected = np.zeros(len(lines), dtype=bool)
+        pending = np.flatnonzero(idx < 0).tolist()
+        while pending:
+            keys = self._tree.group_keys([lines[i] for i in pending])
+            reps: dict[int, int] = {}
+            for i, k in zip(pending, keys.tolist()):
+                reps.setdefault(k, i)
+            rep_ids = list(reps.values())
+            failed_groups = set()
+            todo = rep_ids
+            while todo:
+                chunk, todo = todo[:self.batch_size], todo[self.batch_size:]
+                for i, (j, _, rej) in zip(chunk, self._ask_model([lines[i] for i in chunk])):
+                    idx[i] = j
+                    rejected[i] = rej
+                if todo:  # templates accepted so far may already cover later groups
+                    hits = self._tree.hit_batch([lines[i] for i in todo], self.threads)
+                    for i, h in zip(todo, hits.tolist()):
+                        if h >= 0:
+                            idx[i] = h
+                    todo = [i for i, h in zip(todo, hits.tolist()) if h < 0]
+            rep_set = set(rep_ids)
+            key_of = dict(zip(pending, keys.tolist()))
+            failed_groups = {key_of[i] for i in rep_ids if rejected[i]}
+            rest = [i for i in pending if i not in rep_set]
+            if not rest:
+                break
+            hits = self._tree.hit_batch([lines[i] for i in rest], self.threads)
+            nxt = []
+            for i, h in zip(rest, hits.tolist()):
+                if h >= 0:
+                    idx[i] = h
+                elif key_of[i] in failed_groups:
+                    # the model could not parse this pattern: keep the tree's template
+                    idx[i] = self._tree.fallback(lines[i])[0]
+                else:
+                    nxt.append(i)
+            pending = nxt
+        return idx, rejected
+
+    # ---- batch ----------------------------------------------------------------------
+    def add_log_messages(self, lines: Iterable[str | bytes], *, progress: bool = False) -> np.ndarray:
+        """Add many lines (parallel in Rust without a model; same result as adding them one
+        by one). Returns the cluster index (``cluster_id - 1``) of each line."""
+        idx, _, _ = self._add_many(lines, progress)
+        return idx
+
+    def _add_many(self, lines: Iterable[str | bytes], progress: bool,
+                  total: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
+        bar = _progress(progress, total)
+        parts, bads, rejs = [], [], []
+        buf: list[str] = []
+        bad_buf: list[bool] = []
+
+        def flush() -> None:
+            if not buf:
+                return
+            if self.model is None:
+                parts.append(self._tree.add_batch(buf, self.threads).astype(np.int64))
+                rejs.append(np.zeros(len(buf), dtype=bool))
+            else:
+                i, r = self._resolve(buf)
+                parts.append(i)
+                rejs.append(r)
+            nbad = int(sum(bad_buf))
+            if nbad:
+                self._tree.add_non_utf8(nbad)
+            bads.append(np.array(bad_buf, dtype=bool))
+            if bar is not None:
+                bar.update(len(buf))
+            buf.clear()
+            bad_buf.clear()
+
+        try:
+            for raw in lines:
+                line, bad = _decode(raw)
+                buf.append(line)
+                bad_buf.append(bad)
+                if len(buf) >= _CHUNK:
+                    flush()
+            flush()
+        finally:
+            if bar is not None:
+                bar.close()
+        self._seconds += time.perf_counter() - t0
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, bool)
+        return np.concatenate(parts), np.concatenate(bads), np.concatenate(rejs)
+
+    def parse(self, lines: Iterable[str | bytes], *, progress: bool = False,
+              parameters: bool = True) -> Any:
+        """Parse lines (an iterable of str/bytes) into the loghub DataFrame: LineId, Content,
+        EventId, EventTemplate, ParameterList, NonUtf8 (bytes that were not valid UTF-8,
+        decoded with U+FFFD) and, with a model, LlmRejected. Templates are the final ones of
+        each cluster. The tree keeps learning: lines are added to it."""
+        contents: list[str] = []
+
+        def tee() -> Iterable[str | bytes]:
+            for raw in lines:
+                line, _ = _decode(raw)
+                contents.append(line)
+                yield raw
+
+        total = len(lines) if hasattr(lines, "__len__") else None  # type: ignore[arg-type]
+        idx, bad, rej = self._add_many(tee(), progress, total)
+        return self._frame(contents, idx, bad, rej, parameters)
+
+    def parse_file(self, path: str | Path, log_format: str | None = None, *,
+                   progress: bool = True, parameters: bool = True) -> Any:
+        """Parse a log file (LF or CRLF; invalid UTF-8 decoded lossily and flagged, never
+        dropped). ``log_format`` is a loghub format such as ``"<Date> <Time> <Level>:
+        <Content>"``: the headers become columns and only ``Content`` is parsed; lines that
+        do not fit keep the whole line as Content and get ``FormatMismatch=True``."""
+        lines, bad = _loglm.read_log_lines(str(path))
+        headers: list[str] = []
+        cols: list[list[str]] = []
+        fit = None
+        if log_format is not None:
+            headers, cols, fit = _loglm.split_log_format(lines, log_format)
+            content = cols[headers.index("Content")]
+        else:
+            content = lines
+        idx, _, rej = self._add_many(content, progress, len(content))
+        nbad = int(bad.sum())
+        if nbad:
+            self._tree.add_non_utf8(nbad)
+        df = self._frame(content, idx, bad, rej, parameters)
+        if log_format is not None:
+            for pos, (h, col) in enumerate((h, c) for h, c in zip(headers, cols) if h != "Content"):
+                df.insert(1 + pos, h, col)
+            df["FormatMismatch"] = ~fit
+        return df
+
+    def _frame(self, contents: list[str], idx: np.ndarray, bad: np.ndarray, rej: np.ndarray,
+               parameters: bool) -> Any:
+        import pandas as pd
+
+        templates = np.array(self._tree.templates() + [""], dtype=object)
+        ids = np.array([template_id(t) for t in templates[:-1]] + [""], dtype=object)
+        data = {
+            "LineId": np.arange(1, len(contents) + 1),
+            "Content": contents,
+            "EventId": ids[idx] if len(idx) else np.array([], dtype=object),
+            "EventTemplate": templates[idx] if len(idx) else np.array([], dtype=object),
+        }
+        if parameters:
+            data["ParameterList"] = self._tree.parameters_batch(contents, idx.astype(np.uint32), self.threads)
+        data["NonUtf8"] = bad
+        if self.model is not None:
+            data["LlmRejected"] = rej
+        return pd.DataFrame(data)
+
+
+def _progress(enabled: bool, total: int | None) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress bars are optional
+        return None
+    return tqdm(total=total, unit="lines", desc="parsing")
