@@ -19,11 +19,17 @@ from loglm.errors import (
     UnsupportedModelError,
 )
 from loglm.model import BatchStats, ChoiceScores, GenerationResult, LogLM, TextStream
+from loglm.parsing import ExtractedParameter, LogCluster, TemplateMiner, template_id, template_matches
 
 __all__ = [
     "BatchStats",
     "ChoiceScores",
     "ContextLengthError",
+    "ExtractedParameter",
+    "LogCluster",
+    "TemplateMiner",
+    "template_id",
+    "template_matches",
     "DeviceError",
     "GenerationResult",
     "InternalError",

@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 from loglm import _loglm
 from loglm.errors import InvalidInputError
 from loglm.models import resolve
+from loglm.tasks import TaskMixin
 
 Message = Union[Dict[str, str], Tuple[str, str]]
 Chat = Sequence[Message]
@@ -190,7 +191,7 @@ def _pairs(chat: Chat) -> List[Tuple[str, str]]:
     return out
 
 
-class LogLM:
+class LogLM(TaskMixin):
     """A local language model for log analysis.
 
     Load it with :meth:`LogLM.load`; the default is the small embedded model
