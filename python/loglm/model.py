@@ -338,13 +338,15 @@ class LogLM(TaskMixin):
         max_batch: int = 8,
         raw: bool = False,
         return_stats: bool = False,
+        ignore_eos: bool = False,
     ) -> Any:
         """Generate completions.
 
         ``temperature=0`` is greedy decoding; otherwise sampling with ``top_k`` /
         ``top_p``, reproducible for a given ``seed``. Generation ends at the
         model's end-of-turn token, at any of the ``stop`` strings (cut from the
-        text) or after ``max_new_tokens``. Up to ``max_batch`` sequences run in
+        text) or after ``max_new_tokens`` (``ignore_eos=True`` runs to
+        ``max_new_tokens`` regardless, for benchmarks). Up to ``max_batch`` sequences run in
         one batched decode step; the result of each prompt does not depend on
         the others in the batch.
 
@@ -367,6 +369,7 @@ class LogLM(TaskMixin):
             repetition_penalty=repetition_penalty,
             seed=seed,
             stop=list(stop or []),
+            ignore_eos=ignore_eos,
             max_batch=max_batch,
         )
         results = [_result(d) for d in outs]

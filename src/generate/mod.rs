@@ -135,7 +135,7 @@ impl Seq {
     /// Take a sampled token: update text, check the stop rules, stream.
     fn accept(&mut self, tok: u32, vocab: &dyn Vocab, sink: &mut dyn Sink) -> Result<()> {
         let params = self.sampler.params();
-        if vocab.is_eos(tok) {
+        if vocab.is_eos(tok) && !params.ignore_eos {
             self.finished = Some(FinishReason::Eos);
         } else {
             self.tokens.push(tok);

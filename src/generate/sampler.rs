@@ -20,6 +20,8 @@ pub struct SamplingParams {
     pub repetition_penalty: f32,
     pub seed: u64,
     pub stop: Vec<String>,
+    /// Keep going past end-of-sequence tokens (benchmarks).
+    pub ignore_eos: bool,
 }
 
 impl Default for SamplingParams {
@@ -32,6 +34,7 @@ impl Default for SamplingParams {
             repetition_penalty: 1.0,
             seed: 0,
             stop: Vec::new(),
+            ignore_eos: false,
         }
     }
 }

@@ -9,7 +9,7 @@
 //! join between steps (TGI / mistral.rs style continuous batching).
 use rayon::prelude::*;
 
-use super::linear::{gemm_strided, GEMM_MIN_ROWS};
+use super::linear::{forward_many, gemm_strided, GEMM_MIN_ROWS};
 use super::quant::{axpy, dot_f32};
 use super::{KvCache, Model, RopeStyle};
 use crate::error::{Error, Result};
@@ -103,9 +103,7 @@ impl Model {
 
         for (li, layer) in w.layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, cfg.rms_eps, d, &mut xn);
-            layer.wq.forward(&xn, t, &mut q);
-            layer.wk.forward(&xn, t, &mut k);
-            layer.wv.forward(&xn, t, &mut v);
+            forward_many(&[&layer.wq, &layer.wk, &layer.wv], &xn, t, &mut [&mut q, &mut k, &mut v]);
             add_bias(&mut q, layer.bq.as_deref(), qd);
             add_bias(&mut k, layer.bk.as_deref(), kvd);
             add_bias(&mut v, layer.bv.as_deref(), kvd);
@@ -168,8 +166,7 @@ impl Model {
             add_in_place(&mut x, &o);
 
             rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, d, &mut xn);
-            layer.w_gate.forward(&xn, t, &mut g);
-            layer.w_up.forward(&xn, t, &mut u);
+            forward_many(&[&layer.w_gate, &layer.w_up], &xn, t, &mut [&mut g, &mut u]);
             g.par_chunks_mut(4096).zip(u.par_chunks(4096)).for_each(|(gc, uc)| {
                 for (gi, ui) in gc.iter_mut().zip(uc) {
                     *gi = *gi / (1.0 + (-*gi).exp()) * ui;

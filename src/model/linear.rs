@@ -81,62 +81,115 @@ impl Linear {
 
     /// `out[m, out_dim] = x[m, in_dim] W^T`. Runs on the current rayon pool.
     pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        debug_assert_eq!(x.len(), m * self.in_dim);
-        debug_assert_eq!(out.len(), m * self.out_dim);
-        if m == 0 {
-            return;
-        }
-        let quantized = !matches!(self.weight, Weight::F32(_));
-        if m >= GEMM_MIN_ROWS && (self.allow_dense || !quantized) {
-            gemm_xwt(x, self.dense(), m, self.in_dim, self.out_dim, out);
-            return;
-        }
-        let n = self.out_dim;
+        forward_many(&[self], x, m, &mut [out]);
+    }
+
+    fn uses_gemm(&self, m: usize) -> bool {
+        m >= GEMM_MIN_ROWS && (self.allow_dense || matches!(self.weight, Weight::F32(_)))
+    }
+
+    /// Outputs of columns `j0..j0 + n` for all `m` rows, column-major (`out[c * m + r]`).
+    /// Columns are taken four at a time with the four-row kernels, by column
+    /// index alone, so a column's value never depends on `m` or on the split.
+    fn col_dots(&self, j0: usize, n: usize, x: &[f32], xq: &[BlockQ8_1], m: usize, out: &mut [f32]) {
         let k = self.in_dim;
-        // Column-major partial results per task, transposed into `out` afterwards.
-        let mut out_t = vec![0f32; n * m];
-        match &self.weight {
-            Weight::F32(w) => {
-                out_t.par_chunks_mut(COLS_PER_TASK * m).enumerate().for_each(|(t, chunk)| {
-                    for (c, col) in chunk.chunks_mut(m).enumerate() {
-                        let j = t * COLS_PER_TASK + c;
-                        let wr = &w[j * k..(j + 1) * k];
-                        for (r, o) in col.iter_mut().enumerate() {
-                            *o = quant::dot_f32(wr, &x[r * k..(r + 1) * k]);
-                        }
+        let bpr = k / QK;
+        let mut c = 0;
+        while c < n {
+            let j = j0 + c;
+            let four = (j % 4 == 0) && c + 4 <= n;
+            match &self.weight {
+                Weight::F32(w) => {
+                    for r in 0..m {
+                        out[c * m + r] = quant::dot_f32(&w[j * k..(j + 1) * k], &x[r * k..(r + 1) * k]);
                     }
-                });
-            }
-            Weight::Q4_1(w) => {
-                let xq = quantize_rows(x, m, k);
-                let bpr = k / QK;
-                out_t.par_chunks_mut(COLS_PER_TASK * m).enumerate().for_each(|(t, chunk)| {
-                    for (c, col) in chunk.chunks_mut(m).enumerate() {
-                        let j = t * COLS_PER_TASK + c;
-                        let wr = &w[j * bpr..(j + 1) * bpr];
-                        for (r, o) in col.iter_mut().enumerate() {
-                            *o = quant::dot_q4_1_q8_1(wr, &xq[r * bpr..(r + 1) * bpr]);
+                    c += 1;
+                }
+                Weight::Q4_1(w) => {
+                    let row = |jj: usize| &w[jj * bpr..(jj + 1) * bpr];
+                    if four {
+                        let rows = [row(j), row(j + 1), row(j + 2), row(j + 3)];
+                        for r in 0..m {
+                            let v = quant::dot4_q4_1_q8_1(rows, &xq[r * bpr..(r + 1) * bpr]);
+                            for (t, vt) in v.iter().enumerate() {
+                                out[(c + t) * m + r] = *vt;
+                            }
                         }
-                    }
-                });
-            }
-            Weight::Q8_0(w) => {
-                let xq = quantize_rows(x, m, k);
-                let bpr = k / QK;
-                out_t.par_chunks_mut(COLS_PER_TASK * m).enumerate().for_each(|(t, chunk)| {
-                    for (c, col) in chunk.chunks_mut(m).enumerate() {
-                        let j = t * COLS_PER_TASK + c;
-                        let wr = &w[j * bpr..(j + 1) * bpr];
-                        for (r, o) in col.iter_mut().enumerate() {
-                            *o = quant::dot_q8_0_q8_1(wr, &xq[r * bpr..(r + 1) * bpr]);
+                        c += 4;
+                    } else {
+                        for r in 0..m {
+                            out[c * m + r] = quant::dot_q4_1_q8_1(row(j), &xq[r * bpr..(r + 1) * bpr]);
                         }
+                        c += 1;
                     }
-                });
+                }
+                Weight::Q8_0(w) => {
+                    let row = |jj: usize| &w[jj * bpr..(jj + 1) * bpr];
+                    if four {
+                        let rows = [row(j), row(j + 1), row(j + 2), row(j + 3)];
+                        for r in 0..m {
+                            let v = quant::dot4_q8_0_q8_1(rows, &xq[r * bpr..(r + 1) * bpr]);
+                            for (t, vt) in v.iter().enumerate() {
+                                out[(c + t) * m + r] = *vt;
+                            }
+                        }
+                        c += 4;
+                    } else {
+                        for r in 0..m {
+                            out[c * m + r] = quant::dot_q8_0_q8_1(row(j), &xq[r * bpr..(r + 1) * bpr]);
+                        }
+                        c += 1;
+                    }
+                }
             }
         }
-        for j in 0..n {
+    }
+}
+
+/// Several linear layers over the same input (q/k/v, gate/up): the input is
+/// quantized once and all their columns share one parallel region.
+pub fn forward_many(layers: &[&Linear], x: &[f32], m: usize, outs: &mut [&mut [f32]]) {
+    if m == 0 || layers.is_empty() {
+        return;
+    }
+    let k = layers[0].in_dim;
+    debug_assert!(layers.iter().all(|l| l.in_dim == k));
+    debug_assert_eq!(x.len(), m * k);
+    let mut dot_layers: Vec<usize> = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        debug_assert_eq!(outs[i].len(), m * l.out_dim);
+        if l.uses_gemm(m) {
+            gemm_xwt(x, l.dense(), m, k, l.out_dim, outs[i]);
+        } else {
+            dot_layers.push(i);
+        }
+    }
+    if dot_layers.is_empty() {
+        return;
+    }
+    let needs_q = dot_layers.iter().any(|&i| !matches!(layers[i].weight, Weight::F32(_)));
+    let xq = if needs_q { quantize_rows(x, m, k) } else { Vec::new() };
+    let tasks: Vec<(usize, usize, usize)> = dot_layers
+        .iter()
+        .flat_map(|&i| {
+            let n = layers[i].out_dim;
+            (0..n).step_by(COLS_PER_TASK).map(move |j| (i, j, COLS_PER_TASK.min(n - j)))
+        })
+        .collect();
+    let results: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map(|&(i, j0, n)| {
+            let mut buf = vec![0f32; n * m];
+            layers[i].col_dots(j0, n, x, &xq, m, &mut buf);
+            buf
+        })
+        .collect();
+    for (&(i, j0, n), buf) in tasks.iter().zip(&results) {
+        let out = &mut *outs[i];
+        let width = layers[i].out_dim;
+        for c in 0..n {
             for r in 0..m {
-                out[r * n + j] = out_t[j * m + r];
+                out[r * width + j0 + c] = buf[c * m + r];
             }
         }
     }

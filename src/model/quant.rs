@@ -205,6 +205,76 @@ mod avx2 {
         hsum(acc)
     }
 
+    /// Four weight rows against one activation row: four independent
+    /// accumulator chains, and each activation block loaded once.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot4_q4_1_q8_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
+        let n = a.len().min(w[0].len()).min(w[1].len()).min(w[2].len()).min(w[3].len());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut summs = _mm_setzero_ps();
+        let mask = _mm256_set1_epi8(0x0F);
+        for i in 0..n {
+            let y = a.get_unchecked(i);
+            let by = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+            let x0 = w[0].get_unchecked(i);
+            let x1 = w[1].get_unchecked(i);
+            let x2 = w[2].get_unchecked(i);
+            let x3 = w[3].get_unchecked(i);
+            // d and m of the four rows, converted together
+            let dm = _mm_cvtph_ps(_mm_set_epi16(
+                0, 0, 0, 0,
+                x3.d.to_bits() as i16, x2.d.to_bits() as i16, x1.d.to_bits() as i16, x0.d.to_bits() as i16,
+            ));
+            let mm = _mm_cvtph_ps(_mm_set_epi16(
+                0, 0, 0, 0,
+                x3.m.to_bits() as i16, x2.m.to_bits() as i16, x1.m.to_bits() as i16, x0.m.to_bits() as i16,
+            ));
+            summs = _mm_fmadd_ps(mm, _mm_set1_ps(y.s), summs);
+            let scale = _mm_mul_ps(dm, _mm_set1_ps(y.d));
+            let mut sc = [0f32; 4];
+            _mm_storeu_ps(sc.as_mut_ptr(), scale);
+            for (c, x) in [x0, x1, x2, x3].into_iter().enumerate() {
+                let q = _mm_loadu_si128(x.qs.as_ptr() as *const __m128i);
+                let hi = _mm_srli_epi16(q, 4);
+                let bx = _mm256_and_si256(_mm256_set_m128i(hi, q), mask);
+                let p = mul_sum_us8(bx, by);
+                acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(sc[c]), p, acc[c]);
+            }
+        }
+        let mut sm = [0f32; 4];
+        _mm_storeu_ps(sm.as_mut_ptr(), summs);
+        [hsum(acc[0]) + sm[0], hsum(acc[1]) + sm[1], hsum(acc[2]) + sm[2], hsum(acc[3]) + sm[3]]
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot4_q8_0_q8_1(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
+        let n = a.len().min(w[0].len()).min(w[1].len()).min(w[2].len()).min(w[3].len());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for i in 0..n {
+            let y = a.get_unchecked(i);
+            let by = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+            let x0 = w[0].get_unchecked(i);
+            let x1 = w[1].get_unchecked(i);
+            let x2 = w[2].get_unchecked(i);
+            let x3 = w[3].get_unchecked(i);
+            let dm = _mm_cvtph_ps(_mm_set_epi16(
+                0, 0, 0, 0,
+                x3.d.to_bits() as i16, x2.d.to_bits() as i16, x1.d.to_bits() as i16, x0.d.to_bits() as i16,
+            ));
+            let scale = _mm_mul_ps(dm, _mm_set1_ps(y.d));
+            let mut sc = [0f32; 4];
+            _mm_storeu_ps(sc.as_mut_ptr(), scale);
+            for (c, x) in [x0, x1, x2, x3].into_iter().enumerate() {
+                let bx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
+                let ax = _mm256_sign_epi8(bx, bx);
+                let sy = _mm256_sign_epi8(by, bx);
+                let p = mul_sum_us8(ax, sy);
+                acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(sc[c]), p, acc[c]);
+            }
+        }
+        [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -300,6 +370,28 @@ pub fn dot_q8_0_q8_1(w: &[BlockQ8_0], a: &[BlockQ8_1]) -> f32 {
     dot_q8_0_q8_1_scalar(w, a)
 }
 
+/// Four weight rows against one activation row (same results as four `dot_q4_1_q8_1`
+/// calls up to float summation order).
+#[inline]
+pub fn dot4_q4_1_q8_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as above.
+        return unsafe { avx2::dot4_q4_1_q8_1(w, a) };
+    }
+    w.map(|r| dot_q4_1_q8_1_scalar(r, a))
+}
+
+#[inline]
+pub fn dot4_q8_0_q8_1(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as above.
+        return unsafe { avx2::dot4_q8_0_q8_1(w, a) };
+    }
+    w.map(|r| dot_q8_0_q8_1_scalar(r, a))
+}
+
 #[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
@@ -375,6 +467,28 @@ mod tests {
         assert!((s8 - v8).abs() < 1e-3 * (1.0 + s8.abs()));
         assert!((s8 - exact8).abs() < 0.05 * (1.0 + exact8.abs()));
         assert!((dot_f32(&w, &x) - exact8).abs() < 1e-3);
+
+        // four-row kernels equal four single-row calls
+        let rows: Vec<Vec<f32>> = (0..4).map(|i| rand_vec(n, 10 + i)).collect();
+        let q4: Vec<Vec<BlockQ4_1>> = rows.iter().map(|r| q4_1_of(r)).collect();
+        let got = dot4_q4_1_q8_1([&q4[0], &q4[1], &q4[2], &q4[3]], &xq);
+        for c in 0..4 {
+            let one = dot_q4_1_q8_1(&q4[c], &xq);
+            assert!((got[c] - one).abs() < 1e-3 * (1.0 + one.abs()), "q4_1 col {c}: {} vs {one}", got[c]);
+        }
+        let q8: Vec<Vec<BlockQ8_0>> = rows
+            .iter()
+            .map(|r| {
+                let mut b = Vec::new();
+                quantize_q8_0(r, &mut b);
+                b
+            })
+            .collect();
+        let got = dot4_q8_0_q8_1([&q8[0], &q8[1], &q8[2], &q8[3]], &xq);
+        for c in 0..4 {
+            let one = dot_q8_0_q8_1(&q8[c], &xq);
+            assert!((got[c] - one).abs() < 1e-3 * (1.0 + one.abs()), "q8_0 col {c}");
+        }
     }
 
     #[test]

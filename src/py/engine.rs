@@ -98,6 +98,7 @@ fn params(
     repetition_penalty: f32,
     seed: u64,
     stop: Vec<String>,
+    ignore_eos: bool,
 ) -> Result<SamplingParams> {
     if max_new_tokens < 1 {
         return Err(Error::InvalidArgument(format!("max_new_tokens must be at least 1, got {max_new_tokens}")));
@@ -113,6 +114,7 @@ fn params(
         repetition_penalty,
         seed,
         stop,
+        ignore_eos,
     };
     p.validate()?;
     Ok(p)
@@ -217,7 +219,7 @@ impl PyEngine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (prompts, *, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=0, stop=Vec::new(), max_batch=8, prefill_chunk=512))]
+    #[pyo3(signature = (prompts, *, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=0, stop=Vec::new(), ignore_eos=false, max_batch=8, prefill_chunk=512))]
     fn generate<'py>(
         &self,
         py: Python<'py>,
@@ -229,10 +231,11 @@ impl PyEngine {
         repetition_penalty: f32,
         seed: u64,
         stop: Vec<String>,
+        ignore_eos: bool,
         max_batch: usize,
         prefill_chunk: usize,
     ) -> PyResult<(Vec<Bound<'py, PyDict>>, Bound<'py, PyDict>)> {
-        let p = params(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop).map_err(to_py_err)?;
+        let p = params(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, ignore_eos).map_err(to_py_err)?;
         let requests: Vec<Request> = prompts.into_iter().map(|prompt| Request { prompt, params: p.clone() }).collect();
         let sched = SchedulerConfig { max_batch: max_batch.max(1), prefill_chunk: prefill_chunk.max(1) };
         let e = self.inner.clone();
@@ -243,7 +246,7 @@ impl PyEngine {
 
     /// Start generating one prompt; returns an iterator of text pieces.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (prompt, *, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=0, stop=Vec::new(), prefill_chunk=512))]
+    #[pyo3(signature = (prompt, *, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=0, stop=Vec::new(), ignore_eos=false, prefill_chunk=512))]
     fn stream(
         &self,
         prompt: Vec<u32>,
@@ -254,9 +257,10 @@ impl PyEngine {
         repetition_penalty: f32,
         seed: u64,
         stop: Vec<String>,
+        ignore_eos: bool,
         prefill_chunk: usize,
     ) -> PyResult<PyTokenStream> {
-        let p = params(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop).map_err(to_py_err)?;
+        let p = params(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, ignore_eos).map_err(to_py_err)?;
         let req = Request { prompt, params: p };
         generate::check_request(&self.inner.model, &req).map_err(to_py_err)?;
         let (tx, rx) = mpsc::channel::<StreamEvent>();
