@@ -51,12 +51,18 @@ def _unquote(s: str) -> str:
     return s
 
 
-def _candidates(answer: str) -> List[str]:
+_LIST = re.compile(r"^(?:[-*•]|\d+[.)])\s+")
+
+
+def _candidates(answer: str, line: str = "") -> List[str]:
     out = []
     for raw in answer.replace("\r\n", "\n").split("\n"):
         if _FENCE.match(raw) or not raw.strip():
             continue
         s = raw.strip()
+        lm = _LIST.match(s)
+        if lm and not line.lstrip().startswith(lm.group(0).strip()):
+            s = s[lm.end():]
         m = _PREFIX.match(s)
         if m and m.end() < len(s):
             s = s[m.end():]
@@ -88,7 +94,7 @@ def extract_template(answer: str, line: str) -> str:
     which keeps its own template and flags the line).
     """
     norm_line = " ".join(line.split())
-    cands = [normalize_template(c) for c in _candidates(answer)]
+    cands = [normalize_template(c) for c in _candidates(answer, line)]
     cands = [c for c in cands if c]
     if not cands:
         return ""
