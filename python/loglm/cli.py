@@ -28,7 +28,7 @@ class _Bad(Exception):
 def _model(args: argparse.Namespace) -> Any:
     from loglm import LogLM
 
-    return LogLM.load(args.model, threads=args.threads)
+    return LogLM.load(args.model, threads=args.threads, context_length=args.context_length)
 
 
 def _check_file(path: str) -> None:
@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser, json_help: str = "machine-readable JSON output") -> None:
         p.add_argument("--model", default=None, help="GGUF file, HF folder or name (default: the embedded model)")
         p.add_argument("--threads", type=int, default=None, help="CPU threads of the model")
+        p.add_argument("--context-length", type=int, default=None, help="tokens per sequence (default: model's, max 8192)")
         p.add_argument("--json", action="store_true", help=json_help)
 
     p = sub.add_parser("parse", help="log templates of a file")

@@ -27,8 +27,8 @@ __all__ = ["TaskMixin", "Answer", "LogLines", "read_log_lines", "as_log_lines"]
 PathLike = Union[str, "os.PathLike[str]"]
 Logs = Union[PathLike, Sequence[str], Any]
 
-#: files whose first bytes have more NULs than this fraction are treated as binary
-_BINARY_NUL_FRACTION = 0.01
+#: files whose first 64 KiB have more NULs than this fraction (or >5% control bytes) are binary
+_BINARY_NUL_FRACTION = 0.001
 _TRUNCATION_MARK = " …[truncated]"
 
 
@@ -70,7 +70,8 @@ def _check_file(path: Path) -> None:
     if not head:
         raise InvalidInputError(f"log file is empty: {path}")
     nul = head.count(b"\x00")
-    if nul > _BINARY_NUL_FRACTION * len(head) or (nul and b"\n" not in head):
+    ctrl = sum(head.count(bytes([c])) for c in (*range(1, 9), *range(14, 27), *range(28, 32), 127))
+    if nul > _BINARY_NUL_FRACTION * len(head) or (nul and b"\n" not in head) or ctrl > 0.05 * len(head):
         raise InvalidInputError(
             f"{path} looks like a binary file ({nul} NUL bytes in the first {len(head)}); "
             "give a text log file"
