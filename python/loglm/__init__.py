@@ -20,8 +20,17 @@ from loglm.errors import (
 )
 from loglm.model import BatchStats, ChoiceScores, GenerationResult, LogLM, TextStream
 from loglm.parsing import ExtractedParameter, LogCluster, TemplateMiner, template_id, template_matches
+from loglm.tasks import Answer, read_log_lines
+
+from loglm import answers, datasets, evaluate, prompts  # noqa: E402  (submodules of the public API)
 
 __all__ = [
+    "Answer",
+    "read_log_lines",
+    "answers",
+    "datasets",
+    "evaluate",
+    "prompts",
     "BatchStats",
     "ChoiceScores",
     "ContextLengthError",

@@ -1,6 +1,403 @@
-"""Task helpers of the five LogLM capabilities (placeholder; see issue 4)."""
+"""Task helpers of the five LogLM capabilities, mixed into :class:`loglm.LogLM`.
+
+* :meth:`TaskMixin.parse` -- templates (loghub DataFrame), template tree + the model
+  for new patterns (:meth:`TaskMixin.propose_templates`);
+* :meth:`TaskMixin.detect_anomalies` / :meth:`TaskMixin.detect_sessions` -- verdicts by
+  choice scoring of ``"normal"`` / ``"abnormal"``;
+* :meth:`TaskMixin.interpret`, :meth:`TaskMixin.root_cause`,
+  :meth:`TaskMixin.suggest_solution`, :meth:`TaskMixin.ask` -- text answers.
+
+Inputs are a list of lines, a pandas Series, a path to a log file, or (for the text
+tasks) one log string. Files may use CRLF; bytes that are not UTF-8 are decoded with
+U+FFFD and flagged; empty and binary files are refused with a clear error. Text that
+would not fit the model's context is truncated and the answer says so.
+"""
 from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from loglm.errors import InvalidInputError
+
+__all__ = ["TaskMixin", "Answer", "LogLines", "read_log_lines", "as_log_lines"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+Logs = Union[PathLike, Sequence[str], Any]
+
+#: files whose first 64 KiB have more NULs than this fraction (or >5% control bytes) are binary
+_BINARY_NUL_FRACTION = 0.001
+_TRUNCATION_MARK = " …[truncated]"
+
+
+class Answer(str):
+    """A text answer (a ``str``) with facts about how it was produced.
+
+    Attributes: ``truncated`` (the log text was cut to fit the context),
+    ``result`` (the :class:`loglm.GenerationResult`, ``None`` for streams until done),
+    ``prompt`` (the user turn sent to the model).
+    """
+
+    truncated: bool
+    result: Any
+    prompt: str
+
+    def __new__(cls, text: str, *, truncated: bool = False, result: Any = None, prompt: str = "") -> "Answer":
+        obj = super().__new__(cls, text)
+        obj.truncated = truncated
+        obj.result = result
+        obj.prompt = prompt
+        return obj
+
+
+class LogLines(list):
+    """A list of log lines read from a source, with ``non_utf8`` (a bool array: the line
+    had bytes that were not valid UTF-8, replaced by U+FFFD) and ``path`` (or None)."""
+
+    non_utf8: np.ndarray
+    path: Optional[Path]
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"log file not found: {path}")
+    if path.is_dir():
+        raise InvalidInputError(f"{path} is a folder, not a log file")
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if not head:
+        raise InvalidInputError(f"log file is empty: {path}")
+    nul = head.count(b"\x00")
+    ctrl = sum(head.count(bytes([c])) for c in (*range(1, 9), *range(14, 27), *range(28, 32), 127))
+    if nul > _BINARY_NUL_FRACTION * len(head) or (nul and b"\n" not in head) or ctrl > 0.05 * len(head):
+        raise InvalidInputError(
+            f"{path} looks like a binary file ({nul} NUL bytes in the first {len(head)}); "
+            "give a text log file"
+        )
+
+
+def read_log_lines(path: PathLike) -> LogLines:
+    """Lines of a text log file (LF or CRLF; invalid UTF-8 replaced and flagged).
+
+    Raises:
+        FileNotFoundError: no such file.
+        InvalidInputError: a folder, an empty file, a binary file, or a file with no
+            non-blank line.
+    """
+    from loglm import _loglm
+
+    p = Path(os.fspath(path))
+    _check_file(p)
+    lines, bad = _loglm.read_log_lines(str(p))
+    out = LogLines(str(x) for x in lines)
+    out.non_utf8 = np.asarray(bad, dtype=bool)
+    out.path = p
+    if not any(x.strip() for x in out):
+        raise InvalidInputError(f"log file has no non-blank line: {p}")
+    return out
+
+
+def as_log_lines(logs: Logs) -> LogLines:
+    """Normalise a log input to :class:`LogLines`: a path (``str`` naming an existing file
+    or ``os.PathLike``) is read with :func:`read_log_lines`; a pandas Series or any
+    sequence of ``str``/``bytes`` is taken line by line; another ``str`` is split into
+    lines. Empty input raises :class:`loglm.InvalidInputError`."""
+    if isinstance(logs, os.PathLike) or (isinstance(logs, str) and "\n" not in logs and len(logs) < 4096
+                                         and os.path.isfile(logs)):
+        return read_log_lines(logs)
+    if isinstance(logs, str):
+        items: List[Any] = logs.replace("\r\n", "\n").split("\n")
+        if items and items[-1] == "":
+            items.pop()
+    elif isinstance(logs, bytes):
+        items = logs.replace(b"\r\n", b"\n").split(b"\n")
+        if items and items[-1] == b"":
+            items.pop()
+    else:
+        try:
+            items = list(logs.tolist() if hasattr(logs, "tolist") else logs)
+        except TypeError:
+            raise InvalidInputError(
+                f"logs must be a file path, a str, or a list/Series of lines, not {type(logs).__name__}"
+            ) from None
+    out = LogLines()
+    bad = []
+    for i, x in enumerate(items):
+        if isinstance(x, bytes):
+            try:
+                s, b = x.decode("utf-8"), False
+            except UnicodeDecodeError:
+                s, b = x.decode("utf-8", errors="replace"), True
+        elif isinstance(x, str):
+            s, b = x, False
+        else:
+            raise InvalidInputError(f"log line {i} is {type(x).__name__}, not str or bytes")
+        out.append(s.rstrip("\r"))
+        bad.append(b)
+    if not out:
+        raise InvalidInputError("no log lines given")
+    out.non_utf8 = np.array(bad, dtype=bool)
+    out.path = None
+    return out
+
+
+def _progress(enabled: Optional[bool], total: int, desc: str) -> Any:
+    if enabled is None:
+        enabled = total >= 200
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="logs")
 
 
 class TaskMixin:
-    """Log-analysis methods mixed into :class:`loglm.LogLM`."""
+    """Log-analysis methods mixed into :class:`loglm.LogLM` (they use its ``generate``,
+    ``stream``, ``score_choices``, ``tokenize`` and ``context_length``)."""
+
+    # ---- prompt budget -----------------------------------------------------------
+    def fit_text(self, text: str, max_tokens: int) -> Tuple[str, bool]:
+        """``text`` cut to at most ``max_tokens`` tokens (with a ``…[truncated]`` mark) and
+        whether it was cut."""
+        if max_tokens <= 0:
+            raise InvalidInputError("no room left in the context for the log text")
+        if len(text.encode("utf-8")) <= max_tokens:  # a token is at least one byte
+            return text, False
+        # bound the work on huge inputs: keep at most ~8 bytes per allowed token
+        probe = text[: max_tokens * 8]
+        ids = self.tokenize(probe)  # type: ignore[attr-defined]
+        if len(ids) <= max_tokens and len(probe) == len(text):
+            return text, False
+        keep = max(max_tokens - 8, 1)
+        return self.detokenize(ids[:keep]) + _TRUNCATION_MARK, True  # type: ignore[attr-defined]
+
+    def _log_budget(self, max_new_tokens: int, overhead: int = 160) -> int:
+        return int(self.context_length) - max_new_tokens - overhead  # type: ignore[attr-defined]
+
+    # ---- parsing -----------------------------------------------------------------
+    def propose_templates(self, lines: Sequence[str], examples: Sequence[Tuple[str, str]] = (), *,
+                          max_new_tokens: Optional[int] = None, max_batch: int = 8) -> List[str]:
+        """One template per log line, in one batched generation (the parser's LLM hook).
+
+        Each prompt is the training set's parsing instruction with the line, preceded by
+        the few-shot ``(line, template)`` examples as earlier chat turns. Answers are
+        cleaned by :func:`loglm.answers.extract_template` (chatter, fences, quotes,
+        prefixes, repeated input removed; ``<*>`` normalised). An answer with no usable
+        template gives ``""``, which the template tree rejects and flags.
+        """
+        from loglm.answers import extract_template
+        from loglm.prompts import parsing_chat
+
+        lines = [str(x) for x in lines]
+        if not lines:
+            return []
+        ex = [(str(a), str(b)) for a, b in examples]
+        budget_new = max_new_tokens
+        prompts = []
+        for line in lines:
+            n = len(self.tokenize(line[:4096]))  # type: ignore[attr-defined]
+            if budget_new is None:
+                want = min(max(n + 16, 24), 256)
+            else:
+                want = budget_new
+            fitted, _ = self.fit_text(line, self._log_budget(want, 64 + 2 * sum(len(a) + len(b) for a, b in ex) // 3))
+            shots = ex if self._log_budget(want) > 3 * sum(len(a) + len(b) for a, b in ex) else []
+            prompts.append((parsing_chat(fitted, shots), want))
+        width = max(w for _, w in prompts)
+        outs = self.generate([p for p, _ in prompts], max_new_tokens=width,  # type: ignore[attr-defined]
+                             temperature=0.0, max_batch=max_batch)
+        return [extract_template(o.text, line) for o, line in zip(outs, lines)]
+
+    def template_miner(self, **kwargs: Any) -> Any:
+        """A :class:`loglm.TemplateMiner` with this model in its LLM loop (``kwargs`` as
+        for the miner: ``few_shot``, ``batch_size``, ``sim_th``...)."""
+        from loglm.parsing import TemplateMiner
+
+        return TemplateMiner(model=self, **kwargs)
+
+    def parse(self, logs: Logs, *, log_format: Optional[str] = None, progress: Optional[bool] = None,
+              few_shot: int = 3, batch_size: int = 16, miner: Any = None) -> Any:
+        """Parse logs into the loghub DataFrame: LineId, Content, EventId, EventTemplate,
+        ParameterList, NonUtf8, LlmRejected (the model's template did not match its line;
+        the tree's template was kept).
+
+        ``logs`` is a file path, a list/Series of lines or a text. Lines matching a known
+        template never reach the model; the others are sent in batches with few-shot
+        examples. EventId is derived from the template text (``template_id``), so
+        results of separate runs or machines merge. ``log_format`` (loghub style,
+        e.g. ``"<Date> <Time> <Level>: <Content>"``) applies to files. Pass ``miner`` to
+        keep learning in an existing :class:`loglm.TemplateMiner`.
+        """
+        tm = miner if miner is not None else self.template_miner(few_shot=few_shot, batch_size=batch_size)
+        if tm.model is None:
+            tm.model = self
+        src = logs
+        if isinstance(src, os.PathLike) or (isinstance(src, str) and "\n" not in src and os.path.isfile(src)):
+            p = Path(os.fspath(src))
+            _check_file(p)
+            show = progress if progress is not None else p.stat().st_size > 200_000
+            return tm.parse_file(p, log_format, progress=bool(show))
+        lines = as_log_lines(src)
+        show = progress if progress is not None else len(lines) >= 5000
+        df = tm.parse(list(lines), progress=bool(show))
+        df["NonUtf8"] = df["NonUtf8"].to_numpy() | lines.non_utf8
+        return df
+
+    # ---- anomaly detection -------------------------------------------------------
+    def anomaly_score(self, log: str) -> float:
+        """Probability of ``"abnormal"`` for one log, renormalised over the two answers
+        ``"normal"``/``"abnormal"`` scored after the training set's instruction."""
+        from loglm.prompts import ANOMALY_CHOICES, anomaly_prompt
+
+        text, _ = self.fit_text(str(log), self._log_budget(8))
+        cs = self.score_choices(anomaly_prompt(text), list(ANOMALY_CHOICES))  # type: ignore[attr-defined]
+        return float(cs.probs[1])
+
+    def detect_anomalies(self, logs: Logs, *, threshold: float = 0.5,
+                         session_ids: Optional[Sequence[Hashable]] = None,
+                         progress: Optional[bool] = None) -> Any:
+        """Label and score every log by choice scoring (not free text).
+
+        Returns a DataFrame: LineId, Content, Score (probability of ``"abnormal"``),
+        Label (``"abnormal"`` when Score >= ``threshold``, else ``"normal"``), Truncated
+        (the log was cut to fit the context) and NonUtf8; with ``session_ids`` (one per
+        line) also SessionId and SessionLabel (a session is abnormal if any line is).
+        Identical lines are scored once.
+        """
+        if not 0.0 <= threshold <= 1.0:
+            raise InvalidInputError(f"threshold must be in [0, 1], got {threshold}")
+        import pandas as pd
+
+        lines = as_log_lines(logs)
+        if session_ids is not None:
+            session_ids = list(session_ids.tolist() if hasattr(session_ids, "tolist") else session_ids)
+            if len(session_ids) != len(lines):
+                raise InvalidInputError(f"{len(session_ids)} session ids for {len(lines)} lines")
+        scores = self._score_unique(list(lines), progress)
+        budget = self._log_budget(8)
+        df = pd.DataFrame({
+            "LineId": np.arange(1, len(lines) + 1),
+            "Content": list(lines),
+            "Score": [scores[x] for x in lines],
+        })
+        df["Label"] = np.where(df["Score"] >= threshold, "abnormal", "normal")
+        df["Truncated"] = [len(x.encode("utf-8")) > budget and self.fit_text(x, budget)[1] for x in lines]
+        df["NonUtf8"] = lines.non_utf8
+        if session_ids is not None:
+            df["SessionId"] = session_ids
+            ab = df.groupby("SessionId", sort=False)["Label"].transform(lambda s: (s == "abnormal").any())
+            df["SessionLabel"] = np.where(ab.to_numpy(dtype=bool), "abnormal", "normal")
+        return df
+
+    def _score_unique(self, lines: Sequence[str], progress: Optional[bool]) -> Dict[str, float]:
+        uniq = list(dict.fromkeys(lines))
+        bar = _progress(progress, len(uniq), "scoring")
+        out: Dict[str, float] = {}
+        try:
+            for x in uniq:
+                out[x] = self.anomaly_score(x)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
+
+    def detect_sessions(self, sessions: Union[Mapping[Hashable, Sequence[str]], Sequence[Sequence[str]]], *,
+                        threshold: float = 0.5, progress: Optional[bool] = None) -> Any:
+        """Verdict per session (``{id: lines}`` or a list of line lists): a session is
+        abnormal if any of its lines is. Returns a DataFrame: SessionId, Lines,
+        AbnormalLines, Score (highest line score), Label. Distinct lines are scored once
+        over all sessions."""
+        if not 0.0 <= threshold <= 1.0:
+            raise InvalidInputError(f"threshold must be in [0, 1], got {threshold}")
+        import pandas as pd
+
+        items = list(sessions.items()) if isinstance(sessions, Mapping) else list(enumerate(sessions))
+        if not items:
+            raise InvalidInputError("no sessions given")
+        norm = [(sid, list(as_log_lines(ls))) for sid, ls in items]
+        scores = self._score_unique([x for _, ls in norm for x in ls], progress)
+        rows = []
+        for sid, ls in norm:
+            s = [scores[x] for x in ls]
+            n_ab = sum(v >= threshold for v in s)
+            rows.append({"SessionId": sid, "Lines": len(ls), "AbnormalLines": int(n_ab),
+                         "Score": max(s), "Label": "abnormal" if n_ab else "normal"})
+        return pd.DataFrame(rows)
+
+    # ---- text capabilities ---------------------------------------------------------
+    def _text_task(self, prompt_of: Any, log: Union[str, Sequence[str]], *, stream: bool,
+                   max_new_tokens: int, **gen: Any) -> Any:
+        from loglm.answers import clean_text
+
+        text = log if isinstance(log, str) else "\n".join(as_log_lines(log))
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInputError("the log text is empty")
+        fitted, truncated = self.fit_text(text, self._log_budget(max_new_tokens))
+        prompt = prompt_of(fitted)
+        if stream:
+            s = self.stream(prompt, max_new_tokens=max_new_tokens, **gen)  # type: ignore[attr-defined]
+            s.truncated = truncated  # type: ignore[attr-defined]
+            s.prompt = prompt  # type: ignore[attr-defined]
+            return s
+        r = self.generate(prompt, max_new_tokens=max_new_tokens, **gen)  # type: ignore[attr-defined]
+        return Answer(clean_text(r.text, prompt_input=fitted), truncated=truncated, result=r, prompt=prompt)
+
+    def _explain(self, task: str, log: Union[str, Sequence[str]], system: Optional[str],
+                 context: Optional[str], instruction: Optional[str], stream: bool,
+                 max_new_tokens: int, gen: Dict[str, Any]) -> Any:
+        from loglm.prompts import explain_prompt
+
+        return self._text_task(
+            lambda t: explain_prompt(task, t, system=system, context=context, instruction=instruction),
+            log, stream=stream, max_new_tokens=max_new_tokens, **gen)
+
+    def interpret(self, log: Union[str, Sequence[str]], *, system: Optional[str] = None,
+                  context: Optional[str] = None, instruction: Optional[str] = None,
+                  stream: bool = False, max_new_tokens: int = 256, **gen: Any) -> Any:
+        """Explain what a log (a string, or lines) means. ``system`` names the system and
+        ``context`` describes what the user was doing; both go into the prompt. Returns an
+        :class:`Answer` (a str; ``.truncated`` says whether the log was cut to fit), or
+        with ``stream=True`` a :class:`loglm.TextStream`. ``gen``: generation options
+        (``temperature``, ``seed``...)."""
+        return self._explain("interpret", log, system, context, instruction, stream, max_new_tokens, gen)
+
+    def root_cause(self, log: Union[str, Sequence[str]], *, system: Optional[str] = None,
+                   context: Optional[str] = None, instruction: Optional[str] = None,
+                   stream: bool = False, max_new_tokens: int = 256, **gen: Any) -> Any:
+        """Identify the root cause of the problem a log shows (arguments as
+        :meth:`interpret`)."""
+        return self._explain("root_cause", log, system, context, instruction, stream, max_new_tokens, gen)
+
+    def suggest_solution(self, log: Union[str, Sequence[str]], *, system: Optional[str] = None,
+                         context: Optional[str] = None, instruction: Optional[str] = None,
+                         stream: bool = False, max_new_tokens: int = 256, **gen: Any) -> Any:
+        """Recommend a solution to the problem a log shows (arguments as
+        :meth:`interpret`)."""
+        return self._explain("solution", log, system, context, instruction, stream, max_new_tokens, gen)
+
+    def ask(self, instruction: str, logs: Union[str, Sequence[str], Any], *, stream: bool = False,
+            max_new_tokens: int = 256, **gen: Any) -> Any:
+        """Any other instruction about logs (compare two logs, explain a verdict,
+        summarise a session). ``logs`` is one log text, a list of logs (numbered in the
+        prompt) or a file path. Returns an :class:`Answer` or a stream."""
+        from loglm.prompts import ask_prompt
+
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise InvalidInputError("the instruction is empty")
+        if isinstance(logs, os.PathLike) or (isinstance(logs, str) and "\n" not in logs and os.path.isfile(logs)):
+            items = ["\n".join(read_log_lines(logs))]
+        elif isinstance(logs, str):
+            items = [logs]
+        else:
+            items = [str(x) for x in (logs.tolist() if hasattr(logs, "tolist") else logs)]
+        if not items or not any(x.strip() for x in items):
+            raise InvalidInputError("no log text given")
+        joined_sep = "\x00LOGSEP\x00"
+        return self._text_task(lambda t: ask_prompt(instruction.strip(), t.split(joined_sep)),
+                               joined_sep.join(items), stream=stream, max_new_tokens=max_new_tokens, **gen)

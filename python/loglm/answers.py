@@ -1,0 +1,144 @@
+"""Defensive parsing of model answers: templates, labels and free text.
+
+Small models wrap answers in chatter ("Sure! Here is the template:"), code fences,
+quotes, ``Template:`` prefixes, or repeat the input; these helpers extract the part
+that is the answer and never trust it blindly (a template must match its line).
+"""
+from __future__ import annotations
+
+import re
+from typing import List, Optional
+
+from loglm.parsing import template_matches
+
+__all__ = ["extract_template", "normalize_template", "parse_label", "clean_text"]
+
+_FENCE = re.compile(r"^\s*(`{3,}|~{3,})[\w+-]*\s*$")
+_PREFIX = re.compile(
+    r"^\s*(?:[-*•]\s+|\d+[.)]\s+)?"
+    r"(?:\*\*)?(?:the\s+)?(?:standardi[sz]ed\s+|log\s+|output\s+|final\s+|resulting\s+)?"
+    r"(?:template|output|answer|result|log template|event template)s?(?:\*\*)?\s*(?:is|would be)?\s*[:=-]\s*(?:\*\*)?",
+    re.IGNORECASE,
+)
+_ECHO = re.compile(r"^\s*(?:input|log|log line|log entry|line)\s*[:=]\s*", re.IGNORECASE)
+_CHATTER = re.compile(
+    r"^\s*(?:sure|certainly|of course|okay|ok|here(?:'s| is| are)|the (?:template|standardized)|"
+    r"i (?:have|will|would|can)|to convert|this log|explanation|note)\b.*[:.!]?\s*$",
+    re.IGNORECASE,
+)
+_PLACEHOLDER = re.compile(r"<\s*\*\s*>|\{\s*\*?\s*\}|<\s*(?:VAR|var|\*+)\s*>|\[\s*\*\s*\]")
+_ADJ = re.compile(r"(?:<\*>){2,}")
+_QUOTES = [('"', '"'), ("'", "'"), ("`", "`"), ("“", "”"), ("‘", "’"), ("**", "**")]
+
+
+def normalize_template(template: str) -> str:
+    """Normalise placeholder spellings (``< * >``, ``{*}``, ``<VAR>``, ``[*]``) to ``<*>``,
+    merge adjacent ``<*><*>`` into one, collapse whitespace and strip."""
+    t = _PLACEHOLDER.sub("<*>", template)
+    t = _ADJ.sub("<*>", t)
+    return " ".join(t.split())
+
+
+def _unquote(s: str) -> str:
+    s = s.strip()
+    changed = True
+    while changed and len(s) >= 2:
+        changed = False
+        for a, b in _QUOTES:
+            if s.startswith(a) and s.endswith(b) and len(s) >= len(a) + len(b):
+                s = s[len(a):len(s) - len(b)].strip()
+                changed = True
+    return s
+
+
+_LIST = re.compile(r"^(?:[-*•]|\d+[.)])\s+")
+
+
+def _candidates(answer: str, line: str = "") -> List[str]:
+    out = []
+    for raw in answer.replace("\r\n", "\n").split("\n"):
+        if _FENCE.match(raw) or not raw.strip():
+            continue
+        s = raw.strip()
+        lm = _LIST.match(s)
+        if lm and not line.lstrip().startswith(lm.group(0).strip()):
+            s = s[lm.end():]
+        m = _PREFIX.match(s)
+        if m and m.end() < len(s):
+            s = s[m.end():]
+        elif m:  # "Template:" alone on its line
+            continue
+        elif _ECHO.match(s):
+            s = s[_ECHO.match(s).end():]  # type: ignore[union-attr]
+        s = _unquote(s)
+        if s.startswith("`") and s.count("`") == 1:
+            s = s[1:]
+        if s.endswith("`") and s.count("`") == 1:
+            s = s[:-1]
+        s = s.strip()
+        if s:
+            out.append(s)
+    return out
+
+
+def extract_template(answer: str, line: str) -> str:
+    """The template in a model's ``answer`` for the log ``line``, or ``""`` when none.
+
+    Chatter lines, code fences, quotes, ``Template:``/``Output:`` prefixes and list
+    markers are dropped; placeholders are normalised (:func:`normalize_template`).
+    Among the remaining lines, the first with a ``<*>`` that matches ``line`` wins,
+    then the first that matches ``line`` (a line without variables), then the first
+    with a ``<*>`` (it will fail verification and be flagged by the caller). A line
+    that only repeats the input is not taken as its template when another candidate
+    exists; an answer that only repeats the input gives ``""`` (rejected by the tree,
+    which keeps its own template and flags the line).
+    """
+    norm_line = " ".join(line.split())
+    cands = [normalize_template(c) for c in _candidates(answer, line)]
+    cands = [c for c in cands if c]
+    if not cands:
+        return ""
+    # a bare repeat of the input is no answer: the tree's own template is kept instead
+    cands = [c for c in cands if c != norm_line]
+    if not cands:
+        return ""
+    with_var = [c for c in cands if "<*>" in c]
+    for c in with_var:
+        if template_matches(c, line):
+            return c
+    for c in cands:
+        if template_matches(c, line) and not (_CHATTER.match(c) and c != norm_line):
+            return c
+    if with_var:
+        return with_var[0]
+    non_chatter = [c for c in cands if not _CHATTER.match(c)]
+    return non_chatter[0] if non_chatter else ""
+
+
+_ABNORMAL = re.compile(r"\b(?:abnormal|anomal\w*|not normal)\b", re.IGNORECASE)
+_NORMAL = re.compile(r"\bnormal\b", re.IGNORECASE)
+
+
+def parse_label(answer: str) -> Optional[str]:
+    """``"abnormal"`` / ``"normal"`` from a free-text classification answer (the first
+    verdict word wins, "abnormal"/"anomaly"/"not normal" before "normal"), ``None`` when
+    the answer has neither. Choice scoring should be preferred to this."""
+    a = _ABNORMAL.search(answer)
+    n = _NORMAL.search(answer)
+    if a and (not n or a.start() <= n.start()):
+        return "abnormal"
+    if n:
+        return "normal"
+    return None
+
+
+def clean_text(answer: str, *, prompt_input: Optional[str] = None) -> str:
+    """A free-text answer without surrounding whitespace, a leading ``Answer:`` /
+    ``Output:`` label, or a leading verbatim repeat of ``prompt_input``."""
+    s = answer.strip()
+    if prompt_input:
+        p = prompt_input.strip()
+        if p and s.startswith(p) and len(s) > len(p):
+            s = s[len(p):].lstrip()
+    s = re.sub(r"^(?:answer|output|response|assistant)\s*:\s*", "", s, flags=re.IGNORECASE)
+    return s.strip()

@@ -1,0 +1,243 @@
+"""The ``loglm`` command line: parse, detect, explain, ask, eval.
+
+    loglm parse app.log                 # templates with counts (--json: one record per line)
+    loglm detect app.log --threshold 0.6
+    loglm explain app.log --task root-cause --system nginx --context "after an upgrade"
+    loglm ask "Summarise this session" app.log
+    loglm eval all --limit 50           # paper tables, JSON + Markdown in ./eval_results
+
+Exit status: 0 success, 2 bad input (missing/empty/binary file, unknown system...),
+1 other errors, 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from typing import Any, List, Optional
+
+EXPLAIN_TASKS = {"interpret": "interpret", "root-cause": "root_cause", "solution": "suggest_solution"}
+
+
+class _Bad(Exception):
+    pass
+
+
+def _model(args: argparse.Namespace) -> Any:
+    from loglm import LogLM
+
+    return LogLM.load(args.model, threads=args.threads, context_length=args.context_length)
+
+
+def _check_file(path: str) -> None:
+    from loglm.tasks import _check_file as check
+    from pathlib import Path
+
+    check(Path(path))
+
+
+def _cmd_parse(args: argparse.Namespace) -> int:
+    from loglm.parsing import TemplateMiner
+
+    _check_file(args.file)
+    if args.no_llm:
+        df = TemplateMiner().parse_file(args.file, args.format, progress=not args.json and sys.stderr.isatty())
+    else:
+        m = _model(args)
+        df = m.parse(args.file, log_format=args.format)
+    if args.output:
+        df.to_csv(args.output, index=False)
+    if args.json:
+        cols = [c for c in ("LineId", "Content", "EventId", "EventTemplate", "ParameterList", "NonUtf8", "LlmRejected")
+                if c in df]
+        for rec in df[cols].to_dict(orient="records"):
+            print(json.dumps({k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items()}, ensure_ascii=False))
+        return 0
+    counts = df.groupby(["EventId", "EventTemplate"], sort=False).size().sort_values(ascending=False)
+    print(f"{len(df)} lines, {len(counts)} templates"
+          + (f", {int(df['NonUtf8'].sum())} lines with invalid UTF-8 (replaced)" if df["NonUtf8"].any() else "")
+          + (f", {int(df['LlmRejected'].sum())} lines whose model template did not match (tree template kept)"
+             if "LlmRejected" in df and df["LlmRejected"].any() else ""))
+    for (eid, tmpl), n in counts.items():
+        print(f"{eid}\t{n}\t{tmpl}")
+    if args.output:
+        print(f"structured lines written to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    _check_file(args.file)
+    m = _model(args)
+    df = m.detect_anomalies(args.file, threshold=args.threshold)
+    if args.json:
+        for rec in df.to_dict(orient="records"):
+            print(json.dumps({k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items()}, ensure_ascii=False))
+        return 0
+    for r in df.itertuples(index=False):
+        mark = "ABNORMAL" if r.Label == "abnormal" else "normal  "
+        print(f"{r.LineId}\t{mark}\t{r.Score:.3f}\t{r.Content[:200]}")
+    n = int((df["Label"] == "abnormal").sum())
+    print(f"{n} of {len(df)} lines abnormal (threshold {args.threshold}); the file is "
+          f"{'abnormal' if n else 'normal'}", file=sys.stderr)
+    return 0
+
+
+def _stream_or_json(answer_fn: Any, args: argparse.Namespace) -> int:
+    if args.json:
+        a = answer_fn(stream=False)
+        r = a.result
+        print(json.dumps({"answer": str(a), "truncated": a.truncated, "finish_reason": r.finish_reason,
+                          "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens},
+                         ensure_ascii=False))
+        return 0
+    s = answer_fn(stream=True)
+    if getattr(s, "truncated", False):
+        print("[note: the log was truncated to fit the model's context]", file=sys.stderr)
+    for piece in s:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from loglm.tasks import read_log_lines
+
+    text = "\n".join(read_log_lines(args.file))
+    m = _model(args)
+    fn = getattr(m, EXPLAIN_TASKS[args.task])
+    return _stream_or_json(lambda stream: fn(text, system=args.system, context=args.context, stream=stream,
+                                             max_new_tokens=args.max_new_tokens), args)
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    from loglm.tasks import read_log_lines
+
+    if not args.instruction.strip():
+        raise _Bad("the instruction is empty")
+    logs = ["\n".join(read_log_lines(f)) for f in args.files]
+    m = _model(args)
+    return _stream_or_json(lambda stream: m.ask(args.instruction, logs, stream=stream,
+                                                max_new_tokens=args.max_new_tokens), args)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from loglm.datasets import loghub_systems
+    from loglm.evaluate import evaluate, to_markdown, write_results
+
+    systems = None
+    if args.systems:
+        systems = [s for s in args.systems.replace(",", " ").split() if s]
+        known = loghub_systems()
+        bad = [s for s in systems if s not in known]
+        if bad:
+            raise _Bad(f"unknown system(s) {', '.join(bad)}; available: {', '.join(known)}")
+    if args.limit is not None and args.limit < 1:
+        raise _Bad("--limit must be >= 1")
+    cmd = "loglm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("loglm") else None
+    log = None if args.quiet else (lambda msg: print(f"[loglm eval] {msg}", file=sys.stderr, flush=True))
+    res = evaluate(args.what, model_path=args.model, systems=systems, limit=args.limit, threads=args.threads,
+                   seed=args.seed, threshold=args.threshold, max_new_tokens=args.max_new_tokens, log=log,
+                   command=cmd or "loglm " + " ".join(shlex.quote(a) for a in (args._argv or [])))
+    paths = write_results(res, args.out)
+    if args.json:
+        print(json.dumps(res, indent=2, default=str))
+    else:
+        print(to_markdown(res))
+    print(f"results written to {paths['json']} and {paths['markdown']}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``loglm`` command."""
+    from loglm import __version__
+
+    ap = argparse.ArgumentParser(prog="loglm", description="Log analysis with one local language model.")
+    ap.add_argument("--version", action="version", version=f"loglm {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def common(p: argparse.ArgumentParser, json_help: str = "machine-readable JSON output") -> None:
+        p.add_argument("--model", default=None, help="GGUF file, HF folder or name (default: the embedded model)")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads of the model")
+        p.add_argument("--context-length", type=int, default=None, help="tokens per sequence (default: model's, max 8192)")
+        p.add_argument("--json", action="store_true", help=json_help)
+
+    p = sub.add_parser("parse", help="log templates of a file")
+    p.add_argument("file")
+    p.add_argument("--format", default=None, help='loghub log format, e.g. "<Date> <Time> <Level>: <Content>"')
+    p.add_argument("-o", "--output", default=None, help="write the structured lines (CSV) here")
+    p.add_argument("--no-llm", action="store_true", help="template tree only (no model)")
+    common(p, "one JSON record per line")
+    p.set_defaults(func=_cmd_parse)
+
+    p = sub.add_parser("detect", help="normal/abnormal verdict per line")
+    p.add_argument("file")
+    p.add_argument("--threshold", type=float, default=0.5, help="P(abnormal) threshold (default 0.5)")
+    common(p, "one JSON record per line")
+    p.set_defaults(func=_cmd_detect)
+
+    p = sub.add_parser("explain", help="interpretation, root cause or solution for a log file (streamed)")
+    p.add_argument("file")
+    p.add_argument("--task", choices=list(EXPLAIN_TASKS), default="interpret")
+    p.add_argument("--system", default=None, help="the system that wrote the log")
+    p.add_argument("--context", default=None, help="what you were doing / the problem")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    common(p)
+    p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("ask", help="any instruction about one or more log files (streamed)")
+    p.add_argument("instruction")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    common(p)
+    p.set_defaults(func=_cmd_ask)
+
+    p = sub.add_parser("eval", help="evaluate a model on the LogLM test splits (paper tables)")
+    p.add_argument("what", choices=["parsing", "anomaly", "irs", "all"])
+    p.add_argument("--systems", default=None, help="parsing systems, comma-separated (default: all)")
+    p.add_argument("--limit", type=int, default=None, help="first N test examples per system/task")
+    p.add_argument("--out", default="eval_results", help="folder for the JSON and Markdown results")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--quiet", action="store_true")
+    common(p, "print the JSON result instead of the tables")
+    p.set_defaults(func=_cmd_eval)
+    return ap
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``loglm`` command; returns the exit status."""
+    from loglm.errors import InvalidInputError, LoglmError, ModelNotFoundError
+
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    args._argv = list(argv) if argv is not None else None
+    try:
+        return int(args.func(args))
+    except (_Bad, InvalidInputError, ModelNotFoundError, FileNotFoundError, IsADirectoryError,
+            UnicodeDecodeError) as e:
+        print(f"loglm: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"loglm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("loglm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except LoglmError as e:
+        print(f"loglm: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""Evaluation harness: run a model on the LogLM test splits and lay the results out like
+the paper's Tables II (parsing), III (anomaly detection) and IV (interpretation, root
+cause, solution).
+
+    >>> from loglm.evaluate import evaluate
+    >>> res = evaluate("all", model_path=None, limit=50)      # default model
+    >>> print(to_markdown(res))
+
+Decoding is greedy (``temperature=0``) and anomaly detection uses choice scoring, so
+results are deterministic for a given model file, library version and ``seed``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+__all__ = [
+    "TASKS", "evaluate", "evaluate_parsing", "evaluate_anomaly", "evaluate_irs",
+    "to_markdown", "write_results", "ROUGE_SIGNATURE",
+]
+
+TASKS = ("parsing", "anomaly", "irs")
+AD_SYSTEMS = ("bgl", "spirit")
+ROUGE_SIGNATURE = "rouge-score==0.1.2|types:rouge1,rouge2,rougeL|stemmer:no|F-measure mean x100"
+PAPER = {  # LogLM-7B, from the paper (datasets README)
+    "parsing": {"RI": 0.982, "F1": 0.965},
+    "anomaly": {"bgl": 0.625, "spirit": 0.278},
+    "irs": {"interpretation": (15.58, 46.49, 23.09, 34.77), "root_cause": (12.40, 40.60, 19.04, 30.23),
+            "solution": (8.24, 34.42, 13.91, 25.43)},
+}
+
+Log = Callable[[str], None]
+
+
+def _say(log: Optional[Log], msg: str) -> None:
+    if log is not None:
+        log(msg)
+
+
+def _parse_run(lines: List[str], model: Any) -> Dict[str, Any]:
+    from loglm.parsing import TemplateMiner
+
+    tm = TemplateMiner(model=model, few_shot=3, batch_size=16) if model is not None else TemplateMiner()
+    t0 = time.perf_counter()
+    df = tm.parse(lines, parameters=False)
+    secs = time.perf_counter() - t0
+    c = tm.counters
+    out = {"pred": df["EventTemplate"].tolist(), "seconds": secs, "templates": c["templates"]}
+    if model is not None:
+        out.update(llm_lines=c["llm_lines"], llm_calls=c["llm_calls"], llm_accepted=c["llm_accepted"],
+                   llm_rejected=c["llm_rejected"])
+    return out
+
+
+def evaluate_parsing(model: Any, *, systems: Optional[Sequence[str]] = None, limit: Optional[int] = None,
+                     root: Any = None, baseline: bool = True, log: Optional[Log] = None) -> List[Dict[str, Any]]:
+    """Parsing on the 1,800 test lines of each system (first ``limit`` of them when given):
+    the template tree alone (``baseline``) and tree + ``model`` (``None`` skips it). One
+    row per system and parser: RI and F1 (token-level variable F1) against the original
+    ground truth, GA / FGA / PA / FTA against the corrected one, and LLM counters."""
+    from loglm.datasets import load_parsing, loghub_systems
+    from loglm.metrics import parsing_scores
+
+    rows = []
+    for system in systems or loghub_systems(root):
+        df = load_parsing(system, root, split="test")
+        if limit is not None:
+            df = df.iloc[:limit]
+        lines = df["Content"].tolist()
+        runs = ([("template tree (no LLM)", None)] if baseline else []) + (
+            [("tree + LLM", model)] if model is not None else [])
+        for name, m in runs:
+            _say(log, f"parsing {system}: {name} on {len(lines)} lines")
+            r = _parse_run(lines, m)
+            o = parsing_scores(lines, df["EventTemplate"].tolist(), r["pred"])
+            c = parsing_scores(lines, df["EventTemplateCorrected"].tolist(), r["pred"])
+            row = {"system": system, "parser": name, "lines": len(lines), "RI": o["RI"], "F1": o["var_F1"],
+                   "GA": c["GA"], "FGA": c["FGA"], "PA": c["PA"], "FTA": c["FTA"],
+                   "templates": r["templates"], "seconds": round(r["seconds"], 2)}
+            for k in ("llm_lines", "llm_calls", "llm_accepted", "llm_rejected"):
+                if k in r:
+                    row[k] = r[k]
+            rows.append(row)
+    return rows
+
+
+def evaluate_anomaly(model: Any, *, systems: Sequence[str] = AD_SYSTEMS, limit: Optional[int] = None,
+                     threshold: float = 0.5, root: Any = None, log: Optional[Log] = None) -> List[Dict[str, Any]]:
+    """Template-level anomaly detection on the LogPrompt templates not in the training
+    set (first ``limit`` per system when given), by choice scoring with ``threshold`` on
+    P(abnormal). One row per system: precision, recall, F1 of "abnormal", accuracy,
+    counts, and the F1 of the best threshold on the test set (an oracle figure)."""
+    import numpy as np
+
+    from loglm.datasets import load_anomaly
+    from loglm.metrics import classification_scores
+
+    rows = []
+    for s in systems:
+        df = load_anomaly(s, root, split="test")
+        if limit is not None:
+            df = df.iloc[:limit]
+        _say(log, f"anomaly detection {s}: {len(df)} templates")
+        t0 = time.perf_counter()
+        scores = np.array([model.anomaly_score(x) for x in df["log"].tolist()])
+        secs = time.perf_counter() - t0
+        pred = np.where(scores >= threshold, "abnormal", "normal")
+        m = classification_scores(df["Label"].tolist(), pred.tolist())
+        best = 0.0
+        for th in np.unique(scores):
+            f = classification_scores(df["Label"].tolist(), np.where(scores >= th, "abnormal", "normal").tolist())["f1"]
+            best = max(best, f)
+        rows.append({"system": s.upper() if s == "bgl" else s.capitalize(), "templates": len(df),
+                     "abnormal": int((df["Label"] == "abnormal").sum()), "threshold": threshold,
+                     "precision": m["precision"], "recall": m["recall"], "F1": m["f1"], "accuracy": m["accuracy"],
+                     "predicted_abnormal": int((pred == "abnormal").sum()), "F1_best_threshold": best,
+                     "seconds": round(secs, 2)})
+    return rows
+
+
+def evaluate_irs(model: Any, *, tasks: Sequence[str] = ("interpretation", "root_cause", "solution"),
+                 limit: Optional[int] = None, max_new_tokens: int = 256, max_batch: int = 8, seed: int = 0,
+                 root: Any = None, log: Optional[Log] = None, keep_outputs: bool = False) -> List[Dict[str, Any]]:
+    """Interpretation, root-cause analysis and solution recommendation on the three test
+    files (first ``limit`` pairs when given): each record's own instruction and input
+    (``instruction\\ninput``, as in training), greedy decoding of up to ``max_new_tokens``;
+    corpus BLEU (sacrebleu 13a) and mean ROUGE-1/2/L F-measure (rouge-score), 0-100."""
+    from loglm.answers import clean_text
+    from loglm.datasets import load_irs_test
+    from loglm.metrics import bleu, rouge
+    from loglm.prompts import alpaca_prompt
+
+    rows = []
+    for task in tasks:
+        df = load_irs_test(task, root)
+        if limit is not None:
+            df = df.iloc[:limit]
+        _say(log, f"{task}: {len(df)} pairs, max_new_tokens={max_new_tokens}")
+        prompts, truncated = [], 0
+        for ins, inp in zip(df["instruction"], df["input"]):
+            fitted, cut = model.fit_text(inp, model.context_length - max_new_tokens - 64 - len(ins))
+            truncated += cut
+            prompts.append(alpaca_prompt(ins, fitted))
+        t0 = time.perf_counter()
+        outs = model.generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0, seed=seed,
+                              max_batch=max_batch)
+        secs = time.perf_counter() - t0
+        hyps = [clean_text(o.text) for o in outs]
+        refs = df["output"].tolist()
+        b = bleu(hyps, refs, sentence_scores=False)
+        r = rouge(hyps, refs)
+        row = {"task": task, "pairs": len(df), "BLEU": b.score, "ROUGE-1": 100 * r.mean["rouge1"]["fmeasure"],
+               "ROUGE-2": 100 * r.mean["rouge2"]["fmeasure"], "ROUGE-L": 100 * r.mean["rougeL"]["fmeasure"],
+               "bleu_signature": b.signature, "truncated_inputs": truncated,
+               "hit_max_new_tokens": sum(o.finish_reason == "length" for o in outs),
+               "completion_tokens": sum(o.completion_tokens for o in outs), "seconds": round(secs, 2)}
+        if keep_outputs:
+            row["outputs"] = hyps
+        rows.append(row)
+    return rows
+
+
+def evaluate(task: str = "all", *, model: Any = None, model_path: Union[str, os.PathLike, None] = None,
+             systems: Optional[Sequence[str]] = None, limit: Optional[int] = None, threads: Optional[int] = None,
+             seed: int = 0, threshold: float = 0.5, max_new_tokens: int = 256, root: Any = None,
+             log: Optional[Log] = None, command: Optional[str] = None) -> Dict[str, Any]:
+    """Run ``task`` (``"parsing"``, ``"anomaly"``, ``"irs"`` or ``"all"``) and return the
+    result dict: ``meta`` (model file, its sha256, library version, metric signatures,
+    settings, timings) plus one list of rows per task."""
+    import loglm
+    from loglm.models import resolve, sha256_file
+
+    if task not in TASKS + ("all",):
+        raise ValueError(f"unknown evaluation {task!r}; expected one of {', '.join(TASKS + ('all',))}")
+    if model is None:
+        _say(log, f"loading model {model_path or '(default)'}")
+        model = loglm.LogLM.load(model_path, threads=threads)
+    path = Path(model.info["path"])
+    meta: Dict[str, Any] = {
+        "loglm_version": loglm.__version__,
+        "model": str(model_path) if model_path is not None else "default",
+        "model_file": path.name,
+        "model_sha256": sha256_file(path) if path.is_file() else None,
+        "architecture": model.info.get("architecture"),
+        "threads": model.info.get("threads"),
+        "task": task, "limit": limit, "seed": seed, "threshold": threshold, "max_new_tokens": max_new_tokens,
+        "decoding": "greedy (temperature=0)",
+        "signatures": {"rouge": ROUGE_SIGNATURE, "parsing": "loglm.metrics.parsing_scores",
+                       "anomaly": "loglm.metrics.classification_scores (pos_label=abnormal)"},
+        "python": platform.python_version(), "platform": platform.platform(),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": command,
+    }
+    res: Dict[str, Any] = {"meta": meta}
+    t0 = time.perf_counter()
+    if task in ("parsing", "all"):
+        res["parsing"] = evaluate_parsing(model, systems=systems, limit=limit, root=root, log=log)
+    if task in ("anomaly", "all"):
+        res["anomaly"] = evaluate_anomaly(model, limit=limit, threshold=threshold, root=root, log=log)
+    if task in ("irs", "all"):
+        res["irs"] = evaluate_irs(model, limit=limit, max_new_tokens=max_new_tokens, seed=seed, root=root, log=log)
+        if res["irs"]:
+            meta["signatures"]["bleu"] = res["irs"][0]["bleu_signature"]
+    meta["seconds"] = round(time.perf_counter() - t0, 1)
+    return res
+
+
+def _f(x: Any, nd: int = 3) -> str:
+    return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
+
+
+def _table(header: List[str], rows: List[List[Any]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def to_markdown(res: Dict[str, Any]) -> str:
+    """Markdown tables laid out like the paper's Tables II, III and IV, with the metadata."""
+    m = res["meta"]
+    parts = [f"Model `{m['model_file']}` (sha256 `{m['model_sha256']}`), loglm {m['loglm_version']}, "
+             f"{m['decoding']}, seed {m['seed']}, limit {m['limit'] or 'none (full test sets)'}."]
+    if res.get("parsing"):
+        rows = res["parsing"]
+        parsers = list(dict.fromkeys(r["parser"] for r in rows))
+        systems = list(dict.fromkeys(r["system"] for r in rows))
+        by = {(r["system"], r["parser"]): r for r in rows}
+        header = ["Parser"] + [f"{s} RI" for s in systems] + [f"{s} F1" for s in systems] + ["Avg RI", "Avg F1"]
+        body = []
+        for p in parsers:
+            ri = [by[(s, p)]["RI"] for s in systems]
+            f1 = [by[(s, p)]["F1"] for s in systems]
+            body.append([p] + [_f(x) for x in ri] + [_f(x) for x in f1] + [_f(sum(ri) / len(ri)), _f(sum(f1) / len(f1))])
+        n = rows[0]["lines"]
+        parts.append(f"### Table II: log parsing (test split, {n} lines per system; RI and variable F1 on the original ground truth)\n\n"
+                     + _table(header, body))
+        header2 = ["System", "Parser", "GA", "FGA", "PA", "FTA", "templates", "LLM lines", "LLM rejected", "s"]
+        body2 = [[r["system"], r["parser"], _f(r["GA"]), _f(r["FGA"]), _f(r["PA"]), _f(r["FTA"]), r["templates"],
+                  r.get("llm_lines", "-"), r.get("llm_rejected", "-"), r["seconds"]] for r in rows]
+        for p in parsers:
+            pr = [by[(s, p)] for s in systems]
+            body2.append(["**average**", p] + [_f(sum(r[k] for r in pr) / len(pr)) for k in ("GA", "FGA", "PA", "FTA")]
+                         + ["", "", "", ""])
+        parts.append("#### Table II (cont.): GA / FGA / PA / FTA on the corrected ground truth\n\n" + _table(header2, body2))
+    if res.get("anomaly"):
+        rows = res["anomaly"]
+        header = ["System", "templates (abnormal)", "threshold", "precision", "recall", "F1", "predicted abnormal",
+                  "F1 at best threshold (oracle)"]
+        body = [[r["system"], f"{r['templates']} ({r['abnormal']})", r["threshold"], _f(r["precision"]), _f(r["recall"]),
+                 _f(r["F1"]), r["predicted_abnormal"], _f(r["F1_best_threshold"])] for r in rows]
+        parts.append("### Table III: template-level anomaly detection (F1 of the abnormal class)\n\n" + _table(header, body))
+    if res.get("irs"):
+        rows = res["irs"]
+        header = ["Capability", "pairs", "BLEU", "ROUGE-1", "ROUGE-2", "ROUGE-L", "hit max tokens"]
+        body = [[r["task"], r["pairs"], _f(r["BLEU"], 2), _f(r["ROUGE-1"], 2), _f(r["ROUGE-2"], 2), _f(r["ROUGE-L"], 2),
+                 r["hit_max_new_tokens"]] for r in rows]
+        parts.append("### Table IV: interpretation, root cause, solution (0-100)\n\n" + _table(header, body)
+                     + f"\n\nBLEU: `{rows[0]['bleu_signature']}`; ROUGE: `{ROUGE_SIGNATURE}`.")
+    return "\n\n".join(parts) + "\n"
+
+
+def write_results(res: Dict[str, Any], out_dir: Union[str, os.PathLike]) -> Dict[str, Path]:
+    """Write ``results.json`` and ``results.md`` (named after the task and model) into
+    ``out_dir``; returns their paths."""
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    stem = f"eval_{res['meta']['task']}_{Path(res['meta']['model_file']).stem}"
+    if res["meta"].get("limit"):
+        stem += f"_limit{res['meta']['limit']}"
+    j = d / f"{stem}.json"
+    md = d / f"{stem}.md"
+    j.write_text(json.dumps(res, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    md.write_text(to_markdown(res), encoding="utf-8")
+    return {"json": j, "markdown": md}
+
+
+def _stderr(msg: str) -> None:
+    print(f"[loglm eval] {msg}", file=sys.stderr, flush=True)

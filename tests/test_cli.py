@@ -1,0 +1,86 @@
+"""Every CLI command, in process (one model load per command), and bad inputs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from loglm.cli import main
+
+LOG = ("081109 203518 143 INFO dfs.DataNode$DataXceiver: Receiving block blk_-1608999687919862906 src: /10.250.19.102:54106 dest: /10.250.19.102:50010\r\n"
+       "081109 203519 145 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_-1608999687919862906 terminating\r\n"
+       "081109 203519 147 WARN dfs.DataNode: Got exception while serving blk_-1608999687919862906 to /10.250.19.102\r\n")
+
+
+@pytest.fixture()
+def logfile(tmp_path):
+    p = tmp_path / "app.log"
+    p.write_bytes(LOG.encode() + b"bad byte \xff here\r\n")
+    return p
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_parse(capsys, logfile, tmp_path):
+    code, out, err = run(capsys, "parse", str(logfile), "--threads", "2", "--context-length", "1024", "-o", str(tmp_path / "s.csv"))
+    assert code == 0 and out.startswith("4 lines") and "invalid UTF-8" in out
+    assert (tmp_path / "s.csv").read_text().startswith("LineId,Content,EventId,EventTemplate")
+    code, out, _ = run(capsys, "parse", str(logfile), "--no-llm", "--json")
+    recs = [json.loads(x) for x in out.splitlines()]
+    assert code == 0 and len(recs) == 4 and recs[3]["NonUtf8"] is True and recs[0]["EventId"].startswith("E")
+
+
+def test_detect(capsys, logfile):
+    code, out, err = run(capsys, "detect", str(logfile), "--threads", "2", "--context-length", "1024", "--json", "--threshold", "0")
+    recs = [json.loads(x) for x in out.splitlines()]
+    assert code == 0 and len(recs) == 4 and all(r["Label"] == "abnormal" for r in recs)
+    code, out, err = run(capsys, "detect", str(logfile), "--threads", "2", "--context-length", "1024")
+    assert code == 0 and len(out.splitlines()) == 4 and "lines abnormal" in err
+
+
+def test_explain_and_ask_stream(capsys, logfile):
+    code, out, err = run(capsys, "explain", str(logfile), "--task", "root-cause", "--system", "HDFS",
+                         "--max-new-tokens", "6", "--threads", "2", "--context-length", "1024")
+    assert code == 0 and out.strip()
+    code, out, _ = run(capsys, "explain", str(logfile), "--json", "--max-new-tokens", "5", "--threads", "2", "--context-length", "1024")
+    rec = json.loads(out)
+    assert code == 0 and rec["completion_tokens"] <= 5 and rec["truncated"] is False
+    code, out, _ = run(capsys, "ask", "Compare the two logs.", str(logfile), str(logfile), "--json",
+                       "--max-new-tokens", "4", "--threads", "2", "--context-length", "1024")
+    assert code == 0 and "answer" in json.loads(out)
+
+
+def test_eval_tiny(capsys, tmp_path):
+    code, out, err = run(capsys, "eval", "anomaly", "--limit", "2", "--threads", "2", "--context-length", "1024", "--out", str(tmp_path), "--quiet")
+    assert code == 0 and "Table III" in out and list(tmp_path.glob("*.json"))
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["parse", "/nonexistent/x.log"], "not found"),
+    (["detect", "EMPTY"], "empty"),
+    (["explain", "BINARY"], "binary"),
+    (["ask", "  ", "EMPTY"], "empty"),
+    (["eval", "parsing", "--systems", "Nope", "--limit", "2"], "unknown system"),
+    (["eval", "parsing", "--limit", "0"], "--limit"),
+    (["parse", "DIR"], "folder"),
+])
+def test_bad_inputs_exit_nonzero_with_message(capsys, tmp_path, argv, msg):
+    (tmp_path / "empty.log").write_bytes(b"")
+    (tmp_path / "bin.dat").write_bytes(bytes(range(256)) * 64)
+    subs = {"EMPTY": str(tmp_path / "empty.log"), "BINARY": str(tmp_path / "bin.dat"), "DIR": str(tmp_path)}
+    code, out, err = run(capsys, *[subs.get(a, a) for a in argv])
+    assert code == 2 and msg in err and err.startswith("loglm: error:")
+
+
+def test_usage_errors_and_module_entry(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["frobnicate"])
+    assert e.value.code == 2
+    r = subprocess.run([sys.executable, "-m", "loglm", "parse", "/nonexistent.log"], capture_output=True, text=True)
+    assert r.returncode == 2 and "loglm: error:" in r.stderr
