@@ -23,13 +23,13 @@ fn main() -> loglm::Result<()> {
     let mut tok = idx[0] as u32;
     let mut gen = vec![tok];
     let t0 = std::time::Instant::now();
-    for _ in 0..39 {
+    for _ in 0..199 {
         let t = [tok];
         let out = model.forward(&mut [Chunk { cache: &mut cache, tokens: &t, logits: Logits::Last }])?;
         tok = loglm::generate::sampler::argmax(&out[0].data);
         gen.push(tok);
     }
-    eprintln!("decode 39 tokens in {:?}", t0.elapsed());
+    eprintln!("decode 199 tokens in {:?}", t0.elapsed());
     println!("{:?}", gen);
     Ok(())
 }

@@ -155,6 +155,10 @@ def _progress(enabled: Optional[bool], total: int, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="logs")
 
 
+#: Default repetition penalty of the free-text capabilities.
+REPETITION_PENALTY = 1.1
+
+
 class TaskMixin:
     """Log-analysis methods mixed into :class:`loglm.LogLM` (they use its ``generate``,
     ``stream``, ``score_choices``, ``tokenize`` and ``context_length``)."""
@@ -335,6 +339,9 @@ class TaskMixin:
                    max_new_tokens: int, **gen: Any) -> Any:
         from loglm.answers import clean_text
 
+        # Small models loop on greedy decoding; a mild penalty (llama.cpp's classic
+        # default) keeps explanations readable. Pass repetition_penalty=1.0 to turn it off.
+        gen.setdefault("repetition_penalty", REPETITION_PENALTY)
         text = log if isinstance(log, str) else "\n".join(as_log_lines(log))
         if not isinstance(text, str) or not text.strip():
             raise InvalidInputError("the log text is empty")
