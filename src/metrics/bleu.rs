@@ -188,7 +188,17 @@ fn join_split(s: &str) -> String {
 
 /// sacrebleu `Tokenizer13a.__call__`.
 pub fn tokenize_13a(line: &str) -> String {
-    let mut line = line.replace("<skipped>", "").replace("-\n", "").replace('\n', " ");
+    join_split(&spaced_13a(line))
+}
+
+/// [`tokenize_13a`] before its final `" ".join(line.split())`: the same tokens
+/// come out of `line.split()`.
+fn spaced_13a(line: &str) -> String {
+    let mut line = if line.contains('\n') || line.contains("<skipped>") {
+        line.replace("<skipped>", "").replace("-\n", "").replace('\n', " ")
+    } else {
+        line.to_string()
+    };
     if line.contains('&') {
         line = line
             .replace("&quot;", "\"")
@@ -218,8 +228,7 @@ pub fn tokenize_13a(line: &str) -> String {
         if v.contains(&b'-') {
             v = sub_pair(&v, dig, |c| c == b'-', None, b' ', Some(b' '));
         }
-        let s = String::from_utf8(v).unwrap_or_default();
-        return join_split(&s);
+        return String::from_utf8(v).unwrap_or_default();
     }
     let mut v: Vec<char> = Vec::with_capacity(line.len() * 2 + 2);
     v.push(' ');
@@ -240,8 +249,7 @@ pub fn tokenize_13a(line: &str) -> String {
     if v.contains(&'-') {
         v = sub_pair(&v, dig, |c| c == '-', None, ' ', Some(' '));
     }
-    let s: String = v.into_iter().collect();
-    join_split(&s)
+    v.into_iter().collect()
 }
 
 fn intl_regexes() -> &'static [(Regex, &'static str); 3] {
@@ -257,11 +265,15 @@ fn intl_regexes() -> &'static [(Regex, &'static str); 3] {
 
 /// sacrebleu `TokenizerV14International.__call__`.
 pub fn tokenize_intl(line: &str) -> String {
+    join_split(&spaced_intl(line))
+}
+
+fn spaced_intl(line: &str) -> String {
     let mut s = line.to_string();
     for (re, rep) in intl_regexes() {
         s = re.replace_all(&s, *rep).into_owned();
     }
-    join_split(&s)
+    s
 }
 
 /// Lower-case (optionally), right-strip and tokenize one segment; the tokens are
@@ -276,8 +288,8 @@ pub fn prep_string(sent: &str, tok: BleuTokenizer, lowercase: bool) -> String {
     };
     let s = s.trim_end_matches(is_py_space);
     match tok {
-        BleuTokenizer::Tok13a => tokenize_13a(s),
-        BleuTokenizer::Intl => tokenize_intl(s),
+        BleuTokenizer::Tok13a => spaced_13a(s),
+        BleuTokenizer::Intl => spaced_intl(s),
         BleuTokenizer::Char | BleuTokenizer::None => s.to_string(),
     }
 }
@@ -291,6 +303,27 @@ pub fn token_slices(s: &str, tok: BleuTokenizer) -> Vec<&str> {
             .filter(|(_, c)| !is_py_space(*c))
             .map(|(i, c)| &s[i..i + c.len_utf8()])
             .collect(),
+        _ if s.is_ascii() => {
+            // Python's whitespace within ASCII: \t \n \v \f \r, 0x1c..0x1f, space
+            let b = s.as_bytes();
+            let mut out = Vec::with_capacity(b.len() / 5 + 1);
+            let mut start = None;
+            for (i, &c) in b.iter().enumerate() {
+                let sp = matches!(c, b' ' | b'\t'..=b'\r' | 0x1c..=0x1f);
+                match (sp, start) {
+                    (true, Some(st)) => {
+                        out.push(&s[st..i]);
+                        start = None;
+                    }
+                    (false, None) => start = Some(i),
+                    _ => {}
+                }
+            }
+            if let Some(st) = start {
+                out.push(&s[st..]);
+            }
+            out
+        }
         _ => py_split(s).collect(),
     }
 }
