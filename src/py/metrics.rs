@@ -298,7 +298,28 @@ fn _bleu_tokenize(text: &str, tokenize: &str, lowercase: bool) -> PyResult<Vec<S
     Ok(metrics::bleu::preprocess(text, t, lowercase))
 }
 
+/// LLaMA-Factory SFT evaluation scores: (n, 4) flat array of
+/// [bleu-4, rouge-1, rouge-2, rouge-l], x100 and rounded to 4 decimals.
+#[pyfunction]
+fn _llamafactory<'py>(
+    py: Python<'py>,
+    hypotheses: &Bound<'py, PyAny>,
+    references: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let hyps = extract_strings(hypotheses, "hypotheses")?;
+    let refs = extract_strings(references, "references")?;
+    let rows = detach(py, || metrics::llamafactory::llamafactory_scores(&hyps, &refs))?;
+    Ok(PyArray1::from_vec(py, rows.into_iter().flatten().collect()))
+}
+
+#[pyfunction]
+fn _jieba_cut(text: &str) -> Vec<String> {
+    metrics::llamafactory::jieba_cut(text).into_iter().map(str::to_owned).collect()
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_llamafactory, m)?)?;
+    m.add_function(wrap_pyfunction!(_jieba_cut, m)?)?;
     m.add_function(wrap_pyfunction!(_bleu, m)?)?;
     m.add_function(wrap_pyfunction!(_rouge, m)?)?;
     m.add_function(wrap_pyfunction!(_porter_stem, m)?)?;
