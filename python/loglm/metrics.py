@@ -394,3 +394,31 @@ def rouge(
 
 
 __all__ += ["bleu", "sentence_bleu", "BleuResult", "rouge", "RougeResult"]
+
+
+def llamafactory_scores(hypotheses: StrArray, references: StrArray):
+    """The BLEU-4 / ROUGE scores of LLaMA-Factory's SFT evaluation
+    (``src/llamafactory/train/sft/metric.py::ComputeSimilarity``), the numbers
+    LLaMA-Factory prints as ``predict_bleu-4``, ``predict_rouge-1/2/l``.
+
+    Unlike :func:`bleu` / :func:`rouge`, these are per-pair scores averaged over
+    pairs: ``bleu-4`` is NLTK ``sentence_bleu`` over *characters* (spaces
+    included) with smoothing method 3; ``rouge-1/2/l`` are ``rouge-chinese``
+    F-measures over jieba tokens (set-based n-gram overlap, whole-text LCS, an
+    ``1e-8`` in the F denominator). Each per-pair score is x100 and rounded to 4
+    decimals, as LLaMA-Factory does.
+
+    Returns a pandas DataFrame with one row per pair and columns ``bleu-4``,
+    ``rouge-1``, ``rouge-2``, ``rouge-l``; ``df.mean().to_dict()`` is the
+    LLaMA-Factory report.
+    """
+    import pandas as pd
+
+    hyps = _as_list(hypotheses, "hypotheses")
+    refs = _as_list(references, "references")
+    _check_same_len(hypotheses=hyps, references=refs)
+    flat = _loglm._llamafactory(hyps, refs)
+    return pd.DataFrame(flat.reshape(-1, 4), columns=["bleu-4", "rouge-1", "rouge-2", "rouge-l"])
+
+
+__all__ += ["llamafactory_scores"]

@@ -5,6 +5,7 @@
 //! and the LLaMA-Factory SFT evaluation variant. Each submodule names its reference.
 pub mod bleu;
 pub mod classification;
+pub mod llamafactory;
 pub mod parsing;
 pub mod porter;
 pub mod rouge;

@@ -19,40 +19,38 @@ pub(crate) fn extract_strings(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Ve
     }
     let mut out = Vec::with_capacity(obj.len().unwrap_or(0));
     for (i, item) in obj.try_iter()?.enumerate() {
-        let item = item?;
-        if let Ok(s) = item.downcast::<PyString>() {
-            match s.to_cow() {
-                Ok(c) => out.push(c.into_owned()),
-                Err(_) => {
-                    return Err(PyValueError::new_err(format!(
-                        "{name}[{i}] is not valid UTF-8 (it contains an unpaired surrogate)"
-                    )))
-                }
-            }
-        } else if item.is_none() {
-            return Err(PyValueError::new_err(format!("{name}[{i}] is None; every element must be a string")));
-        } else if let Ok(b) = item.downcast::<PyBytes>() {
-            match std::str::from_utf8(b.as_bytes()) {
-                Ok(s) => out.push(s.to_owned()),
-                Err(e) => {
-                    return Err(PyValueError::new_err(format!("{name}[{i}] is bytes that are not valid UTF-8: {e}")))
-                }
-            }
-        } else if let Ok(f) = item.downcast::<PyFloat>() {
-            if f.value().is_nan() {
-                return Err(PyValueError::new_err(format!(
-                    "{name}[{i}] is NaN (a missing value); every element must be a string"
-                )));
-            }
-            return Err(PyTypeError::new_err(format!("{name}[{i}] must be a string, got float")));
-        } else {
-            return Err(PyTypeError::new_err(format!(
-                "{name}[{i}] must be a string, got {}",
-                item.get_type().name()?
+        out.push(extract_one(&item?, name, None, i)?);
+    }
+    Ok(out)
+}
+
+/// One string element, with a clear error naming `name[stream][i]`.
+fn extract_one(item: &Bound<'_, PyAny>, name: &str, stream: Option<usize>, i: usize) -> PyResult<String> {
+    let at = match stream {
+        Some(k) => format!("{name}[{k}][{i}]"),
+        None => format!("{name}[{i}]"),
+    };
+    if let Ok(s) = item.downcast::<PyString>() {
+        return s.to_cow().map(|c| c.into_owned()).map_err(|_| {
+            PyValueError::new_err(format!("{at} is not valid UTF-8 (it contains an unpaired surrogate)"))
+        });
+    }
+    if item.is_none() {
+        return Err(PyValueError::new_err(format!("{at} is None; every element must be a string")));
+    }
+    if let Ok(b) = item.downcast::<PyBytes>() {
+        return std::str::from_utf8(b.as_bytes())
+            .map(str::to_owned)
+            .map_err(|e| PyValueError::new_err(format!("{at} is bytes that are not valid UTF-8: {e}")));
+    }
+    if let Ok(f) = item.downcast::<PyFloat>() {
+        if f.value().is_nan() {
+            return Err(PyValueError::new_err(format!(
+                "{at} is NaN (a missing value); every element must be a string"
             )));
         }
     }
-    Ok(out)
+    Err(PyTypeError::new_err(format!("{at} must be a string, got {}", item.get_type().name()?)))
 }
 
 fn scores_dict<'py>(py: Python<'py>, items: &[(&str, f64)]) -> PyResult<Bound<'py, PyDict>> {
@@ -202,9 +200,7 @@ fn extract_streams(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<Vec<Optio
             if item.is_none() {
                 v.push(None);
             } else {
-                let one = pyo3::types::PyList::new(obj.py(), [item])?;
-                let mut s = extract_strings(one.as_any(), &format!("{name}[{k}][{i}]"))?;
-                v.push(s.pop());
+                v.push(Some(extract_one(&item, name, Some(k), i)?));
             }
         }
         out.push(v);
@@ -302,7 +298,28 @@ fn _bleu_tokenize(text: &str, tokenize: &str, lowercase: bool) -> PyResult<Vec<S
     Ok(metrics::bleu::preprocess(text, t, lowercase))
 }
 
+/// LLaMA-Factory SFT evaluation scores: (n, 4) flat array of
+/// [bleu-4, rouge-1, rouge-2, rouge-l], x100 and rounded to 4 decimals.
+#[pyfunction]
+fn _llamafactory<'py>(
+    py: Python<'py>,
+    hypotheses: &Bound<'py, PyAny>,
+    references: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let hyps = extract_strings(hypotheses, "hypotheses")?;
+    let refs = extract_strings(references, "references")?;
+    let rows = detach(py, || metrics::llamafactory::llamafactory_scores(&hyps, &refs))?;
+    Ok(PyArray1::from_vec(py, rows.into_iter().flatten().collect()))
+}
+
+#[pyfunction]
+fn _jieba_cut(text: &str) -> Vec<String> {
+    metrics::llamafactory::jieba_cut(text).into_iter().map(str::to_owned).collect()
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_llamafactory, m)?)?;
+    m.add_function(wrap_pyfunction!(_jieba_cut, m)?)?;
     m.add_function(wrap_pyfunction!(_bleu, m)?)?;
     m.add_function(wrap_pyfunction!(_rouge, m)?)?;
     m.add_function(wrap_pyfunction!(_porter_stem, m)?)?;
