@@ -18,6 +18,7 @@ from loglm.errors import (
     TokenizerError,
     UnsupportedModelError,
 )
+from loglm import metrics
 from loglm.model import BatchStats, ChoiceScores, GenerationResult, LogLM, TextStream
 from loglm.parsing import ExtractedParameter, LogCluster, TemplateMiner, template_id, template_matches
 from loglm.tasks import Answer, read_log_lines
@@ -25,6 +26,7 @@ from loglm.tasks import Answer, read_log_lines
 from loglm import answers, datasets, evaluate, prompts  # noqa: E402  (submodules of the public API)
 
 __all__ = [
+    "metrics",
     "Answer",
     "read_log_lines",
     "answers",
