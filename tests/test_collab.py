@@ -193,10 +193,13 @@ def test_save_load_roundtrip(tmp_path: Path) -> None:
     with np.load(tmp_path / "det" / "memory.npz", allow_pickle=False) as z:
         assert z["embeddings"].shape == (181, D)
     back = CollaborativeDetector.load(tmp_path / "det")
-    q = np.concatenate([cluster(0, 10, 61), cluster(5, 3, 62)])
+    assert back.llm is None and len(back.memory_text) == 181
+    det.llm = None  # compare the stored state alone
+    q = np.concatenate([cluster(0, 10, 61), cluster(5, 3, 62), cluster(9, 2, 63, spread=0.001)])
     a = det.predict(embeddings=q)
     b = back.predict(embeddings=q)
-    pd.testing.assert_frame_equal(a.drop(columns="route"), b.drop(columns="route"))
+    pd.testing.assert_frame_equal(a, b)
+    assert list(a.route[-5:]) == ["small-fallback"] * 3 + ["small"] * 2  # the LLM verdict was kept
     assert back.coordinator.tau == det.coordinator.tau
     assert back.stats["llm_calls"] == 1
     with pytest.raises(FileNotFoundError):

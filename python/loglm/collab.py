@@ -498,7 +498,7 @@ class CollaborativeDetector:
         t0 = time.perf_counter()
         reason, label, score = "", None, None
         chat = [{"role": "user", "content": prompt}]
-        if p["reasoning"] and hasattr(llm, "generate"):
+        if p["reasoning"] and callable(getattr(llm, "generate", None)):
             res = llm.generate(chat, max_new_tokens=p["max_new_tokens"], stop=["}"])
             text = getattr(res, "text", str(res))
             self.stats["llm_prompt_tokens"] += int(getattr(res, "prompt_tokens", 0) or 0)
@@ -506,7 +506,7 @@ class CollaborativeDetector:
             label, reason = parse_verdict(text if "}" in text else text + "}")
             if label is not None:
                 score = float(label)
-        if hasattr(llm, "score_choices"):
+        if callable(getattr(llm, "score_choices", None)):
             q = prompt
             if reason:
                 q += f"\n\nAnalysis: {reason}"
