@@ -89,11 +89,15 @@ def three_ways(dataset: str, enc, llm, train: dict, ytrain, test: dict, ytest, a
     t0 = time.perf_counter()
     df = small.predict(test)
     record(dataset, "small model alone (KNN)", truth, df, small, wall=time.perf_counter() - t0)
-    det = CollaborativeDetector(enc, llm, seed=args.seed, reasoning=args.reasoning, progress=True, **kw).fit(train, ytrain)
+    det = CollaborativeDetector(enc, llm, seed=args.seed, reasoning=args.reasoning, progress=True,
+                                llm_weight=args.llm_weight, **kw).fit(train, ytrain)
     t0 = time.perf_counter()
     df = det.predict(test)
     wall = time.perf_counter() - t0
-    record(dataset, "coordinated (AE router + KNN + LLM)", truth, df, det, wall=wall,
+    name = "coordinated (AE router + KNN + LLM)"
+    if args.llm_weight < 1.0:
+        name = f"coordinated, LLM fused with KNN (w={args.llm_weight:g})"
+    record(dataset, name, truth, df, det, wall=wall,
            note=f"routes: {df.route.value_counts().to_dict()}")
     if args.llm_sample > 0:
         run_llm_alone(dataset, det, test, truth, args.llm_sample // 2, args.llm_sample - args.llm_sample // 2,
@@ -107,7 +111,10 @@ def main() -> None:
     ap.add_argument("--llm-sample", type=int, default=40, help="sessions for the LLM-alone rows (half abnormal)")
     ap.add_argument("--reasoning", action="store_true", help="generate a JSON verdict + reason before choice scoring")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--llm-weight", type=float, default=1.0, help="fuse the LLM verdict with the KNN vote (<1)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--window", type=int, default=20, help="BGL window size (lines) in the zero-label run")
+    ap.add_argument("--zl-examples", type=int, default=3, help="retrieved examples per prompt in the zero-label run")
     ap.add_argument("--only", default="hdfs100k,hdfs5k,zero", help="comma list of parts to run")
     args = ap.parse_args()
     data = Path(args.data)
@@ -151,7 +158,7 @@ def main() -> None:
         raw = [r for r in raw if r.strip()]
         line_lab = ["normal" if r.split(" ", 1)[0] == "-" else "abnormal" for r in raw]
         content = [r.split(" ", 9)[-1] if len(r.split(" ", 9)) == 10 else r for r in raw]  # drop the BGL header
-        size = args_window = 20
+        size = args.window
         wins = sessions_by_window(content, size=size)
         win_id = [f"w{i // size}" for i in range(len(content))][: len(wins) * size]
         truth_s = session_labels(win_id, line_lab[: len(win_id)])
@@ -159,16 +166,16 @@ def main() -> None:
         small = CollaborativeDetector(enc, None, mode="zero_label", seed=args.seed).fit(src, tr.Label)
         t0 = time.perf_counter()
         df = small.predict(wins)
-        record("zero-label HDFS_100k -> BGL_2k (20-line windows)", "small model alone (source KNN)", truth, df, small,
+        zl = f"zero-label HDFS_100k -> BGL_2k ({size}-line windows)"
+        record(zl, "small model alone (source KNN)", truth, df, small,
                wall=time.perf_counter() - t0)
         det = CollaborativeDetector(enc, llm, mode="zero_label", seed=args.seed, reasoning=args.reasoning,
-                                    progress=True).fit(src, tr.Label)
+                                    n_examples=args.zl_examples, progress=True).fit(src, tr.Label)
         t0 = time.perf_counter()
         df = det.predict(wins)
-        record("zero-label HDFS_100k -> BGL_2k (20-line windows)", "zero-label collaborative (sim router + LLM pseudo-labels)",
+        record(zl, "zero-label collaborative (sim router + LLM pseudo-labels)",
                truth, df, det, wall=time.perf_counter() - t0,
                note=f"routes: {df.route.value_counts().to_dict()}; pseudo-labels added {det.stats['feedback_added']}")
-        del args_window
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

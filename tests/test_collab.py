@@ -306,3 +306,16 @@ def test_real_llm_one_session(data_dir: Path) -> None:
     assert df.route[0] == "llm" and df.label[0] in ("normal", "abnormal")
     assert 0.0 <= df.score[0] <= 1.0 and df.reason[0]
     assert det.stats["llm_calls"] == 1 and det.stats["llm_prompt_tokens"] > 50
+
+
+def test_llm_weight_fuses_with_knn_vote() -> None:
+    q = cluster(9, 1, 70, spread=0.001)
+    sessions = [["java.io.exception: reset"]]
+    pure = fitted(FakeLLM(), feedback=False).predict(sessions=sessions, embeddings=q)
+    knn_only = fitted(None).predict(embeddings=q)
+    fused = fitted(FakeLLM(), feedback=False, llm_weight=0.0).predict(sessions=sessions, embeddings=q)
+    assert pure.score[0] == pytest.approx(0.9) and pure.label[0] == "abnormal"
+    assert fused.route[0] == "llm" and fused.score[0] == pytest.approx(knn_only.score[0])
+    assert fused.label[0] == knn_only.label[0] and "fused" in fused.reason[0]
+    with pytest.raises(ValueError):
+        CollaborativeDetector(llm_weight=1.5)

@@ -296,6 +296,8 @@ class CollaborativeDetector:
     hidden, percentile, epochs, batch_size, lr, seed: autoencoder widths, tau percentile and training.
     known_similarity: a session with a memory neighbour at least this similar is never novel.
     uncertainty_threshold: if set, known sessions whose KNN uncertainty exceeds it also go to the LLM.
+    llm_weight: 1.0 (default) takes the LLM's verdict on novel sessions as is; below 1 the score is
+        ``llm_weight * p_llm + (1 - llm_weight) * knn_score``.
     feedback: add LLM verdicts to memory and refit the coordinator (``refit_epochs``) after predict.
     reasoning: ask the LLM for a JSON verdict with a reason (one generation) before choice scoring;
         ``False`` scores the choices directly (faster).
@@ -320,6 +322,7 @@ class CollaborativeDetector:
         known_similarity: float = 0.999,
         similarity_threshold: float = 0.9,
         uncertainty_threshold: Optional[float] = None,
+        llm_weight: float = 1.0,
         feedback: bool = True,
         refit_epochs: int = 10,
         reasoning: bool = True,
@@ -329,6 +332,8 @@ class CollaborativeDetector:
         preprocess: Optional[Callable[[str], str]] = mask_line,
         progress: bool = False,
     ) -> None:
+        if not 0.0 <= llm_weight <= 1.0:
+            raise ValueError("llm_weight must lie in [0, 1]")
         if mode not in ("supervised", "zero_label"):
             raise ValueError(f"mode must be 'supervised' or 'zero_label', got {mode!r}")
         if k < 1:
@@ -343,6 +348,7 @@ class CollaborativeDetector:
             seed=int(seed), known_similarity=float(known_similarity),
             similarity_threshold=float(similarity_threshold),
             uncertainty_threshold=None if uncertainty_threshold is None else float(uncertainty_threshold),
+            llm_weight=float(llm_weight),
             feedback=bool(feedback), refit_epochs=int(refit_epochs), reasoning=bool(reasoning),
             n_examples=int(n_examples), max_prompt_lines=int(max_prompt_lines),
             max_new_tokens=int(max_new_tokens),
@@ -515,7 +521,13 @@ class CollaborativeDetector:
             probs = list(getattr(cs, "probs"))
             score = float(probs[1])
             label = int(score >= 0.5)
-            self.stats["llm_prompt_tokens"] += int(getattr(cs, "prompt_tokens", 0) or 0)
+            n_tok = getattr(cs, "prompt_tokens", None)
+            if n_tok is None and callable(getattr(llm, "encode_prompt", None)):
+                try:
+                    n_tok = len(llm.encode_prompt([{"role": "user", "content": q}]))
+                except Exception:  # token counting must never break a verdict
+                    n_tok = 0
+            self.stats["llm_prompt_tokens"] += int(n_tok or 0)
             if not reason:
                 reason = f"LLM choice scoring: p(abnormal) = {score:.3f}"
         self.stats["llm_calls"] += 1
@@ -588,6 +600,12 @@ class CollaborativeDetector:
             ]
             prompt = self.build_prompt(ss[i] if ss is not None else None, examples)
             lab, sc, why = self._ask_llm(prompt)
+            w = p["llm_weight"]
+            if w < 1.0:
+                knn = float(votes["score"][i])
+                sc = w * sc + (1.0 - w) * knn
+                lab = int(sc >= 0.5)
+                why = f"{why} [LLM fused with the KNN vote {knn:.2f} at weight {w:g}]"
             labels[i], scores[i], reasons[i] = lab, sc, why
             routes[i] = "llm"
             self.stats["routed_llm"] += 1
