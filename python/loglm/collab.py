@@ -103,7 +103,8 @@ def sessions_by_block(lines: Iterable[str], pattern: Union[str, "re.Pattern[str]
 
 def sessions_by_window(lines: Sequence[str], size: int = 100, step: Optional[int] = None) -> "OrderedDict[str, List[str]]":
     """Fixed windows of ``size`` lines (the papers' 100), sliding by ``step``
-    (default: ``size``, i.e. non-overlapping); keys ``"w0"``, ``"w1"``, ..."""
+    (default: ``size``, i.e. non-overlapping); keys ``"w0"``, ``"w1"``, ...
+    A trailing partial window is dropped (unless it is the only one)."""
     if size < 1 or (step is not None and step < 1):
         raise ValueError("size and step must be >= 1")
     step = step or size
