@@ -4,6 +4,8 @@
 //! Everything here is plain Rust and is tested with `cargo test`; the Python
 //! bindings live in `py/` alone and are compiled only with the `python` feature
 //! (maturin turns it on).
+pub mod collab;
+pub mod embed;
 pub mod engine;
 pub mod error;
 pub mod generate;

