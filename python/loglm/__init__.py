@@ -19,6 +19,8 @@ from loglm.errors import (
     UnsupportedModelError,
 )
 from loglm import metrics
+from loglm.collab import CollaborativeDetector
+from loglm.embed import SentenceEncoder
 from loglm.model import BatchStats, ChoiceScores, GenerationResult, LogLM, TextStream
 from loglm.parsing import ExtractedParameter, LogCluster, TemplateMiner, template_id, template_matches
 from loglm.tasks import Answer, read_log_lines
@@ -26,6 +28,8 @@ from loglm.tasks import Answer, read_log_lines
 from loglm import answers, datasets, evaluate, prompts  # noqa: E402  (submodules of the public API)
 
 __all__ = [
+    "CollaborativeDetector",
+    "SentenceEncoder",
     "metrics",
     "Answer",
     "read_log_lines",
