@@ -170,7 +170,12 @@ def test_text_tasks(model):
     assert r.prompt.startswith("Identify the root cause") and s.prompt.startswith("Provide a solution")
     st = model.interpret(log, stream=True, max_new_tokens=8)
     text = "".join(st)
-    assert text == model.generate(st.prompt, max_new_tokens=8).text
+    # the free-text helpers decode with a mild repetition penalty by default
+    from loglm.tasks import REPETITION_PENALTY
+    assert text == model.generate(st.prompt, max_new_tokens=8, repetition_penalty=REPETITION_PENALTY).text
+    assert text == "".join(model.interpret(log, stream=True, max_new_tokens=8))
+    plain = model.interpret(log, max_new_tokens=8, repetition_penalty=1.0)
+    assert plain.result.text == model.generate(plain.prompt, max_new_tokens=8).text
     q = model.ask("Compare these two logs.", [log, "kernel: all good"], max_new_tokens=6)
     assert "Log 1:" in q.prompt and "Log 2:" in q.prompt
     big = model.interpret("x" * 20_000, max_new_tokens=4)

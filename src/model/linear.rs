@@ -89,59 +89,56 @@ impl Linear {
     }
 
     /// Outputs of columns `j0..j0 + n` for all `m` rows, column-major (`out[c * m + r]`).
-    /// Columns are taken four at a time with the four-row kernels, by column
-    /// index alone, so a column's value never depends on `m` or on the split.
     fn col_dots(&self, j0: usize, n: usize, x: &[f32], xq: &[BlockQ8_1], m: usize, out: &mut [f32]) {
         let k = self.in_dim;
-        let bpr = k / QK;
-        let mut c = 0;
-        while c < n {
-            let j = j0 + c;
-            let four = (j % 4 == 0) && c + 4 <= n;
-            match &self.weight {
-                Weight::F32(w) => {
+        match &self.weight {
+            Weight::F32(w) => {
+                for c in 0..n {
+                    let j = j0 + c;
                     for r in 0..m {
                         out[c * m + r] = quant::dot_f32(&w[j * k..(j + 1) * k], &x[r * k..(r + 1) * k]);
                     }
-                    c += 1;
-                }
-                Weight::Q4_1(w) => {
-                    let row = |jj: usize| &w[jj * bpr..(jj + 1) * bpr];
-                    if four {
-                        let rows = [row(j), row(j + 1), row(j + 2), row(j + 3)];
-                        for r in 0..m {
-                            let v = quant::dot4_q4_1_q8_1(rows, &xq[r * bpr..(r + 1) * bpr]);
-                            for (t, vt) in v.iter().enumerate() {
-                                out[(c + t) * m + r] = *vt;
-                            }
-                        }
-                        c += 4;
-                    } else {
-                        for r in 0..m {
-                            out[c * m + r] = quant::dot_q4_1_q8_1(row(j), &xq[r * bpr..(r + 1) * bpr]);
-                        }
-                        c += 1;
-                    }
-                }
-                Weight::Q8_0(w) => {
-                    let row = |jj: usize| &w[jj * bpr..(jj + 1) * bpr];
-                    if four {
-                        let rows = [row(j), row(j + 1), row(j + 2), row(j + 3)];
-                        for r in 0..m {
-                            let v = quant::dot4_q8_0_q8_1(rows, &xq[r * bpr..(r + 1) * bpr]);
-                            for (t, vt) in v.iter().enumerate() {
-                                out[(c + t) * m + r] = *vt;
-                            }
-                        }
-                        c += 4;
-                    } else {
-                        for r in 0..m {
-                            out[c * m + r] = quant::dot_q8_0_q8_1(row(j), &xq[r * bpr..(r + 1) * bpr]);
-                        }
-                        c += 1;
-                    }
                 }
             }
+            Weight::Q4_1(w) => quant_col_dots(w, k / QK, j0, n, xq, m, out, quant::dot_q4_1_q8_1, quant::dot4_q4_1_q8_1),
+            Weight::Q8_0(w) => quant_col_dots(w, k / QK, j0, n, xq, m, out, quant::dot_q8_0_q8_1, quant::dot4_q8_0_q8_1),
+        }
+    }
+}
+
+/// Quantized columns `j0..j0 + n`: four at a time with the four-row kernel,
+/// chosen by column index alone, so a column's value never depends on `m` or
+/// on how the columns were split into tasks.
+#[allow(clippy::too_many_arguments)]
+fn quant_col_dots<B>(
+    w: &[B],
+    bpr: usize,
+    j0: usize,
+    n: usize,
+    xq: &[BlockQ8_1],
+    m: usize,
+    out: &mut [f32],
+    dot1: fn(&[B], &[BlockQ8_1]) -> f32,
+    dot4: fn([&[B]; 4], &[BlockQ8_1]) -> [f32; 4],
+) {
+    let row = |j: usize| &w[j * bpr..(j + 1) * bpr];
+    let mut c = 0;
+    while c < n {
+        let j = j0 + c;
+        if j % 4 == 0 && c + 4 <= n {
+            let rows = [row(j), row(j + 1), row(j + 2), row(j + 3)];
+            for r in 0..m {
+                let v = dot4(rows, &xq[r * bpr..(r + 1) * bpr]);
+                for (t, vt) in v.iter().enumerate() {
+                    out[(c + t) * m + r] = *vt;
+                }
+            }
+            c += 4;
+        } else {
+            for r in 0..m {
+                out[c * m + r] = dot1(row(j), &xq[r * bpr..(r + 1) * bpr]);
+            }
+            c += 1;
         }
     }
 }
