@@ -205,15 +205,23 @@ mod avx2 {
         hsum(acc)
     }
 
+    /// The four-row kernels, compiled once for AVX2 and once for AVX-VNNI
+    /// (`vpdpbusd` replaces `vpmaddubsw` + `vpmaddwd`).
+    macro_rules! dot4_kernels {
+        ($feat:literal, $mul:ident, $q4:ident, $q8:ident) => {
     /// Four weight rows against one activation row: four independent
     /// accumulator chains, and each activation block loaded once.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot4_q4_1_q8_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
+    #[target_feature(enable = $feat)]
+    pub unsafe fn $q4(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
         let n = a.len().min(w[0].len()).min(w[1].len()).min(w[2].len()).min(w[3].len());
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut summs = _mm_setzero_ps();
         let mask = _mm256_set1_epi8(0x0F);
+        // The next four rows follow row 3 in memory: prefetch them while this group runs.
+        let next = (w[3].as_ptr() as *const i8).wrapping_add(std::mem::size_of_val(w[3]));
         for i in 0..n {
+            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(i * 80));
+            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(i * 80 + 64));
             let y = a.get_unchecked(i);
             let by = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
             let x0 = w[0].get_unchecked(i);
@@ -237,7 +245,7 @@ mod avx2 {
                 let q = _mm_loadu_si128(x.qs.as_ptr() as *const __m128i);
                 let hi = _mm_srli_epi16(q, 4);
                 let bx = _mm256_and_si256(_mm256_set_m128i(hi, q), mask);
-                let p = mul_sum_us8(bx, by);
+                let p = $mul(bx, by);
                 acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(sc[c]), p, acc[c]);
             }
         }
@@ -246,11 +254,15 @@ mod avx2 {
         [hsum(acc[0]) + sm[0], hsum(acc[1]) + sm[1], hsum(acc[2]) + sm[2], hsum(acc[3]) + sm[3]]
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot4_q8_0_q8_1(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
+    #[target_feature(enable = $feat)]
+    pub unsafe fn $q8(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
         let n = a.len().min(w[0].len()).min(w[1].len()).min(w[2].len()).min(w[3].len());
         let mut acc = [_mm256_setzero_ps(); 4];
+        let next = (w[3].as_ptr() as *const i8).wrapping_add(std::mem::size_of_val(w[3]));
         for i in 0..n {
+            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(i * 136));
+            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(i * 136 + 64));
+            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(i * 136 + 128));
             let y = a.get_unchecked(i);
             let by = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
             let x0 = w[0].get_unchecked(i);
@@ -268,11 +280,23 @@ mod avx2 {
                 let bx = _mm256_loadu_si256(x.qs.as_ptr() as *const __m256i);
                 let ax = _mm256_sign_epi8(bx, bx);
                 let sy = _mm256_sign_epi8(by, bx);
-                let p = mul_sum_us8(ax, sy);
+                let p = $mul(ax, sy);
                 acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(sc[c]), p, acc[c]);
             }
         }
         [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
+    }
+
+        };
+    }
+
+    dot4_kernels!("avx2,fma,f16c", mul_sum_us8, dot4_q4_1_q8_1, dot4_q8_0_q8_1);
+    dot4_kernels!("avx2,fma,f16c,avxvnni", mul_sum_us8_vnni, dot4_q4_1_q8_1_vnni, dot4_q8_0_q8_1_vnni);
+
+    /// As `mul_sum_us8`, with one AVX-VNNI instruction.
+    #[inline(always)]
+    unsafe fn mul_sum_us8_vnni(ux: __m256i, sy: __m256i) -> __m256 {
+        _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ux, sy))
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -330,6 +354,15 @@ mod avx2 {
 }
 
 #[cfg(target_arch = "x86_64")]
+fn has_vnni() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        has_avx2() && std::env::var("LOGLM_NO_VNNI").is_err() && is_x86_feature_detected!("avxvnni")
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
 fn has_avx2() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
@@ -343,6 +376,10 @@ fn has_avx2() -> bool {
 
 /// Which SIMD level the kernels run with ("avx2" or "scalar").
 pub fn simd_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if has_vnni() {
+        return "avx2+avxvnni";
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         return "avx2";
@@ -375,6 +412,11 @@ pub fn dot_q8_0_q8_1(w: &[BlockQ8_0], a: &[BlockQ8_1]) -> f32 {
 #[inline]
 pub fn dot4_q4_1_q8_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
     #[cfg(target_arch = "x86_64")]
+    if has_vnni() {
+        // SAFETY: the CPU has AVX-VNNI (checked at run time).
+        return unsafe { avx2::dot4_q4_1_q8_1_vnni(w, a) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: as above.
         return unsafe { avx2::dot4_q4_1_q8_1(w, a) };
@@ -384,6 +426,11 @@ pub fn dot4_q4_1_q8_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
 
 #[inline]
 pub fn dot4_q8_0_q8_1(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if has_vnni() {
+        // SAFETY: the CPU has AVX-VNNI (checked at run time).
+        return unsafe { avx2::dot4_q8_0_q8_1_vnni(w, a) };
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: as above.
