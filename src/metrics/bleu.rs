@@ -27,7 +27,7 @@ use regex::Regex;
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
-use crate::metrics::util::{is_py_space, py_split};
+use crate::metrics::util::{is_py_space, py_split, py_whitespace_normalize};
 
 /// The sacrebleu release whose BLEU this module reproduces.
 pub const SACREBLEU_VERSION: &str = "2.6.0";
@@ -175,20 +175,9 @@ fn sub_pair<T: Copy>(
     out
 }
 
-fn join_split(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for t in py_split(s) {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(t);
-    }
-    out
-}
-
 /// sacrebleu `Tokenizer13a.__call__`.
 pub fn tokenize_13a(line: &str) -> String {
-    join_split(&spaced_13a(line))
+    py_whitespace_normalize(&spaced_13a(line))
 }
 
 /// [`tokenize_13a`] before its final `" ".join(line.split())`: the same tokens
@@ -265,7 +254,7 @@ fn intl_regexes() -> &'static [(Regex, &'static str); 3] {
 
 /// sacrebleu `TokenizerV14International.__call__`.
 pub fn tokenize_intl(line: &str) -> String {
-    join_split(&spaced_intl(line))
+    py_whitespace_normalize(&spaced_intl(line))
 }
 
 fn spaced_intl(line: &str) -> String {

@@ -244,18 +244,6 @@ fn rouge_n_set(h: &[u32], r: &[u32], n: usize) -> f64 {
     f_rouge_chinese(p, rc)
 }
 
-fn lcs_len(a: &[u32], b: &[u32]) -> usize {
-    let mut prev = vec![0u32; b.len() + 1];
-    let mut cur = vec![0u32; b.len() + 1];
-    for &x in a {
-        for (j, &y) in b.iter().enumerate() {
-            cur[j + 1] = if x == y { prev[j] + 1 } else { prev[j + 1].max(cur[j]) };
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()] as usize
-}
-
 /// rouge-1, rouge-2, rouge-l F-measures (0..1) of one pair, LLaMA-Factory style.
 pub fn rouge_jieba(pred: &str, label: &str) -> [f64; 3] {
     let hyp = jieba_cut(pred).join(" ");
@@ -278,7 +266,7 @@ pub fn rouge_jieba(pred: &str, label: &str) -> [f64; 3] {
     let r = to_ids(&mut ids, &rw);
     let r1 = rouge_n_set(&h, &r, 1);
     let r2 = rouge_n_set(&h, &r, 2);
-    let l = lcs_len(&r, &h) as f64;
+    let l = crate::metrics::rouge::lcs_len(&r, &h) as f64;
     let (m, n) = (r.len() as f64, h.len() as f64);
     let rl = f_rouge_chinese(l / n, l / m);
     [r1, r2, rl]

@@ -138,7 +138,8 @@ fn score_ngrams(target: &[u32], pred: &[u32], n: usize) -> Prf {
     Prf { precision, recall, fmeasure: fmeasure(precision, recall) }
 }
 
-fn lcs_len(a: &[u32], b: &[u32]) -> usize {
+/// Length of the longest common subsequence (two-row dynamic programme).
+pub(crate) fn lcs_len(a: &[u32], b: &[u32]) -> usize {
     let mut prev = vec![0u32; b.len() + 1];
     let mut cur = vec![0u32; b.len() + 1];
     for &x in a {

@@ -208,32 +208,8 @@ fn threads() -> usize {
 
 /// `out[m, n] = x[m, k] * w[n, k]^T` with the `gemm` crate.
 pub fn gemm_xwt(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) {
-    assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
-    // SAFETY: the slices are large enough for the given shapes and strides (checked
-    // above); dst does not alias the inputs.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            par(m * n * k),
-        )
-    }
+    // W^T viewed in place: element (kk, j) of W^T is w[j * k + kk].
+    gemm_strided(m, n, k, out, n, x, k, 1, w, 1, k);
 }
 
 /// `out[m, n] = a[m, k] * b[k, n]` for arbitrary row strides (attention).
