@@ -93,6 +93,11 @@ def test_rejected_templates_fall_back_and_are_flagged():
     # an all-wildcard template is rejected too
     tm2 = TemplateMiner(model=TableModel(default="<*> <*>"))
     assert tm2.add_log_message("two words")["llm_rejected"]
+    # ...even for a one-token line, where caching it would swallow every later line
+    tm3 = TemplateMiner(model=TableModel(default="<*>"))
+    assert tm3.add_log_message("12345")["llm_rejected"]
+    df = tm3.parse(["OutputCommitter set in config null", "Using mapred newApiCommitter."])
+    assert "<*>" not in set(df["EventTemplate"])
 
 
 def test_model_must_return_one_template_per_line():

@@ -129,8 +129,9 @@ impl Parser {
         let p = self.tree.cfg.param_str.clone();
         let tmpl = normalize_ws(template);
         let norm = normalize_ws(line);
-        let single = norm.split(' ').count() <= 1;
-        if (is_degenerate(&tmpl, &p) && !single) || match_spans(&tmpl, &norm, &p, true).is_none() {
+        // An all-wildcard template is never cached, even for a one-token line where it is
+        // technically right: once cached, `<*>` matches every later line of any shape.
+        if is_degenerate(&tmpl, &p) || match_spans(&tmpl, &norm, &p, true).is_none() {
             self.counters.llm_rejected += 1;
             return Accept::Rejected;
         }
