@@ -108,8 +108,7 @@ impl Engine {
             )));
         }
         // Dequantized prefill copies cost 4 bytes a weight: skip them for big models.
-        let params: usize = weights.bytes();
-        let dense_bytes = params.saturating_mul(4);
+        let dense_bytes = weights.params().saturating_mul(4);
         let allow_dense = match std::env::var("LOGLM_DENSE_PREFILL").ok().as_deref() {
             Some("0") => false,
             Some("1") => true,

@@ -112,14 +112,24 @@ impl Weights {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
-    pub fn bytes(&self) -> usize {
-        let mut b = self.embed.weight_bytes() + self.lm_head.as_ref().map_or(0, |l| l.weight_bytes());
+    fn sum_linears(&self, f: impl Fn(&Linear) -> usize) -> usize {
+        let mut b = f(&self.embed) + self.lm_head.as_ref().map_or(0, &f);
         for l in &self.layers {
             for lin in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
-                b += lin.weight_bytes();
+                b += f(lin);
             }
         }
         b
+    }
+
+    /// Bytes of the matrices as stored (quantized or dense).
+    pub fn bytes(&self) -> usize {
+        self.sum_linears(Linear::weight_bytes)
+    }
+
+    /// Number of matrix weights.
+    pub fn params(&self) -> usize {
+        self.sum_linears(|l| l.out_dim * l.in_dim)
     }
 
     /// Turn off dequantized prefill copies when they would not fit comfortably.
