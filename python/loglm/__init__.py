@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from loglm._loglm import __version__, build_info
 from loglm.errors import (
+    AuthenticationError,
+    BadRequestError,
     ContextLengthError,
     DeviceError,
     InternalError,
@@ -15,6 +17,8 @@ from loglm.errors import (
     LoglmError,
     ModelLoadError,
     ModelNotFoundError,
+    RemoteError,
+    ServerUnavailableError,
     TokenizerError,
     UnsupportedModelError,
 )
@@ -28,6 +32,10 @@ from loglm.tasks import Answer, read_log_lines
 from loglm import answers, datasets, evaluate, prompts  # noqa: E402  (submodules of the public API)
 
 __all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "RemoteError",
+    "ServerUnavailableError",
     "CollaborativeDetector",
     "SentenceEncoder",
     "metrics",

@@ -1,10 +1,11 @@
-"""The ``loglm`` command line: parse, detect, explain, ask, eval.
+"""The ``loglm`` command line: parse, detect, explain, ask, eval, serve.
 
     loglm parse app.log                 # templates with counts (--json: one record per line)
     loglm detect app.log --threshold 0.6
     loglm explain app.log --task root-cause --system nginx --context "after an upgrade"
     loglm ask "Summarise this session" app.log
     loglm eval all --limit 50           # paper tables, JSON + Markdown in ./eval_results
+    loglm serve --port 8000             # OpenAI-compatible server (loopback by default)
 
 Exit status: 0 success, 2 bad input (missing/empty/binary file, unknown system...),
 1 other errors, 130 interrupted.
@@ -150,6 +151,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from loglm.serve import serve
+
+    for name in ("port", "max_request_bytes", "max_tokens", "max_batch", "parallel"):
+        v = getattr(args, name)
+        if v < (0 if name == "port" else 1) or (name == "port" and v > 65535):
+            raise _Bad(f"--{name.replace('_', '-')} out of range: {v}")
+    serve(args.model, host=args.host, port=args.port, threads=args.threads, context_length=args.context_length,
+          model_name=args.model_name, api_key=args.api_key, max_request_bytes=args.max_request_bytes,
+          max_tokens=args.max_tokens, max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
+          parallel=args.parallel, log_requests=args.log_requests)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``loglm`` command."""
     from loglm import __version__
@@ -206,6 +221,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     common(p, "print the JSON result instead of the tables")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server over the model")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model-name", default=None, help="name in /v1/models (default: the model file's)")
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: LOGLM_API_KEY)")
+    p.add_argument("--max-request-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
+    p.add_argument("--max-tokens", type=int, default=2048, help="largest max_tokens a request may ask")
+    p.add_argument("--max-batch", type=int, default=16, help="requests per engine batch")
+    p.add_argument("--batch-window-ms", type=float, default=5.0, help="wait this long for more requests")
+    p.add_argument("--parallel", type=int, default=1, help="engine batches running at once")
+    p.add_argument("--log-requests", action="store_true", help="one line per request on stderr")
+    p.add_argument("--model", default=None, help="GGUF file, HF folder or name (default: the embedded model)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of the model")
+    p.add_argument("--context-length", type=int, default=None, help="tokens per sequence (default: model's, max 8192)")
+    p.set_defaults(func=_cmd_serve)
     return ap
 
 

@@ -14,10 +14,16 @@ and ``except FileNotFoundError`` keep working:
 - :class:`TokenizerError`: missing or unusable tokenizer or chat template.
 - :class:`DeviceError`: a device not compiled in or not present.
 - :class:`InternalError`: a bug in loglm (a caught Rust panic included).
+- :class:`RemoteError`: a model server (``LogLM.remote``) answered with an error;
+  :class:`ServerUnavailableError` (also ``ConnectionError``) when it cannot be reached
+  or stays overloaded after the retries, :class:`AuthenticationError` for a rejected
+  API key, :class:`BadRequestError` (also ``ValueError``) for a request it refused.
 
-The Rust core raises these same classes.
+The Rust core raises these same classes (the remote ones come from Python only).
 """
 from __future__ import annotations
+
+from typing import Optional
 
 
 class LoglmError(Exception):
@@ -56,7 +62,36 @@ class InternalError(LoglmError):
     """A bug in loglm, including a Rust panic caught at the boundary. Please report it."""
 
 
+class RemoteError(LoglmError):
+    """A model server answered with an error. ``status`` (HTTP status, 0 when there was
+    no answer), ``code`` (the server's error code, if any) and ``url`` tell which."""
+
+    def __init__(self, message: str, *, status: int = 0, code: Optional[str] = None, url: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.url = url
+
+
+class ServerUnavailableError(RemoteError, ConnectionError):
+    """The model server cannot be reached (refused, timed out) or stayed unavailable
+    (429 / 5xx) after the retries."""
+
+
+class AuthenticationError(RemoteError):
+    """The model server rejected the API key (HTTP 401 / 403)."""
+
+
+class BadRequestError(RemoteError, InvalidInputError):
+    """The model server refused the request as invalid (HTTP 400, 404, 413...):
+    bad parameters, an unknown model, a body or a prompt that is too large."""
+
+
 __all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "RemoteError",
+    "ServerUnavailableError",
     "ContextLengthError",
     "DeviceError",
     "InternalError",

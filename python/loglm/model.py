@@ -21,12 +21,15 @@ import math
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from loglm import _loglm
 from loglm.errors import InvalidInputError
 from loglm.models import resolve
 from loglm.tasks import TaskMixin
+
+if TYPE_CHECKING:  # pragma: no cover
+    from loglm.remote import RemoteLogLM
 
 Message = Union[Dict[str, str], Tuple[str, str]]
 Chat = Sequence[Message]
@@ -249,6 +252,46 @@ class LogLM(TaskMixin):
             tokenizer=None if tokenizer is None else os.fspath(tokenizer),
         )
         return cls(engine, system_prompt=system_prompt)
+
+    @staticmethod
+    def remote(
+        base_url: str,
+        model: Optional[str] = None,
+        *,
+        api_key: Optional[str] = None,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        concurrency: int = 8,
+        context_length: Optional[int] = None,
+        system_prompt: Optional[str] = None,
+        backoff: float = 0.5,
+    ) -> "RemoteLogLM":
+        """A model behind an OpenAI-compatible server (``loglm serve``, vLLM, llama.cpp...)
+        with the same task helpers, ``generate``, ``stream`` and ``score_choices``.
+
+        Args:
+            base_url: the server, e.g. ``"http://127.0.0.1:8000"`` (a trailing ``/v1``
+                is accepted).
+            model: the served model's name; ``None`` takes the first of ``/v1/models``.
+            api_key: sent as ``Authorization: Bearer``; default ``LOGLM_API_KEY``.
+            timeout: seconds to wait for a connection or for each read.
+            max_retries: retries (exponential backoff with jitter) on connection
+                errors, timeouts, 429 and 5xx answers; other 4xx are not retried.
+            concurrency: requests in flight at once for batches (lists of prompts,
+                ``detect_anomalies``, ``parse``).
+            context_length: the model's context, for servers that do not report it
+                (default 4096).
+            system_prompt: system message added to string prompts.
+            backoff: seconds before the first retry; doubled each time, with jitter.
+
+        Nothing is sent before the first call. See :mod:`loglm.remote` for what differs
+        from a local model (choice scoring and token counts on other servers).
+        """
+        from loglm.remote import RemoteLogLM
+
+        return RemoteLogLM(base_url, model, api_key=api_key, timeout=timeout, max_retries=max_retries,
+                           concurrency=concurrency, context_length=context_length, system_prompt=system_prompt,
+                           backoff=backoff)
 
     # -- facts ------------------------------------------------------------
 

@@ -179,6 +179,9 @@ class TaskMixin:
         keep = max(max_tokens - 8, 1)
         return self.detokenize(ids[:keep]) + _TRUNCATION_MARK, True  # type: ignore[attr-defined]
 
+    def _count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))  # type: ignore[attr-defined]
+
     def _log_budget(self, max_new_tokens: int, overhead: int = 160) -> int:
         return int(self.context_length) - max_new_tokens - overhead  # type: ignore[attr-defined]
 
@@ -203,7 +206,7 @@ class TaskMixin:
         budget_new = max_new_tokens
         prompts = []
         for line in lines:
-            n = len(self.tokenize(line[:4096]))  # type: ignore[attr-defined]
+            n = self._count_tokens(line[:4096])
             if budget_new is None:
                 want = min(max(n + 16, 24), 256)
             else:

@@ -90,6 +90,8 @@ impl Default for SchedulerConfig {
 /// Receives streamed text and tells the scheduler when to give up.
 pub trait Sink {
     fn piece(&mut self, _index: usize, _text: &str) {}
+    /// Request `index` has finished (called as soon as it leaves the batch).
+    fn done(&mut self, _index: usize, _completion: &Completion) {}
     fn cancelled(&self) -> bool {
         false
     }
@@ -284,7 +286,9 @@ pub fn generate(
             seq.accept(tok, vocab, sink)?;
             if seq.finished.is_some() {
                 let i = seq.index;
-                results[i] = Some(seq.into_completion());
+                let c = seq.into_completion();
+                sink.done(i, &c);
+                results[i] = Some(c);
             } else {
                 active.push(seq);
             }
@@ -318,7 +322,9 @@ pub fn generate(
             s.decode_secs += dt;
             if s.finished.is_some() {
                 let i = s.index;
-                results[i] = Some(s.into_completion());
+                let c = s.into_completion();
+                sink.done(i, &c);
+                results[i] = Some(c);
             } else {
                 still.push(s);
             }

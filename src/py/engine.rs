@@ -2,7 +2,10 @@
 //! rendering, batched generation, streaming and choice scoring. Prompts and
 //! results cross as plain lists / dicts; `loglm.model.LogLM` builds the typed
 //! results. Long calls run on a worker thread while the calling thread waits
-//! without the GIL and checks for Ctrl-C every 50 ms.
+//! without the GIL and checks for Ctrl-C every 50 ms. `stream_batch` runs many
+//! requests, each with its own sampling settings, in one scheduler call and
+//! reports every text piece and every finished request as it happens (the
+//! HTTP server in `loglm.serve` batches concurrent clients through it).
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 
 use super::errors::{loglm_err, panic_err, to_py_err};
 use crate::engine::{Engine, LoadOptions};
@@ -118,6 +121,39 @@ fn params(
     };
     p.validate()?;
     Ok(p)
+}
+
+const PARAM_KEYS: [&str; 8] =
+    ["max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "stop", "ignore_eos"];
+
+/// Sampling settings of one request from a dict (missing keys take the defaults of `generate`).
+fn params_from_dict(d: &Bound<'_, PyDict>) -> PyResult<SamplingParams> {
+    for k in d.keys() {
+        let k: String = k.extract()?;
+        if !PARAM_KEYS.contains(&k.as_str()) {
+            return Err(to_py_err(Error::InvalidArgument(format!(
+                "unknown sampling setting {k:?}; known: {}",
+                PARAM_KEYS.join(", ")
+            ))));
+        }
+    }
+    fn get<'py, T: FromPyObject<'py>>(d: &Bound<'py, PyDict>, key: &str, default: T) -> PyResult<T> {
+        match d.get_item(key)? {
+            Some(v) if !v.is_none() => v.extract(),
+            _ => Ok(default),
+        }
+    }
+    params(
+        get(d, "max_new_tokens", 256i64)?,
+        get(d, "temperature", 0.0f32)?,
+        get(d, "top_k", 0i64)?,
+        get(d, "top_p", 1.0f32)?,
+        get(d, "repetition_penalty", 1.0f32)?,
+        get(d, "seed", 0u64)?,
+        get(d, "stop", Vec::<String>::new())?,
+        get(d, "ignore_eos", false)?,
+    )
+    .map_err(to_py_err)
 }
 
 /// A loaded model (weights + tokenizer), shared by every call and thread.
@@ -284,6 +320,64 @@ impl PyEngine {
         Ok(PyTokenStream { rx: Mutex::new(Some(rx)), cancel, result: Mutex::new(None), done: AtomicBool::new(false) })
     }
 
+    /// Run several requests (each with its own sampling settings, a dict as
+    /// `generate`'s keyword arguments) in one scheduler call; returns an
+    /// iterator of `(index, piece, completion)` events: a text piece of request
+    /// `index` (`completion` None), or its completion dict when it finishes.
+    #[pyo3(signature = (prompts, params, *, max_batch=8, prefill_chunk=512))]
+    fn stream_batch(
+        &self,
+        prompts: Vec<Vec<u32>>,
+        params: Vec<Bound<'_, PyDict>>,
+        max_batch: usize,
+        prefill_chunk: usize,
+    ) -> PyResult<PyBatchStream> {
+        if prompts.len() != params.len() {
+            return Err(to_py_err(Error::InvalidArgument(format!(
+                "{} prompts but {} parameter sets",
+                prompts.len(),
+                params.len()
+            ))));
+        }
+        if prompts.is_empty() {
+            return Err(to_py_err(Error::InvalidArgument("empty batch: give at least one prompt".into())));
+        }
+        let mut requests = Vec::with_capacity(prompts.len());
+        for (i, (prompt, d)) in prompts.into_iter().zip(params.iter()).enumerate() {
+            let p = params_from_dict(d).map_err(|e| {
+                Python::with_gil(|py| {
+                    let msg = format!("request {i}: {}", e.value(py));
+                    PyErr::from_type(e.get_type(py), msg)
+                })
+            })?;
+            let req = Request { prompt, params: p };
+            generate::check_request(&self.inner.model, &req).map_err(|e| match e {
+                Error::InvalidArgument(m) => to_py_err(Error::InvalidArgument(format!("request {i}: {m}"))),
+                other => to_py_err(other),
+            })?;
+            requests.push(req);
+        }
+        let (tx, rx) = mpsc::channel::<BatchEvent>();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let e = self.inner.clone();
+        let c2 = cancel.clone();
+        std::thread::Builder::new()
+            .name("loglm-batch".into())
+            .spawn(move || {
+                let mut sink = BatchSink { tx: tx.clone(), cancel: c2 };
+                let sched = SchedulerConfig { max_batch: max_batch.max(1), prefill_chunk: prefill_chunk.max(1) };
+                let r = catch_unwind(AssertUnwindSafe(|| e.generate(requests, &sched, &mut sink)));
+                let msg = match r {
+                    Ok(Ok((_, stats))) => BatchEvent::End(Ok(stats)),
+                    Ok(Err(err)) => BatchEvent::End(Err(err)),
+                    Err(p) => BatchEvent::Panic(super::errors::panic_message(&p)),
+                };
+                let _ = tx.send(msg);
+            })
+            .map_err(|e| loglm_err("InternalError", format!("cannot start a thread: {e}")))?;
+        Ok(PyBatchStream { rx: Mutex::new(Some(rx)), cancel, stats: Mutex::new(None), done: AtomicBool::new(false) })
+    }
+
     /// Log-probability of each token of each choice, continuing `prompt`.
     #[pyo3(signature = (prompt, choices, *, prefill_chunk=512))]
     fn score_choices(&self, py: Python<'_>, prompt: Vec<u32>, choices: Vec<Vec<u32>>, prefill_chunk: usize) -> PyResult<Vec<Vec<f64>>> {
@@ -405,6 +499,129 @@ impl Drop for PyTokenStream {
     }
 }
 
+enum BatchEvent {
+    Piece(usize, String),
+    Finished(usize, Completion),
+    End(Result<BatchStats>),
+    Panic(String),
+}
+
+struct BatchSink {
+    tx: mpsc::Sender<BatchEvent>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Sink for BatchSink {
+    fn piece(&mut self, index: usize, text: &str) {
+        if self.tx.send(BatchEvent::Piece(index, text.to_string())).is_err() {
+            self.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+    fn done(&mut self, index: usize, completion: &Completion) {
+        if self.tx.send(BatchEvent::Finished(index, completion.clone())).is_err() {
+            self.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// Iterator over the events of a batched generation: `(index, piece, None)`
+/// for text, `(index, "", completion_dict)` when request `index` finishes.
+/// After it is exhausted, `stats()` gives the batch figures.
+#[pyclass(module = "loglm._loglm", name = "BatchStream", frozen)]
+pub struct PyBatchStream {
+    rx: Mutex<Option<Receiver<BatchEvent>>>,
+    cancel: Arc<AtomicBool>,
+    stats: Mutex<Option<BatchStats>>,
+    done: AtomicBool,
+}
+
+#[pymethods]
+impl PyBatchStream {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        if self.done.load(Ordering::Relaxed) {
+            return Err(PyStopIteration::new_err(()));
+        }
+        let mut slot = self.rx.lock().map_err(|_| loglm_err("InternalError", "stream lock poisoned".into()))?;
+        let Some(mut rx) = slot.take() else {
+            return Err(PyStopIteration::new_err(()));
+        };
+        let out = loop {
+            let (back, got) = py.allow_threads(move || {
+                let got = rx.recv_timeout(POLL);
+                (rx, got)
+            });
+            rx = back;
+            match got {
+                Ok(BatchEvent::Piece(i, s)) => {
+                    let items = [i.into_pyobject(py)?.into_any(), s.into_pyobject(py)?.into_any(), py.None().into_bound(py)];
+                    break PyTuple::new(py, items);
+                }
+                Ok(BatchEvent::Finished(i, c)) => {
+                    let d = completion_dict(py, &c)?.into_any();
+                    break PyTuple::new(py, [i.into_pyobject(py)?.into_any(), "".into_pyobject(py)?.into_any(), d]);
+                }
+                Ok(BatchEvent::End(r)) => {
+                    self.done.store(true, Ordering::Relaxed);
+                    match r {
+                        Ok(st) => {
+                            if let Ok(mut slot) = self.stats.lock() {
+                                *slot = Some(st);
+                            }
+                            break Err(PyStopIteration::new_err(()));
+                        }
+                        Err(e) => break Err(to_py_err(e)),
+                    }
+                }
+                Ok(BatchEvent::Panic(msg)) => {
+                    self.done.store(true, Ordering::Relaxed);
+                    break Err(loglm_err(
+                        "InternalError",
+                        format!("Rust panic inside loglm (this is a bug, please report it): {msg}"),
+                    ));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(e) = py.check_signals() {
+                        self.cancel.store(true, Ordering::Relaxed);
+                        self.done.store(true, Ordering::Relaxed);
+                        break Err(e);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.done.store(true, Ordering::Relaxed);
+                    break Err(loglm_err("InternalError", "batch worker vanished".into()));
+                }
+            }
+        };
+        *slot = Some(rx);
+        out
+    }
+
+    /// The batch figures (dict) once the stream is exhausted, else None.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let slot = self.stats.lock().map_err(|_| loglm_err("InternalError", "stream lock poisoned".into()))?;
+        slot.as_ref().map(|s| stats_dict(py, s)).transpose()
+    }
+
+    /// Stop the whole batch early.
+    fn close(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        self.done.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for PyBatchStream {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
 /// What this build of the extension contains.
 #[pyfunction]
 pub fn build_info<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -437,6 +654,7 @@ pub fn build_info<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
     m.add_class::<PyTokenStream>()?;
+    m.add_class::<PyBatchStream>()?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     Ok(())
 }

@@ -1,0 +1,181 @@
+"""Throughput of ``loglm serve`` under 1, 4 and 16 concurrent clients on loopback.
+
+    RAYON_NUM_THREADS=2 python benches/serve.py [--threads 2] [--requests 8] [--max-tokens 64]
+
+Starts ``loglm serve`` (a subprocess, ``--threads``), then drives it with C concurrent
+clients (threads, each sending ``--requests`` chat completions one after another through
+``LogLM.remote``): fixed prompts asking to interpret real loghub lines (``LOGLM_DATA_DIR``),
+greedy, ``--max-tokens`` tokens each (end-of-sequence ignored, so every request costs the
+same). Prints requests/s, completion tokens/s, p50/p95 latency and the ratio to the
+1-client figure, for two servers:
+
+- ``batched``: the default server (concurrent requests share engine batches,
+  ``--max-batch 16``);
+- ``unbatched``: ``--max-batch 1 --parallel 16``, every request its own engine call
+  running side by side -- what a server without batching does.
+
+For reference, the engine called in process on the same prompts (``generate`` with
+``max_batch`` = C) after the servers are stopped. ``--clients 1,4`` / ``--configs
+batched`` narrow the run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+CONFIGS = {"batched": ["--max-batch", "16"], "unbatched": ["--max-batch", "1", "--parallel", "16"]}
+
+
+def log_lines(n: int) -> List[str]:
+    root = Path(os.environ.get("LOGLM_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    lines: List[str] = []
+    for system in ["HDFS", "BGL", "Linux", "Zookeeper", "Hadoop", "HPC", "Proxifier"]:
+        p = root / "loghub_2k" / system / f"{system}_2k.log"
+        if p.is_file():
+            lines += [x.rstrip("\r") for x in p.read_text(errors="replace").splitlines()[:20]]
+    if not lines:  # synthetic fallback
+        lines = [f"2024-01-0{i % 9 + 1} 10:{i % 60:02d}:00 WARN worker-{i % 7} slow batch {i} ({i * 13 % 997} ms)"
+                 for i in range(140)]
+    return [lines[(i * 7) % len(lines)] for i in range(n)]
+
+
+def prompt(line: str) -> str:
+    return "Interpret the given log and explain its content.\n" + line
+
+
+def pct(xs: List[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def start_server(args: argparse.Namespace, extra: List[str]) -> Any:
+    cmd = [sys.executable, "-m", "loglm", "serve", "--port", "0", "--threads", str(args.threads),
+           "--max-tokens", str(max(args.max_tokens, 64)), *extra]
+    if args.model:
+        cmd += ["--model", args.model]
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    assert p.stderr is not None
+    line = p.stderr.readline()
+    m = re.search(r"http://[^ ]+:\d+", line)
+    if not m:
+        p.kill()
+        raise SystemExit(f"loglm serve did not start: {line}{p.stderr.read()}")
+    return p, m.group(0)
+
+
+def drive(url: str, clients: int, requests: int, max_tokens: int) -> Dict[str, Any]:
+    from loglm import LogLM
+
+    prompts = [prompt(x) for x in log_lines(clients * requests)]
+    lat: List[float] = []
+    toks = [0]
+    lock = threading.Lock()
+    errors: List[BaseException] = []
+    barrier = threading.Barrier(clients + 1)
+
+    def client(c: int) -> None:
+        r = LogLM.remote(url, timeout=600, concurrency=1)
+        r.model  # fetch the model card before the clock starts
+        barrier.wait()
+        try:
+            for i in range(requests):
+                t0 = time.perf_counter()
+                out = r.generate(prompts[c * requests + i], max_new_tokens=max_tokens, ignore_eos=True)
+                dt = time.perf_counter() - t0
+                with lock:
+                    lat.append(dt)
+                    toks[0] += out.completion_tokens
+        except BaseException as e:  # reported after the run
+            errors.append(e)
+
+    ts = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in ts:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in ts:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    n = clients * requests
+    return {"clients": clients, "requests": n, "wall_s": wall, "req_per_s": n / wall, "tok_per_s": toks[0] / wall,
+            "p50_s": pct(lat, 0.5), "p95_s": pct(lat, 0.95)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="GGUF file (default: the embedded SmolLM2-135M Q4_1)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--requests", type=int, default=8, help="requests per client")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--clients", default="1,4,16")
+    ap.add_argument("--configs", default="batched,unbatched")
+    ap.add_argument("--no-engine", action="store_true", help="skip the in-process engine reference")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    levels = [int(x) for x in args.clients.split(",") if x]
+    configs = [c for c in args.configs.split(",") if c]
+    for c in configs:
+        if c not in CONFIGS:
+            raise SystemExit(f"unknown config {c!r}; known: {', '.join(CONFIGS)}")
+
+    rows: List[Dict[str, Any]] = []
+    for cfg in configs:
+        proc, url = start_server(args, CONFIGS[cfg])
+        try:
+            drive(url, 1, 1, 4)  # warm-up
+            for c in levels:
+                r = drive(url, c, args.requests, args.max_tokens)
+                r["config"] = cfg
+                rows.append(r)
+                print(f"[serve bench] {cfg} {c} clients: {r['tok_per_s']:.1f} tok/s", file=sys.stderr, flush=True)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    if not args.no_engine:
+        from loglm import LogLM
+
+        m = LogLM.load(args.model, threads=args.threads)
+        m.generate(prompt("warm up"), max_new_tokens=4)
+        for c in levels:
+            prompts = [prompt(x) for x in log_lines(c * args.requests)]
+            t0 = time.perf_counter()
+            outs = m.generate(prompts, max_new_tokens=args.max_tokens, ignore_eos=True, max_batch=c)
+            wall = time.perf_counter() - t0
+            n = len(prompts)
+            rows.append({"config": "engine in-process", "clients": c, "requests": n, "wall_s": wall,
+                         "req_per_s": n / wall, "tok_per_s": sum(o.completion_tokens for o in outs) / wall,
+                         "p50_s": float("nan"), "p95_s": float("nan")})
+    base = {r["config"]: r["tok_per_s"] for r in rows if r["clients"] == min(levels)}
+    for r in rows:
+        r["ratio_vs_1"] = r["tok_per_s"] / base[r["config"]]
+    if args.json:
+        print(json.dumps({"threads": args.threads, "max_tokens": args.max_tokens, "rows": rows}, indent=2))
+        return 0
+    print(f"loglm serve, {args.threads} threads, {args.max_tokens} tokens per request (greedy, EOS ignored), "
+          f"{args.requests} requests per client")
+    print("| server | clients | requests | req/s | completion tok/s | p50 latency (s) | p95 latency (s) | tok/s vs 1 client |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        p50 = "–" if r["p50_s"] != r["p50_s"] else f"{r['p50_s']:.2f}"
+        p95 = "–" if r["p95_s"] != r["p95_s"] else f"{r['p95_s']:.2f}"
+        print(f"| {r['config']} | {r['clients']} | {r['requests']} | {r['req_per_s']:.2f} | {r['tok_per_s']:.1f} | "
+              f"{p50} | {p95} | {r['ratio_vs_1']:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
