@@ -145,6 +145,9 @@ def main() -> int:
                 proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
     if not args.no_engine:
         from loglm import LogLM
 

@@ -560,12 +560,11 @@ impl PyBatchStream {
             rx = back;
             match got {
                 Ok(BatchEvent::Piece(i, s)) => {
-                    let items = [i.into_pyobject(py)?.into_any(), s.into_pyobject(py)?.into_any(), py.None().into_bound(py)];
-                    break PyTuple::new(py, items);
+                    break PyTuple::new(py, [i.into_pyobject(py)?.into_any(), s.into_pyobject(py)?.into_any(), py.None().into_bound(py)]);
                 }
                 Ok(BatchEvent::Finished(i, c)) => {
-                    let d = completion_dict(py, &c)?.into_any();
-                    break PyTuple::new(py, [i.into_pyobject(py)?.into_any(), "".into_pyobject(py)?.into_any(), d]);
+                    let d = completion_dict(py, &c)?;
+                    break PyTuple::new(py, [i.into_pyobject(py)?.into_any(), "".into_pyobject(py)?.into_any(), d.into_any()]);
                 }
                 Ok(BatchEvent::End(r)) => {
                     self.done.store(true, Ordering::Relaxed);
