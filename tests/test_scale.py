@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 
 ray = pytest.importorskip("ray", reason='needs the ray extra: pip install "loglm[ray]"')
@@ -46,13 +45,25 @@ def pool(cluster):
 
 
 def _ds(lines, blocks=4):
-    return ray.data.from_pandas(pd.DataFrame({"text": lines}), override_num_blocks=blocks)
+    return ray.data.from_items([{"text": x} for x in lines], override_num_blocks=blocks)
 
 
 def test_import_loglm_does_not_import_ray():
     code = "import sys, loglm, loglm.scale; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_detect_anomalies_dataset_equals_single_process(cluster, model, lines):
+    # runs before the module's ModelPool exists: its actors hold both CPUs of the cluster
+    sample = lines[:40] + lines[N:N + 40]
+    single = model.detect_anomalies(sample)
+    dist = scale.detect_anomalies_dataset(_ds(sample), workers=2, threads=1, batch_size=20)
+    assert list(dist.columns) == list(single.columns)
+    assert dist["Content"].tolist() == single["Content"].tolist()
+    assert dist["LineId"].tolist() == single["LineId"].tolist()
+    np.testing.assert_allclose(dist["Score"].to_numpy(), single["Score"].to_numpy(), rtol=0, atol=1e-6)
+    assert dist["Label"].tolist() == single["Label"].tolist()
 
 
 def test_pool_answers_equal_one_model(model, pool, lines):
@@ -85,17 +96,6 @@ def test_parse_dataset_keeps_learning_in_a_miner(pool, lines):
     assert tm.model is pool
     assert tm.counters["lines"] == 50
     assert len(df) == 50
-
-
-def test_detect_anomalies_dataset_equals_single_process(cluster, model, lines):
-    sample = lines[:40] + lines[N:N + 40]
-    single = model.detect_anomalies(sample)
-    dist = scale.detect_anomalies_dataset(_ds(sample), workers=2, threads=1, batch_size=20)
-    assert list(dist.columns) == list(single.columns)
-    assert dist["Content"].tolist() == single["Content"].tolist()
-    assert dist["LineId"].tolist() == single["LineId"].tolist()
-    np.testing.assert_allclose(dist["Score"].to_numpy(), single["Score"].to_numpy(), rtol=0, atol=1e-6)
-    assert dist["Label"].tolist() == single["Label"].tolist()
 
 
 def test_bad_input(cluster, pool):

@@ -129,8 +129,10 @@ class ModelPool:
 
     ``model`` is a path, a model name, a :class:`loglm.LogLM` (its file is loaded again in
     each actor) or ``None`` for the default model; ``load_kwargs`` go to
-    :meth:`loglm.LogLM.load`. Use it as a context manager (or call :meth:`close`) to stop
-    the actors; reuse one pool across calls to load the models once.
+    :meth:`loglm.LogLM.load`. Each actor reserves ``threads`` CPUs of the Ray cluster while
+    the pool is open, so close it (use it as a context manager, or call :meth:`close`)
+    before running other Ray work that needs those CPUs; reuse one pool across calls to
+    load the models once.
     """
 
     def __init__(self, model: ModelSpec = None, *, workers: int = 2, threads: int = 1,
