@@ -108,5 +108,7 @@ def test_bad_input(cluster, pool):
         scale.detect_anomalies_dataset(ds, threshold=2.0)
     with pytest.raises(TypeError, match="model must be"):
         scale.ModelPool(model=3)
-    with pytest.raises(loglm.ModelNotFoundError):
+    with pytest.raises(loglm.ModelNotFoundError):  # checked before any actor starts
         scale.ModelPool(model="/nonexistent/model.gguf", workers=1)
+    with pytest.raises(loglm.ModelNotFoundError):
+        scale.detect_anomalies_dataset(ds, model="/nonexistent/model.gguf")

@@ -43,7 +43,7 @@ def _ray() -> Any:
     return ray
 
 
-def _model_args(model: ModelSpec, load_kwargs: Dict[str, Any]) -> Tuple[Optional[str], Dict[str, Any]]:
+def _model_args(model: ModelSpec, load_kwargs: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
     """A picklable (path, load kwargs) pair for ``LogLM.load`` in another process."""
     from loglm.model import LogLM
 
@@ -51,10 +51,10 @@ def _model_args(model: ModelSpec, load_kwargs: Dict[str, Any]) -> Tuple[Optional
     if isinstance(model, LogLM):
         kw.setdefault("context_length", model.context_length)
         return str(model.info["path"]), kw
-    if model is None:
-        return None, kw
-    if isinstance(model, (str, os.PathLike)):
-        return os.fspath(model), kw
+    if model is None or isinstance(model, (str, os.PathLike)):
+        from loglm.models import resolve
+
+        return str(resolve(model)), kw  # a missing model fails here, before any actor starts
     raise TypeError(f"model must be a path, a model name, a loglm.LogLM or None, not {type(model).__name__}")
 
 
@@ -71,17 +71,23 @@ def _ensure_init(ray: Any) -> None:
 
 
 @contextlib.contextmanager
-def _ordered() -> Iterator[None]:
-    """Ray Data keeps the dataset's row order while inside (restored afterwards)."""
+def _ordered(ds: Any) -> Iterator[None]:
+    """Ray Data keeps the row order of ``ds`` while inside (a Dataset runs with the
+    DataContext it was created with; the setting is restored afterwards)."""
     from ray.data import DataContext
 
-    ctx = DataContext.get_current()
-    old = ctx.execution_options.preserve_order
-    ctx.execution_options.preserve_order = True
+    ctxs = [DataContext.get_current()]
+    own = getattr(ds, "context", None)
+    if own is not None and all(own is not c for c in ctxs):
+        ctxs.append(own)
+    old = [c.execution_options.preserve_order for c in ctxs]
+    for c in ctxs:
+        c.execution_options.preserve_order = True
     try:
         yield
     finally:
-        ctx.execution_options.preserve_order = old
+        for c, o in zip(ctxs, old):
+            c.execution_options.preserve_order = o
 
 
 def _check_column(ds: Any, column: str) -> None:
@@ -218,11 +224,11 @@ def parse_dataset(ds: Any, *, column: str = "text", model: ModelSpec = None, wor
             tm.model = pool
 
         def lines() -> Iterator[Any]:
-            for batch in ds.iter_batches(batch_format="pandas", batch_size=4096):
+            for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
                 for x in batch[column].tolist():
                     yield _clean(x)
 
-        with _ordered():
+        with _ordered(ds):
             df = tm.parse(lines(), progress=progress)
         if len(df) == 0:
             raise InvalidInputError("no log lines given")
@@ -291,17 +297,20 @@ def detect_anomalies_dataset(ds: Any, *, column: str = "text", model: ModelSpec 
         _AnomalyScorer,
         fn_constructor_kwargs={"path": path, "threads": threads, "load_kwargs": kw, "column": column,
                                "threshold": threshold},
-        concurrency=workers,
+        compute=ray.data.ActorPoolStrategy(size=workers),  # one actor per worker
         num_cpus=threads,
         batch_size=batch_size,
         batch_format="pandas",
     )
     if as_dataset:
         return mapped
-    with _ordered():
-        df = mapped.to_pandas()
-    if len(df) == 0:
+    import pandas as pd
+
+    # blocks as they come (Dataset.to_pandas combines them with a call pandas 3 deprecates)
+    with _ordered(mapped):
+        parts = [b for b in mapped.iter_batches(batch_format="pandas", batch_size=None) if len(b)]
+    if not parts:
         raise InvalidInputError("no log lines given")
-    df = df.reset_index(drop=True)
+    df = pd.concat(parts, ignore_index=True)
     df.insert(0, "LineId", range(1, len(df) + 1))
     return df
