@@ -196,25 +196,37 @@ class TaskMixin:
         prefixes, repeated input removed; ``<*>`` normalised). An answer with no usable
         template gives ``""``, which the template tree rejects and flags.
         """
-        from loglm.answers import extract_template
-        from loglm.prompts import parsing_chat
-
         lines = [str(x) for x in lines]
         if not lines:
             return []
+        prompts = self._template_prompts(lines, examples, max_new_tokens)
+        return self._generate_templates(lines, prompts, max(w for _, w in prompts), max_batch)
+
+    def _template_prompts(self, lines: Sequence[str], examples: Sequence[Tuple[str, str]],
+                          max_new_tokens: Optional[int]) -> List[Tuple[Any, int]]:
+        """(chat prompt, wanted new tokens) per line, as :meth:`propose_templates` builds them."""
+        from loglm.prompts import parsing_chat
+
         ex = [(str(a), str(b)) for a, b in examples]
-        budget_new = max_new_tokens
         prompts = []
         for line in lines:
             n = self._count_tokens(line[:4096])
-            if budget_new is None:
+            if max_new_tokens is None:
                 want = min(max(n + 16, 24), 256)
             else:
-                want = budget_new
+                want = max_new_tokens
             fitted, _ = self.fit_text(line, self._log_budget(want, 64 + 2 * sum(len(a) + len(b) for a, b in ex) // 3))
             shots = ex if self._log_budget(want) > 3 * sum(len(a) + len(b) for a, b in ex) else []
             prompts.append((parsing_chat(fitted, shots), want))
-        width = max(w for _, w in prompts)
+        return prompts
+
+    def _generate_templates(self, lines: Sequence[str], prompts: Sequence[Tuple[Any, int]], width: int,
+                            max_batch: int) -> List[str]:
+        """Greedy answers of up to ``width`` tokens to the parsing prompts, cleaned into
+        templates (a line's answer does not depend on the other prompts of the batch, so
+        callers may split a batch as long as they keep ``width``)."""
+        from loglm.answers import extract_template
+
         outs = self.generate([p for p, _ in prompts], max_new_tokens=width,  # type: ignore[attr-defined]
                              temperature=0.0, max_batch=max_batch)
         return [extract_template(o.text, line) for o, line in zip(outs, lines)]
