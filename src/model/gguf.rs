@@ -158,12 +158,7 @@ impl GgufFile {
                 "tensor {name}: row length {cols} is not a multiple of {QK}"
             )));
         }
-        let expect = match &weight {
-            Weight::Q4_1(b) => b.len() * QK,
-            Weight::Q8_0(b) => b.len() * QK,
-            Weight::F32(v) => v.len(),
-        };
-        if expect != rows * cols {
+        if weight.values() != rows * cols {
             return Err(bad());
         }
         Ok(Linear::new(rows, cols, weight))

@@ -5,8 +5,10 @@
 //! bit-identical results whether it runs alone or in a batch):
 //! - `m < GEMM_MIN_ROWS` (decode): activations are quantized per row to Q8_1 and
 //!   each output is an integer dot product with a weight row (llama.cpp's
-//!   scheme); the weight row is loaded once for all `m` rows, so batched decode
-//!   reads the weights once per step instead of once per sequence.
+//!   scheme). Matrices whose output count is a multiple of 8 are kept with the
+//!   blocks of 8 columns interleaved (`packed.rs`): one block is unpacked once
+//!   for up to 4 rows and its 8 outputs come out of one vector, so batched
+//!   decode reads the weights once per step and does little work per row.
 //! - `m >= GEMM_MIN_ROWS` (prefill): weights are dequantized once to f32 (lazily,
 //!   cached) and multiplied with the `gemm` crate, which is compute-bound and
 //!   much faster than dot products for many rows.
@@ -14,6 +16,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use super::packed::{self, PackQ4_1x8, PackQ8_0x8};
 use super::quant::{self, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
 
 /// Rows from which the dense GEMM path is used.
@@ -25,6 +28,23 @@ pub enum Weight {
     Q4_1(Vec<BlockQ4_1>),
     Q8_0(Vec<BlockQ8_0>),
     F32(Vec<f32>),
+    /// Q4_1 with 8 columns interleaved (made by [`Linear::new`] when `out_dim % 8 == 0`).
+    Q4_1x8(Vec<PackQ4_1x8>),
+    /// Q8_0 with 8 columns interleaved.
+    Q8_0x8(Vec<PackQ8_0x8>),
+}
+
+impl Weight {
+    /// Number of weight values held.
+    pub fn values(&self) -> usize {
+        match self {
+            Weight::Q4_1(b) => b.len() * QK,
+            Weight::Q8_0(b) => b.len() * QK,
+            Weight::Q4_1x8(b) => b.len() * packed::COLS * QK,
+            Weight::Q8_0x8(b) => b.len() * packed::COLS * QK,
+            Weight::F32(v) => v.len(),
+        }
+    }
 }
 
 pub struct Linear {
@@ -38,22 +58,36 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// A layer over `weight` (`[out_dim, in_dim]`, row-major blocks); quantized
+    /// weights with `out_dim % 8 == 0` are re-laid out for the decode kernels.
     pub fn new(out_dim: usize, in_dim: usize, weight: Weight) -> Self {
+        let bpr = in_dim / QK;
+        let weight = match weight {
+            Weight::Q4_1(b) if out_dim % packed::COLS == 0 && b.len() == out_dim * bpr => {
+                Weight::Q4_1x8(packed::pack_q4_1(&b, out_dim, bpr))
+            }
+            Weight::Q8_0(b) if out_dim % packed::COLS == 0 && b.len() == out_dim * bpr => {
+                Weight::Q8_0x8(packed::pack_q8_0(&b, out_dim, bpr))
+            }
+            w => w,
+        };
         Linear { out_dim, in_dim, weight, dense: OnceLock::new(), allow_dense: true }
     }
 
     pub fn kind(&self) -> &'static str {
         match self.weight {
-            Weight::Q4_1(_) => "q4_1",
-            Weight::Q8_0(_) => "q8_0",
+            Weight::Q4_1(_) | Weight::Q4_1x8(_) => "q4_1",
+            Weight::Q8_0(_) | Weight::Q8_0x8(_) => "q8_0",
             Weight::F32(_) => "f32",
         }
     }
 
     pub fn weight_bytes(&self) -> usize {
         match &self.weight {
-            Weight::Q4_1(b) => b.len() * std::mem::size_of::<BlockQ4_1>(),
-            Weight::Q8_0(b) => b.len() * std::mem::size_of::<BlockQ8_0>(),
+            Weight::Q4_1(b) => std::mem::size_of_val(&b[..]),
+            Weight::Q8_0(b) => std::mem::size_of_val(&b[..]),
+            Weight::Q4_1x8(b) => std::mem::size_of_val(&b[..]),
+            Weight::Q8_0x8(b) => std::mem::size_of_val(&b[..]),
             Weight::F32(v) => v.len() * 4,
         }
     }
@@ -64,6 +98,8 @@ impl Linear {
         match &self.weight {
             Weight::Q4_1(b) => quant::dequantize_q4_1(&b[r * bpr..(r + 1) * bpr], out),
             Weight::Q8_0(b) => quant::dequantize_q8_0(&b[r * bpr..(r + 1) * bpr], out),
+            Weight::Q4_1x8(b) => packed::dequantize_row_q4_1x8(b, bpr, r, out),
+            Weight::Q8_0x8(b) => packed::dequantize_row_q8_0x8(b, bpr, r, out),
             Weight::F32(v) => out.copy_from_slice(&v[r * self.in_dim..(r + 1) * self.in_dim]),
         }
     }
@@ -88,25 +124,38 @@ impl Linear {
         m >= GEMM_MIN_ROWS && (self.allow_dense || matches!(self.weight, Weight::F32(_)))
     }
 
-    /// Outputs of columns `j0..j0 + n` for all `m` rows, column-major (`out[c * m + r]`).
+    /// Outputs of columns `j0..j0 + n` for all `m` rows, row-major (`out[r * n + c]`).
+    /// For packed weights `j0` and `n` are multiples of 8.
     fn col_dots(&self, j0: usize, n: usize, x: &[f32], xq: &[BlockQ8_1], m: usize, out: &mut [f32]) {
         let k = self.in_dim;
+        let bpr = k / QK;
         match &self.weight {
             Weight::F32(w) => {
                 for c in 0..n {
                     let j = j0 + c;
                     for r in 0..m {
-                        out[c * m + r] = quant::dot_f32(&w[j * k..(j + 1) * k], &x[r * k..(r + 1) * k]);
+                        out[r * n + c] = quant::dot_f32(&w[j * k..(j + 1) * k], &x[r * k..(r + 1) * k]);
                     }
                 }
             }
-            Weight::Q4_1(w) => quant_col_dots(w, k / QK, j0, n, xq, m, out, quant::dot_q4_1_q8_1, quant::dot4_q4_1_q8_1),
-            Weight::Q8_0(w) => quant_col_dots(w, k / QK, j0, n, xq, m, out, quant::dot_q8_0_q8_1, quant::dot4_q8_0_q8_1),
+            Weight::Q4_1(w) => quant_col_dots(w, bpr, j0, n, xq, m, out, quant::dot_q4_1_q8_1, quant::dot4_q4_1_q8_1),
+            Weight::Q8_0(w) => quant_col_dots(w, bpr, j0, n, xq, m, out, quant::dot_q8_0_q8_1, quant::dot4_q8_0_q8_1),
+            Weight::Q4_1x8(w) => packed_col_dots(w, bpr, j0, n, xq, m, out),
+            Weight::Q8_0x8(w) => packed_col_dots(w, bpr, j0, n, xq, m, out),
         }
     }
 }
 
-/// Quantized columns `j0..j0 + n`: four at a time with the four-row kernel,
+/// Packed columns `j0..j0 + n` (multiples of 8), one column group at a time.
+fn packed_col_dots<P: packed::Packed>(w: &[P], bpr: usize, j0: usize, n: usize, xq: &[BlockQ8_1], m: usize, out: &mut [f32]) {
+    debug_assert!(j0 % packed::COLS == 0 && n % packed::COLS == 0);
+    for c in (0..n).step_by(packed::COLS) {
+        let g = (j0 + c) / packed::COLS;
+        packed::group_rows(&w[g * bpr..(g + 1) * bpr], xq, bpr, m, &mut out[c..], n);
+    }
+}
+
+/// Quantized columns `j0..j0 + n` (row-major output): four at a time with the four-row kernel,
 /// chosen by column index alone, so a column's value never depends on `m` or
 /// on how the columns were split into tasks.
 #[allow(clippy::too_many_arguments)]
@@ -129,14 +178,12 @@ fn quant_col_dots<B>(
             let rows = [row(j), row(j + 1), row(j + 2), row(j + 3)];
             for r in 0..m {
                 let v = dot4(rows, &xq[r * bpr..(r + 1) * bpr]);
-                for (t, vt) in v.iter().enumerate() {
-                    out[(c + t) * m + r] = *vt;
-                }
+                out[r * n + c..r * n + c + 4].copy_from_slice(&v);
             }
             c += 4;
         } else {
             for r in 0..m {
-                out[c * m + r] = dot1(row(j), &xq[r * bpr..(r + 1) * bpr]);
+                out[r * n + c] = dot1(row(j), &xq[r * bpr..(r + 1) * bpr]);
             }
             c += 1;
         }
@@ -184,17 +231,15 @@ pub fn forward_many(layers: &[&Linear], x: &[f32], m: usize, outs: &mut [&mut [f
     for (&(i, j0, n), buf) in tasks.iter().zip(&results) {
         let out = &mut *outs[i];
         let width = layers[i].out_dim;
-        for c in 0..n {
-            for r in 0..m {
-                out[r * width + j0 + c] = buf[c * m + r];
-            }
+        for r in 0..m {
+            out[r * width + j0..r * width + j0 + n].copy_from_slice(&buf[r * n..(r + 1) * n]);
         }
     }
 }
 
 fn quantize_rows(x: &[f32], m: usize, k: usize) -> Vec<BlockQ8_1> {
     let bpr = k / QK;
-    let mut xq = vec![BlockQ8_1 { d: 0.0, s: 0.0, qs: [0; QK] }; m * bpr];
+    let mut xq = vec![BlockQ8_1::ZERO; m * bpr];
     for r in 0..m {
         quant::quantize_row_q8_1(&x[r * k..(r + 1) * k], &mut xq[r * bpr..(r + 1) * bpr]);
     }

@@ -12,6 +12,7 @@ pub mod forward;
 pub mod gguf;
 pub mod hf;
 pub mod linear;
+pub mod packed;
 pub mod quant;
 
 use crate::error::{Error, Result};

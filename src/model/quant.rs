@@ -35,7 +35,13 @@ pub struct BlockQ8_0 {
 pub struct BlockQ8_1 {
     pub d: f32,
     pub s: f32,
+    /// `sum(qs)`, exact (the packed Q8_0 kernels correct an offset with it).
+    pub sum: i32,
     pub qs: [i8; QK],
+}
+
+impl BlockQ8_1 {
+    pub const ZERO: BlockQ8_1 = BlockQ8_1 { d: 0.0, s: 0.0, sum: 0, qs: [0; QK] };
 }
 
 const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
@@ -108,6 +114,7 @@ pub fn quantize_row_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
         }
         b.d = d;
         b.s = d * sum as f32;
+        b.sum = sum;
     }
 }
 
@@ -354,7 +361,7 @@ mod avx2 {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn has_vnni() -> bool {
+pub(crate) fn has_vnni() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
@@ -363,7 +370,7 @@ fn has_vnni() -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
@@ -498,7 +505,7 @@ mod tests {
         let wq = q4_1_of(&w);
         let mut wd = vec![0f32; n];
         dequantize_q4_1(&wq, &mut wd);
-        let mut xq = vec![BlockQ8_1 { d: 0.0, s: 0.0, qs: [0; QK] }; n / QK];
+        let mut xq = vec![BlockQ8_1::ZERO; n / QK];
         quantize_row_q8_1(&x, &mut xq);
         let exact: f32 = wd.iter().zip(&x).map(|(a, b)| a * b).sum();
         let s = dot_q4_1_q8_1_scalar(&wq, &xq);

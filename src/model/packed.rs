@@ -1,0 +1,429 @@
+//! Weight blocks of eight output columns interleaved for batched decode.
+//!
+//! The row-major GGML layout (`quant.rs`) makes each integer dot product a
+//! horizontal job: 32 weights of one column against 32 activations, summed
+//! across a vector. Here the blocks of eight neighbouring columns are
+//! interleaved four bytes at a time (the "repacked" layouts llama.cpp uses on
+//! ARM, `ggml-cpu/repack.cpp`), so one `vpdpbusd` multiplies four weights of
+//! each of the eight columns by the same four activations (broadcast) and the
+//! eight lanes of the accumulator *are* the eight outputs: no horizontal sums,
+//! one scale multiply-add per block for eight columns. A block is unpacked once
+//! and used for up to four activation rows (sequences of a decode batch).
+//!
+//! Every output lane goes through the same sequence of float operations
+//! whatever the number of rows, so a sequence's logits do not depend on the
+//! batch it runs in. The scalar functions are the reference (bit-equal: the
+//! SIMD code uses fused multiply-adds in the same order as `f32::mul_add`).
+use half::f16;
+
+use super::quant::{BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
+
+/// Columns per packed block.
+pub const COLS: usize = 8;
+
+/// Eight Q4_1 blocks (one per column). Chunk `c` (bytes `32c..32c+32`) holds,
+/// in lane `l`, bytes `4c..4c+4` of column `l`'s original `qs`: low nibbles are
+/// values `4c..4c+4`, high nibbles values `16+4c..16+4c+4`.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct PackQ4_1x8 {
+    pub d: [f16; COLS],
+    pub m: [f16; COLS],
+    pub qs: [u8; COLS * QK / 2],
+}
+
+/// Eight Q8_0 blocks: chunk `j` (bytes `32j..32j+32`) holds, in lane `l`,
+/// values `4j..4j+4` of column `l`.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct PackQ8_0x8 {
+    pub d: [f16; COLS],
+    pub qs: [i8; COLS * QK],
+}
+
+const _: () = assert!(std::mem::size_of::<PackQ4_1x8>() == 8 * std::mem::size_of::<BlockQ4_1>());
+const _: () = assert!(std::mem::size_of::<PackQ8_0x8>() == 8 * std::mem::size_of::<BlockQ8_0>());
+
+/// Interleave a row-major `[out_dim, bpr]` matrix of Q4_1 blocks (`out_dim % 8 == 0`);
+/// the result is indexed `[group * bpr + block]`.
+pub fn pack_q4_1(blocks: &[BlockQ4_1], out_dim: usize, bpr: usize) -> Vec<PackQ4_1x8> {
+    debug_assert_eq!(out_dim % COLS, 0);
+    debug_assert_eq!(blocks.len(), out_dim * bpr);
+    let mut out = Vec::with_capacity(blocks.len() / COLS);
+    for g in 0..out_dim / COLS {
+        for i in 0..bpr {
+            let mut p = PackQ4_1x8 { d: [f16::ZERO; COLS], m: [f16::ZERO; COLS], qs: [0; COLS * QK / 2] };
+            for l in 0..COLS {
+                let b = &blocks[(g * COLS + l) * bpr + i];
+                p.d[l] = b.d;
+                p.m[l] = b.m;
+                for c in 0..4 {
+                    p.qs[c * 32 + l * 4..c * 32 + l * 4 + 4].copy_from_slice(&b.qs[4 * c..4 * c + 4]);
+                }
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// As [`pack_q4_1`] for Q8_0 blocks.
+pub fn pack_q8_0(blocks: &[BlockQ8_0], out_dim: usize, bpr: usize) -> Vec<PackQ8_0x8> {
+    debug_assert_eq!(out_dim % COLS, 0);
+    debug_assert_eq!(blocks.len(), out_dim * bpr);
+    let mut out = Vec::with_capacity(blocks.len() / COLS);
+    for g in 0..out_dim / COLS {
+        for i in 0..bpr {
+            let mut p = PackQ8_0x8 { d: [f16::ZERO; COLS], qs: [0; COLS * QK] };
+            for l in 0..COLS {
+                let b = &blocks[(g * COLS + l) * bpr + i];
+                p.d[l] = b.d;
+                for j in 0..8 {
+                    p.qs[j * 32 + l * 4..j * 32 + l * 4 + 4].copy_from_slice(&b.qs[4 * j..4 * j + 4]);
+                }
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Row `r` of a packed Q4_1 matrix as f32 (the same values as `quant::dequantize_q4_1`).
+pub fn dequantize_row_q4_1x8(w: &[PackQ4_1x8], bpr: usize, r: usize, out: &mut [f32]) {
+    let (g, l) = (r / COLS, r % COLS);
+    for (i, o) in out.chunks_exact_mut(QK).enumerate().take(bpr) {
+        let p = &w[g * bpr + i];
+        let (d, m) = (p.d[l].to_f32(), p.m[l].to_f32());
+        for c in 0..4 {
+            for b in 0..4 {
+                let byte = p.qs[c * 32 + l * 4 + b];
+                o[4 * c + b] = (byte & 0x0F) as f32 * d + m;
+                o[16 + 4 * c + b] = (byte >> 4) as f32 * d + m;
+            }
+        }
+    }
+}
+
+/// Row `r` of a packed Q8_0 matrix as f32 (the same values as `quant::dequantize_q8_0`).
+pub fn dequantize_row_q8_0x8(w: &[PackQ8_0x8], bpr: usize, r: usize, out: &mut [f32]) {
+    let (g, l) = (r / COLS, r % COLS);
+    for (i, o) in out.chunks_exact_mut(QK).enumerate().take(bpr) {
+        let p = &w[g * bpr + i];
+        let d = p.d[l].to_f32();
+        for j in 0..8 {
+            for b in 0..4 {
+                o[4 * j + b] = p.qs[j * 32 + l * 4 + b] as f32 * d;
+            }
+        }
+    }
+}
+
+/// Reference: the eight outputs of one column group (`w`: its `bpr` packed blocks)
+/// for one activation row.
+pub fn dot_q4_1x8_scalar(w: &[PackQ4_1x8], a: &[BlockQ8_1]) -> [f32; COLS] {
+    let mut acc = [0f32; COLS];
+    for (p, y) in w.iter().zip(a) {
+        for (l, acc) in acc.iter_mut().enumerate() {
+            let mut isum = 0i32;
+            for c in 0..4 {
+                for b in 0..4 {
+                    let byte = p.qs[c * 32 + l * 4 + b];
+                    isum += (byte & 0x0F) as i32 * y.qs[4 * c + b] as i32;
+                    isum += (byte >> 4) as i32 * y.qs[16 + 4 * c + b] as i32;
+                }
+            }
+            *acc = (isum as f32).mul_add(p.d[l].to_f32() * y.d, *acc);
+            *acc = p.m[l].to_f32().mul_add(y.s, *acc);
+        }
+    }
+    acc
+}
+
+/// Reference for packed Q8_0 (see [`dot_q4_1x8_scalar`]).
+pub fn dot_q8_0x8_scalar(w: &[PackQ8_0x8], a: &[BlockQ8_1]) -> [f32; COLS] {
+    let mut acc = [0f32; COLS];
+    for (p, y) in w.iter().zip(a) {
+        for (l, acc) in acc.iter_mut().enumerate() {
+            let mut isum = 0i32;
+            for j in 0..8 {
+                for b in 0..4 {
+                    isum += p.qs[j * 32 + l * 4 + b] as i32 * y.qs[4 * j + b] as i32;
+                }
+            }
+            *acc = (isum as f32).mul_add(p.d[l].to_f32() * y.d, *acc);
+        }
+    }
+    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{PackQ4_1x8, PackQ8_0x8, COLS};
+    use crate::model::quant::BlockQ8_1;
+    use std::arch::x86_64::*;
+
+    /// `acc + sum of 4 u8 x i8 products per 32-bit lane` without VNNI.
+    #[inline(always)]
+    unsafe fn dp_avx2(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        let p16 = _mm256_maddubs_epi16(u, s);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
+    }
+
+    #[inline(always)]
+    unsafe fn dp_vnni(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_avx_epi32(acc, u, s)
+    }
+
+    /// Four activation bytes `4j..4j+4` broadcast to all lanes.
+    #[inline(always)]
+    unsafe fn bcast(y: &BlockQ8_1, j: usize) -> __m256i {
+        _mm256_set1_epi32(std::ptr::read_unaligned(y.qs.as_ptr().add(4 * j) as *const i32))
+    }
+
+    macro_rules! kernels {
+        ($feat:literal, $dp:ident, $q4:ident, $q8:ident, $vnni:literal) => {
+            /// `R` activation rows against one packed Q4_1 column group.
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $q4<const R: usize>(w: &[PackQ4_1x8], a: [&[BlockQ8_1]; R]) -> [[f32; COLS]; R] {
+                let mut n = w.len();
+                for ar in a.iter() {
+                    n = n.min(ar.len());
+                }
+                let mask = _mm256_set1_epi8(0x0F);
+                let mut acc = [_mm256_setzero_ps(); R];
+                for i in 0..n {
+                    let p = w.get_unchecked(i);
+                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.d.as_ptr() as *const __m128i));
+                    let mw = _mm256_cvtph_ps(_mm_loadu_si128(p.m.as_ptr() as *const __m128i));
+                    let q = p.qs.as_ptr() as *const __m256i;
+                    let c = [
+                        _mm256_loadu_si256(q),
+                        _mm256_loadu_si256(q.add(1)),
+                        _mm256_loadu_si256(q.add(2)),
+                        _mm256_loadu_si256(q.add(3)),
+                    ];
+                    let lo = c.map(|v| _mm256_and_si256(v, mask));
+                    let hi = c.map(|v| _mm256_and_si256(_mm256_srli_epi16(v, 4), mask));
+                    for r in 0..R {
+                        let y = a[r].get_unchecked(i);
+                        let mut s0 = _mm256_setzero_si256();
+                        let mut s1 = _mm256_setzero_si256();
+                        for k in 0..4 {
+                            s0 = $dp(s0, lo[k], bcast(y, k));
+                            s1 = $dp(s1, hi[k], bcast(y, 4 + k));
+                        }
+                        let isum = _mm256_add_epi32(s0, s1);
+                        let t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(y.d)), acc[r]);
+                        acc[r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(y.s), t);
+                    }
+                }
+                let mut out = [[0f32; COLS]; R];
+                for r in 0..R {
+                    _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+                }
+                out
+            }
+
+            /// `R` activation rows against one packed Q8_0 column group.
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $q8<const R: usize>(w: &[PackQ8_0x8], a: [&[BlockQ8_1]; R]) -> [[f32; COLS]; R] {
+                let mut n = w.len();
+                for ar in a.iter() {
+                    n = n.min(ar.len());
+                }
+                let mut acc = [_mm256_setzero_ps(); R];
+                let flip = _mm256_set1_epi8(-128);
+                for i in 0..n {
+                    let p = w.get_unchecked(i);
+                    let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.d.as_ptr() as *const __m128i));
+                    let q = p.qs.as_ptr() as *const __m256i;
+                    let mut v = [_mm256_setzero_si256(); 8];
+                    for (j, vj) in v.iter_mut().enumerate() {
+                        *vj = _mm256_loadu_si256(q.add(j));
+                    }
+                    for r in 0..R {
+                        let y = a[r].get_unchecked(i);
+                        let mut s0 = _mm256_setzero_si256();
+                        let mut s1 = _mm256_setzero_si256();
+                        let isum = if $vnni {
+                            // (w + 128) as u8 times a, then subtract 128 * sum(a): exact.
+                            for k in 0..4 {
+                                s0 = $dp(s0, _mm256_xor_si256(v[k], flip), bcast(y, k));
+                                s1 = $dp(s1, _mm256_xor_si256(v[4 + k], flip), bcast(y, 4 + k));
+                            }
+                            _mm256_sub_epi32(_mm256_add_epi32(s0, s1), _mm256_set1_epi32(128 * y.sum))
+                        } else {
+                            // |w| times a with w's sign: maddubs needs an unsigned left side.
+                            for k in 0..4 {
+                                let (v0, v1) = (v[k], v[4 + k]);
+                                s0 = $dp(s0, _mm256_sign_epi8(v0, v0), _mm256_sign_epi8(bcast(y, k), v0));
+                                s1 = $dp(s1, _mm256_sign_epi8(v1, v1), _mm256_sign_epi8(bcast(y, 4 + k), v1));
+                            }
+                            _mm256_add_epi32(s0, s1)
+                        };
+                        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(y.d)), acc[r]);
+                    }
+                }
+                let mut out = [[0f32; COLS]; R];
+                for r in 0..R {
+                    _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+                }
+                out
+            }
+        };
+    }
+
+    kernels!("avx2,fma,f16c", dp_avx2, q4_1x8_avx2, q8_0x8_avx2, false);
+    kernels!("avx2,fma,f16c,avxvnni", dp_vnni, q4_1x8_vnni, q8_0x8_vnni, true);
+}
+
+/// A packed matrix type the row kernels run on.
+pub trait Packed: Sized {
+    fn dot_scalar(w: &[Self], a: &[BlockQ8_1]) -> [f32; COLS];
+    /// `R` rows at once with the best SIMD level, `None` when there is none.
+    fn dot_rows<const R: usize>(w: &[Self], a: [&[BlockQ8_1]; R]) -> Option<[[f32; COLS]; R]>;
+}
+
+macro_rules! impl_packed {
+    ($t:ty, $scalar:ident, $vnni:ident, $avx2:ident) => {
+        impl Packed for $t {
+            fn dot_scalar(w: &[Self], a: &[BlockQ8_1]) -> [f32; COLS] {
+                $scalar(w, a)
+            }
+            #[inline]
+            fn dot_rows<const R: usize>(w: &[Self], a: [&[BlockQ8_1]; R]) -> Option<[[f32; COLS]; R]> {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if super::quant::has_vnni() {
+                        // SAFETY: the CPU has AVX2, FMA, F16C and AVX-VNNI (checked at run time).
+                        return Some(unsafe { x86::$vnni::<R>(w, a) });
+                    }
+                    if super::quant::has_avx2() {
+                        // SAFETY: the CPU has AVX2, FMA and F16C (checked at run time).
+                        return Some(unsafe { x86::$avx2::<R>(w, a) });
+                    }
+                }
+                let _ = (w, a);
+                None
+            }
+        }
+    };
+}
+
+impl_packed!(PackQ4_1x8, dot_q4_1x8_scalar, q4_1x8_vnni, q4_1x8_avx2);
+impl_packed!(PackQ8_0x8, dot_q8_0x8_scalar, q8_0x8_vnni, q8_0x8_avx2);
+
+/// Outputs of column group `w` (its `bpr` blocks) for `m` activation rows
+/// (`xq`: `m * bpr` blocks), written to `out[r * stride + c]` for `c < 8`.
+pub fn group_rows<P: Packed>(w: &[P], xq: &[BlockQ8_1], bpr: usize, m: usize, out: &mut [f32], stride: usize) {
+    let row = |r: usize| &xq[r * bpr..(r + 1) * bpr];
+    let mut put = |r: usize, v: &[f32; COLS]| out[r * stride..r * stride + COLS].copy_from_slice(v);
+    let mut r = 0;
+    while r < m {
+        let left = m - r;
+        let done = if left >= 4 {
+            P::dot_rows::<4>(w, [row(r), row(r + 1), row(r + 2), row(r + 3)]).map(|v| v.iter().enumerate().for_each(|(t, v)| put(r + t, v))).map(|_| 4)
+        } else if left == 3 {
+            P::dot_rows::<3>(w, [row(r), row(r + 1), row(r + 2)]).map(|v| v.iter().enumerate().for_each(|(t, v)| put(r + t, v))).map(|_| 3)
+        } else if left == 2 {
+            P::dot_rows::<2>(w, [row(r), row(r + 1)]).map(|v| v.iter().enumerate().for_each(|(t, v)| put(r + t, v))).map(|_| 2)
+        } else {
+            P::dot_rows::<1>(w, [row(r)]).map(|v| put(r, &v[0])).map(|_| 1)
+        };
+        r += done.unwrap_or_else(|| {
+            put(r, &P::dot_scalar(w, row(r)));
+            1
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::quant::{self, dequantize_q4_1, dequantize_q8_0, quantize_q8_0, quantize_row_q8_1};
+    use rand::{Rng, SeedableRng};
+
+    fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..n).map(|_| r.random_range(-2.0f32..2.0)).collect()
+    }
+
+    fn q4_1_blocks(n: usize, seed: u64) -> Vec<BlockQ4_1> {
+        let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| BlockQ4_1 {
+                d: f16::from_f32(r.random_range(0.001f32..0.1)),
+                m: f16::from_f32(r.random_range(-0.5f32..0.0)),
+                qs: std::array::from_fn(|_| r.random()),
+            })
+            .collect()
+    }
+
+    fn activations(m: usize, k: usize, seed: u64) -> Vec<BlockQ8_1> {
+        let x = rand_vec(m * k, seed);
+        let mut xq = vec![BlockQ8_1::ZERO; m * k / QK];
+        for r in 0..m {
+            quantize_row_q8_1(&x[r * k..(r + 1) * k], &mut xq[r * k / QK..(r + 1) * k / QK]);
+        }
+        xq
+    }
+
+    #[test]
+    fn packing_keeps_every_value() {
+        let (out_dim, bpr) = (16, 3);
+        let b4 = q4_1_blocks(out_dim * bpr, 1);
+        let p4 = pack_q4_1(&b4, out_dim, bpr);
+        let mut w8 = Vec::new();
+        quantize_q8_0(&rand_vec(out_dim * bpr * QK, 2), &mut w8);
+        let p8 = pack_q8_0(&w8, out_dim, bpr);
+        let (mut a, mut b) = (vec![0f32; bpr * QK], vec![0f32; bpr * QK]);
+        for r in 0..out_dim {
+            dequantize_q4_1(&b4[r * bpr..(r + 1) * bpr], &mut a);
+            dequantize_row_q4_1x8(&p4, bpr, r, &mut b);
+            assert_eq!(a, b, "q4_1 row {r}");
+            dequantize_q8_0(&w8[r * bpr..(r + 1) * bpr], &mut a);
+            dequantize_row_q8_0x8(&p8, bpr, r, &mut b);
+            assert_eq!(a, b, "q8_0 row {r}");
+        }
+    }
+
+    /// The packed kernels equal the row-major reference dot products (up to float
+    /// order), the SIMD kernels equal the packed reference bit for bit, for every
+    /// number of rows.
+    #[test]
+    fn kernels_match_references_for_any_row_count() {
+        let (out_dim, k) = (24, 576);
+        let bpr = k / QK;
+        let b4 = q4_1_blocks(out_dim * bpr, 3);
+        let mut w8 = Vec::new();
+        quantize_q8_0(&rand_vec(out_dim * k, 4), &mut w8);
+        let (p4, p8) = (pack_q4_1(&b4, out_dim, bpr), pack_q8_0(&w8, out_dim, bpr));
+        for m in 1..=9 {
+            let xq = activations(m, k, 10 + m as u64);
+            let mut got4 = vec![0f32; m * out_dim];
+            let mut got8 = vec![0f32; m * out_dim];
+            for g in 0..out_dim / COLS {
+                let s = &mut got4[g * COLS..];
+                group_rows(&p4[g * bpr..(g + 1) * bpr], &xq, bpr, m, s, out_dim);
+                let s = &mut got8[g * COLS..];
+                group_rows(&p8[g * bpr..(g + 1) * bpr], &xq, bpr, m, s, out_dim);
+            }
+            for r in 0..m {
+                let a = &xq[r * bpr..(r + 1) * bpr];
+                for g in 0..out_dim / COLS {
+                    let s4 = dot_q4_1x8_scalar(&p4[g * bpr..(g + 1) * bpr], a);
+                    let s8 = dot_q8_0x8_scalar(&p8[g * bpr..(g + 1) * bpr], a);
+                    for l in 0..COLS {
+                        let j = g * COLS + l;
+                        assert_eq!(got4[r * out_dim + j].to_bits(), s4[l].to_bits(), "q4_1 m={m} r={r} j={j}");
+                        assert_eq!(got8[r * out_dim + j].to_bits(), s8[l].to_bits(), "q8_0 m={m} r={r} j={j}");
+                        let ref4 = quant::dot_q4_1_q8_1_scalar(&b4[j * bpr..(j + 1) * bpr], a);
+                        let ref8 = quant::dot_q8_0_q8_1_scalar(&w8[j * bpr..(j + 1) * bpr], a);
+                        assert!((s4[l] - ref4).abs() <= 1e-4 * (1.0 + ref4.abs()), "{} vs {ref4}", s4[l]);
+                        assert!((s8[l] - ref8).abs() <= 1e-4 * (1.0 + ref8.abs()), "{} vs {ref8}", s8[l]);
+                    }
+                }
+            }
+        }
+    }
+}
