@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from loglm._loglm import __version__, build_info
 from loglm.errors import (
+    AdapterError,
+    AdapterNotFoundError,
     ContextLengthError,
     DeviceError,
     InternalError,
@@ -28,6 +30,8 @@ from loglm.tasks import Answer, read_log_lines
 from loglm import answers, datasets, evaluate, prompts  # noqa: E402  (submodules of the public API)
 
 __all__ = [
+    "AdapterError",
+    "AdapterNotFoundError",
     "CollaborativeDetector",
     "SentenceEncoder",
     "metrics",
