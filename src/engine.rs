@@ -1,12 +1,14 @@
 //! A loaded model and its tokenizer, ready to generate: the one object the
 //! Python `LogLM` class wraps. Picks the loader from the path (a `.gguf` file
 //! or a Hugging Face folder), the tokenizer (an explicit `tokenizer.json`, the
-//! folder's own, or the one rebuilt from GGUF metadata) and checks the device.
+//! folder's own, or the one rebuilt from GGUF metadata), merges LoRA adapters
+//! (`model/lora.rs`) and checks the device.
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::generate::{self, BatchStats, Completion, Request, SchedulerConfig, Sink, TextDecoder, Vocab};
 use crate::model::hf::DenseAs;
+use crate::model::lora::{self, Adapter, MergeAs};
 use crate::model::{gguf, hf, Model};
 use crate::tokenizer::{DecodeStream, Tokenizer};
 
@@ -20,11 +22,20 @@ pub struct LoadOptions {
     pub context_length: Option<usize>,
     /// A `tokenizer.json` overriding the model's own tokenizer.
     pub tokenizer: Option<PathBuf>,
+    /// peft LoRA adapter folders merged into the weights, in this order.
+    pub adapters: Vec<PathBuf>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { device: "cpu".into(), threads: None, dtype: "auto".into(), context_length: None, tokenizer: None }
+        LoadOptions {
+            device: "cpu".into(),
+            threads: None,
+            dtype: "auto".into(),
+            context_length: None,
+            tokenizer: None,
+            adapters: Vec::new(),
+        }
     }
 }
 
@@ -34,6 +45,8 @@ pub struct Engine {
     pub path: PathBuf,
     pub format: &'static str,
     pub device: String,
+    /// Folders of the LoRA adapters merged into the weights (canonical paths).
+    pub adapters: Vec<PathBuf>,
 }
 
 /// Which devices this build can run on.
@@ -75,8 +88,14 @@ impl Engine {
                 )))
             }
         };
+        let dtype = opts.dtype.to_ascii_lowercase();
+        // Adapters are read (and checked on their own) before the base model,
+        // so that a bad adapter fails fast.
+        let adapters = opts.adapters.iter().map(|p| Adapter::load(p)).collect::<Result<Vec<_>>>()?;
         let (cfg, mut weights, tokenizer, format) = if path.is_dir() {
-            let (cfg, weights) = hf::load(path, dense_as)?;
+            // With adapters, read f32 and quantize after the merge (one rounding, not two).
+            let load_as = if adapters.is_empty() { dense_as } else { DenseAs::F32 };
+            let (cfg, weights) = hf::load(path, load_as)?;
             let tok = match &opts.tokenizer {
                 Some(t) => Tokenizer::from_file(t, Some(&path.join("tokenizer_config.json")), None)?,
                 None => {
@@ -100,6 +119,18 @@ impl Engine {
             let (cfg, weights) = gguf::load(&mut g)?;
             (cfg, weights, tok, "gguf")
         };
+        if !adapters.is_empty() {
+            let merge_as = match (format, dense_as) {
+                ("safetensors", _) => MergeAs::F32,
+                (_, DenseAs::Q8_0) => MergeAs::Q8_0,
+                _ if dtype == "auto" => MergeAs::Auto,
+                _ => MergeAs::F32,
+            };
+            lora::merge(&cfg, &mut weights, &adapters, merge_as)?;
+            if format == "safetensors" && dense_as == DenseAs::Q8_0 {
+                hf::quantize_dense(&mut weights);
+            }
+        }
         if tokenizer.vocab_size() > cfg.vocab_size {
             return Err(Error::Tokenizer(format!(
                 "the tokenizer has {} tokens but the model only {}",
@@ -116,7 +147,8 @@ impl Engine {
         };
         weights.set_allow_dense(allow_dense);
         let model = Model::new(cfg, weights, opts.context_length, opts.threads)?;
-        Ok(Engine { model, tokenizer, path: path.to_path_buf(), format, device })
+        let adapters = adapters.into_iter().map(|a| a.path).collect();
+        Ok(Engine { model, tokenizer, path: path.to_path_buf(), format, device, adapters })
     }
 
     pub fn generate(

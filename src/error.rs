@@ -26,6 +26,14 @@ pub enum Error {
     /// (-> `loglm.UnsupportedModelError`).
     #[error("{0}")]
     Unsupported(String),
+    /// A LoRA adapter that is malformed, does not fit the model or uses an
+    /// option we cannot merge (-> `loglm.AdapterError`).
+    #[error("{0}")]
+    Adapter(String),
+    /// A LoRA adapter folder or one of its files is missing
+    /// (-> `loglm.AdapterNotFoundError`, also a `FileNotFoundError`).
+    #[error("{0}")]
+    AdapterNotFound(String),
     /// Tokenizer missing or unusable, chat template broken (-> `loglm.TokenizerError`).
     #[error("{0}")]
     Tokenizer(String),

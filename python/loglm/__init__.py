@@ -10,6 +10,8 @@ from loglm._loglm import __version__, build_info
 from loglm.errors import (
     AuthenticationError,
     BadRequestError,
+    AdapterError,
+    AdapterNotFoundError,
     ContextLengthError,
     DeviceError,
     InternalError,
@@ -36,6 +38,8 @@ __all__ = [
     "BadRequestError",
     "RemoteError",
     "ServerUnavailableError",
+    "AdapterError",
+    "AdapterNotFoundError",
     "CollaborativeDetector",
     "SentenceEncoder",
     "metrics",

@@ -6,6 +6,11 @@
     loglm ask "Summarise this session" app.log
     loglm eval all --limit 50           # paper tables, JSON + Markdown in ./eval_results
     loglm serve --port 8000             # OpenAI-compatible server (loopback by default)
+    loglm eval all --adapter none       # the base model, without the shipped LoRA adapter
+
+``--adapter PATH`` merges a peft LoRA adapter folder into the model (repeat it to
+merge several, in order); ``--adapter none`` loads the base model alone. Without it,
+the default model uses its shipped adapter when the package has one.
 
 Exit status: 0 success, 2 bad input (missing/empty/binary file, unknown system...),
 1 other errors, 130 interrupted.
@@ -26,10 +31,22 @@ class _Bad(Exception):
     pass
 
 
+def _adapter(args: argparse.Namespace) -> Any:
+    """``LogLM.load``'s ``adapter`` from the ``--adapter`` options."""
+    given = getattr(args, "adapter", None)
+    if not given:
+        return "auto"
+    if any(a.lower() == "none" for a in given):
+        if len(given) > 1:
+            raise _Bad("--adapter none cannot be combined with adapter paths")
+        return None
+    return list(given)
+
+
 def _model(args: argparse.Namespace) -> Any:
     from loglm import LogLM
 
-    return LogLM.load(args.model, threads=args.threads, context_length=args.context_length)
+    return LogLM.load(args.model, adapter=_adapter(args), threads=args.threads, context_length=args.context_length)
 
 
 def _check_file(path: str) -> None:
@@ -139,7 +156,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise _Bad("--limit must be >= 1")
     cmd = "loglm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("loglm") else None
     log = None if args.quiet else (lambda msg: print(f"[loglm eval] {msg}", file=sys.stderr, flush=True))
-    res = evaluate(args.what, model_path=args.model, systems=systems, limit=args.limit, threads=args.threads,
+    res = evaluate(args.what, model_path=args.model, adapter=_adapter(args), systems=systems, limit=args.limit, threads=args.threads,
                    seed=args.seed, threshold=args.threshold, max_new_tokens=args.max_new_tokens, log=log,
                    command=cmd or "loglm " + " ".join(shlex.quote(a) for a in (args._argv or [])))
     paths = write_results(res, args.out)
@@ -176,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser, json_help: str = "machine-readable JSON output") -> None:
         p.add_argument("--model", default=None, help="GGUF file, HF folder or name (default: the embedded model)")
+        p.add_argument("--adapter", action="append", default=None, metavar="PATH|none",
+                       help="peft LoRA adapter folder merged into the model (repeat to merge several, in order); "
+                            "'none' for the base model alone (default: the shipped adapter of the default model, "
+                            "if any)")
         p.add_argument("--threads", type=int, default=None, help="CPU threads of the model")
         p.add_argument("--context-length", type=int, default=None, help="tokens per sequence (default: model's, max 8192)")
         p.add_argument("--json", action="store_true", help=json_help)

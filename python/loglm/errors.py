@@ -11,6 +11,10 @@ and ``except FileNotFoundError`` keep working:
   exist, or the default model package that is not installed.
 - :class:`ModelLoadError`: a model file that is truncated, corrupt or incomplete;
   :class:`UnsupportedModelError` for a well-formed model loglm cannot run.
+- :class:`AdapterError` (a :class:`ModelLoadError`): a LoRA adapter that is malformed,
+  does not fit the base model's shapes or uses an option loglm cannot merge (DoRA,
+  ``modules_to_save``, trained biases...); :class:`AdapterNotFoundError` (also a
+  ``FileNotFoundError``) when its folder or files are missing.
 - :class:`TokenizerError`: missing or unusable tokenizer or chat template.
 - :class:`DeviceError`: a device not compiled in or not present.
 - :class:`InternalError`: a bug in loglm (a caught Rust panic included).
@@ -48,6 +52,14 @@ class ModelLoadError(LoglmError):
 
 class UnsupportedModelError(ModelLoadError):
     """The model is well formed but uses an architecture or tensor type loglm cannot run."""
+
+
+class AdapterError(ModelLoadError):
+    """A LoRA adapter is malformed, does not fit the base model, or cannot be merged."""
+
+
+class AdapterNotFoundError(AdapterError, FileNotFoundError):
+    """A LoRA adapter folder, or its ``adapter_config.json`` / ``adapter_model.safetensors``, is missing."""
 
 
 class TokenizerError(LoglmError):
@@ -92,6 +104,8 @@ __all__ = [
     "BadRequestError",
     "RemoteError",
     "ServerUnavailableError",
+    "AdapterError",
+    "AdapterNotFoundError",
     "ContextLengthError",
     "DeviceError",
     "InternalError",

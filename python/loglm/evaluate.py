@@ -167,26 +167,34 @@ def evaluate_irs(model: Any, *, tasks: Sequence[str] = ("interpretation", "root_
 
 
 def evaluate(task: str = "all", *, model: Any = None, model_path: Union[str, os.PathLike, None] = None,
-             systems: Optional[Sequence[str]] = None, limit: Optional[int] = None, threads: Optional[int] = None,
+             adapter: Any = "auto", systems: Optional[Sequence[str]] = None, limit: Optional[int] = None, threads: Optional[int] = None,
              seed: int = 0, threshold: float = 0.5, max_new_tokens: int = 256, root: Any = None,
              log: Optional[Log] = None, command: Optional[str] = None) -> Dict[str, Any]:
     """Run ``task`` (``"parsing"``, ``"anomaly"``, ``"irs"`` or ``"all"``) and return the
-    result dict: ``meta`` (model file, its sha256, library version, metric signatures,
-    settings, timings) plus one list of rows per task."""
+    result dict: ``meta`` (model file, its sha256, the LoRA adapters merged and the
+    sha256 of their weights, library version, metric signatures, settings, timings)
+    plus one list of rows per task.
+
+    ``adapter`` is passed to :meth:`LogLM.load` when the model is loaded here
+    (``None``: the base model alone); with ``model`` given, its own adapters are
+    recorded."""
     import loglm
-    from loglm.models import resolve, sha256_file
+    from loglm.models import adapter_sha256, sha256_file
 
     if task not in TASKS + ("all",):
         raise ValueError(f"unknown evaluation {task!r}; expected one of {', '.join(TASKS + ('all',))}")
     if model is None:
         _say(log, f"loading model {model_path or '(default)'}")
-        model = loglm.LogLM.load(model_path, threads=threads)
+        model = loglm.LogLM.load(model_path, adapter=adapter, threads=threads)
     path = Path(model.info["path"])
+    adapters = [{"path": a, "name": Path(a).name, "sha256": adapter_sha256(a)}
+                for a in model.info.get("adapter", [])]
     meta: Dict[str, Any] = {
         "loglm_version": loglm.__version__,
         "model": str(model_path) if model_path is not None else "default",
         "model_file": path.name,
         "model_sha256": sha256_file(path) if path.is_file() else None,
+        "adapter": adapters,
         "architecture": model.info.get("architecture"),
         "threads": model.info.get("threads"),
         "task": task, "limit": limit, "seed": seed, "threshold": threshold, "max_new_tokens": max_new_tokens,
@@ -224,7 +232,10 @@ def _table(header: List[str], rows: List[List[Any]]) -> str:
 def to_markdown(res: Dict[str, Any]) -> str:
     """Markdown tables laid out like the paper's Tables II, III and IV, with the metadata."""
     m = res["meta"]
-    parts = [f"Model `{m['model_file']}` (sha256 `{m['model_sha256']}`), loglm {m['loglm_version']}, "
+    ads = m.get("adapter") or []
+    adapter_text = ("LoRA adapter " + ", ".join(f"`{a['name']}` (adapter_model.safetensors sha256 `{a['sha256']}`)"
+                                                for a in ads)) if ads else "no LoRA adapter"
+    parts = [f"Model `{m['model_file']}` (sha256 `{m['model_sha256']}`), {adapter_text}, loglm {m['loglm_version']}, "
              f"{m['decoding']}, seed {m['seed']}, limit {m['limit'] or 'none (full test sets)'}."]
     if res.get("parsing"):
         rows = res["parsing"]
@@ -271,6 +282,8 @@ def write_results(res: Dict[str, Any], out_dir: Union[str, os.PathLike]) -> Dict
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     stem = f"eval_{res['meta']['task']}_{Path(res['meta']['model_file']).stem}"
+    for a in res["meta"].get("adapter") or []:
+        stem += f"+{a['name']}"
     if res["meta"].get("limit"):
         stem += f"_limit{res['meta']['limit']}"
     j = d / f"{stem}.json"

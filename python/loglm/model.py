@@ -23,9 +23,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
+
 from loglm import _loglm
 from loglm.errors import InvalidInputError
-from loglm.models import resolve
+from loglm.models import resolve, resolve_adapters
 from loglm.tasks import TaskMixin
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -212,6 +214,7 @@ class LogLM(TaskMixin):
         cls,
         path: Union[str, "os.PathLike[str]", None] = None,
         *,
+        adapter: Union[str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]], None] = "auto",
         device: str = "cpu",
         threads: Optional[int] = None,
         dtype: str = "auto",
@@ -226,6 +229,18 @@ class LogLM(TaskMixin):
                 folder (``config.json`` + safetensors + ``tokenizer.json``), a model
                 name (``"smollm2-135m"``, ``"qwen2.5-coder-0.5b"``), or ``None`` for
                 the default model.
+            adapter: LoRA adapter(s) merged into the weights at load time: a folder
+                written by peft's ``save_pretrained`` (``adapter_config.json`` +
+                ``adapter_model.safetensors``), a list of them (merged in order), or
+                ``None`` for the base model alone. ``"auto"`` (the default) uses the
+                adapter shipped in ``loglm/adapters/smollm2-135m-loglm/`` when ``path``
+                is ``None`` and that folder exists, and no adapter otherwise. Each
+                ``W`` of q/k/v/o/gate/up/down_proj becomes ``W + s * B @ A`` with
+                ``s = lora_alpha / r`` (``lora_alpha / sqrt(r)`` with ``use_rslora``).
+                Merged matrices of a quantized GGUF base are re-encoded as Q8_0 with
+                ``dtype="auto"`` or ``"q8_0"``, kept dense f32 with ``dtype="f32"``;
+                a safetensors base is merged in f32 before any ``"q8_0"`` encoding.
+                ``info["adapter"]`` lists the merged folders.
             device: ``"cpu"``; ``"cuda"`` / ``"cuda:N"`` needs a CUDA build.
             threads: CPU threads (default: ``LOGLM_NUM_THREADS``, ``RAYON_NUM_THREADS``
                 or all cores). On small machines, one thread per physical core.
@@ -240,8 +255,13 @@ class LogLM(TaskMixin):
         Raises:
             ModelNotFoundError: the path does not exist or the default model is
                 not installed.
+            AdapterNotFoundError: an adapter folder or one of its files is missing.
+            AdapterError: an adapter that is corrupt, does not fit the model's
+                shapes, or uses what loglm cannot merge (DoRA, ``modules_to_save``,
+                trained biases, targets other than the seven block projections).
             ModelLoadError / UnsupportedModelError / TokenizerError / DeviceError.
         """
+        adapters = resolve_adapters(adapter, path)
         p = resolve(path)
         engine = _loglm.Engine.load(
             os.fspath(p),
@@ -250,6 +270,7 @@ class LogLM(TaskMixin):
             dtype=dtype,
             context_length=context_length,
             tokenizer=None if tokenizer is None else os.fspath(tokenizer),
+            adapters=[os.fspath(a) for a in adapters],
         )
         return cls(engine, system_prompt=system_prompt)
 
@@ -297,7 +318,8 @@ class LogLM(TaskMixin):
 
     @property
     def info(self) -> Dict[str, Any]:
-        """Architecture, sizes, context length, threads, file path..."""
+        """Architecture, sizes, context length, threads, file path, ``adapter`` (the
+        LoRA adapter folders merged, in order; empty for the base model)..."""
         return dict(self._info)
 
     @property
@@ -306,8 +328,9 @@ class LogLM(TaskMixin):
 
     def __repr__(self) -> str:
         i = self._info
+        ad = "".join(f", adapter={os.path.basename(a)!r}" for a in i.get("adapter", []))
         return (
-            f"LogLM({os.path.basename(i['path'])!r}, arch={i['architecture']}, "
+            f"LogLM({os.path.basename(i['path'])!r}{ad}, arch={i['architecture']}, "
             f"layers={i['n_layer']}, context={i['context_length']}, threads={i['threads']})"
         )
 
@@ -451,6 +474,22 @@ class LogLM(TaskMixin):
             stop=list(stop or []),
         )
         return TextStream(inner)
+
+    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Next-token logits at every position of ``token_ids``: a float32 array of
+        shape ``(len(token_ids), vocab_size)`` whose row ``i`` scores token ``i + 1``.
+
+        Ids come from :meth:`tokenize` or :meth:`encode_prompt`; no BOS or chat
+        template is added here.
+        """
+        if isinstance(token_ids, (str, bytes)):
+            raise InvalidInputError("logits() takes token ids; use tokenize() or encode_prompt() first")
+        ids = [int(t) for t in token_ids]
+        if not ids:
+            raise InvalidInputError("logits() needs at least one token id")
+        if min(ids) < 0:
+            raise InvalidInputError("token ids must be >= 0")
+        return self._engine.logits(ids)
 
     def score_choices(self, prompt: Prompt, choices: Sequence[str], *, raw: bool = False) -> ChoiceScores:
         """Log-probability of each choice as the model's answer to ``prompt``.

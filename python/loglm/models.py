@@ -13,6 +13,11 @@ compile llama.cpp) and are never imported: loglm only locates their files.
   against a known sha256; a mismatch is refused. The package names say nothing
   of their content and carry no licence metadata, so this model is never the
   default.
+
+LoRA adapters (peft ``save_pretrained`` folders) are merged into a base model at
+load time. The default model uses the adapter shipped inside the package at
+``loglm/adapters/smollm2-135m-loglm/`` when that folder exists
+(:func:`default_adapter_path`).
 """
 from __future__ import annotations
 
@@ -20,8 +25,9 @@ import hashlib
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any, List, Optional
 
-from loglm.errors import ModelLoadError, ModelNotFoundError
+from loglm.errors import InvalidInputError, ModelLoadError, ModelNotFoundError
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -132,6 +138,54 @@ def qwen25_coder_path(cache: str | os.PathLike[str] | None = None) -> Path:
         )
     os.replace(tmp, target)
     return target
+
+
+DEFAULT_ADAPTER = "smollm2-135m-loglm"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def adapters_dir() -> Path:
+    """Folder of the LoRA adapters shipped inside the package (``loglm/adapters``)."""
+    return Path(__file__).resolve().parent / "adapters"
+
+
+def default_adapter_path() -> Optional[Path]:
+    """The default model's shipped LoRA adapter folder, or ``None`` when the package has none."""
+    d = adapters_dir() / DEFAULT_ADAPTER
+    return d if (d / "adapter_config.json").is_file() else None
+
+
+def resolve_adapters(adapter: Any, model_path: Any = None) -> List[Path]:
+    """The adapter folders ``LogLM.load(model_path, adapter=adapter)`` merges, in order.
+
+    ``adapter`` is ``None`` (none), ``"auto"`` (the shipped default adapter when
+    ``model_path`` is ``None`` and the package has one, else none), a path, or a
+    list of paths. Existence and format are checked when the model loads.
+    """
+    if adapter is None:
+        return []
+    if isinstance(adapter, str) and adapter == "auto":
+        if model_path is None:
+            d = default_adapter_path()
+            return [d] if d is not None else []
+        return []
+    items = [adapter] if isinstance(adapter, (str, os.PathLike)) else adapter
+    if not isinstance(items, (list, tuple)):
+        raise InvalidInputError(
+            f"adapter must be None, \"auto\", a path or a list of paths, not {type(adapter).__name__}"
+        )
+    out = []
+    for a in items:
+        if not isinstance(a, (str, os.PathLike)):
+            raise InvalidInputError(f"adapter paths must be str or os.PathLike, not {type(a).__name__}")
+        out.append(Path(os.fspath(a)).expanduser())
+    return out
+
+
+def adapter_sha256(path: str | os.PathLike[str]) -> Optional[str]:
+    """sha256 of an adapter folder's ``adapter_model.safetensors`` (``None`` if absent)."""
+    f = Path(path) / ADAPTER_WEIGHTS
+    return sha256_file(f) if f.is_file() else None
 
 
 def resolve(name_or_path: str | os.PathLike[str] | None) -> Path:

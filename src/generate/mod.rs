@@ -397,5 +397,31 @@ pub fn score_choices(
     Ok(out)
 }
 
+/// Logits of every position of `tokens` (row-major `[tokens.len(), vocab]`),
+/// processed `prefill_chunk` tokens at a time from an empty cache. For tests
+/// and analysis: the row of position `i` is the distribution of token `i + 1`.
+pub fn logits(model: &Model, tokens: &[u32], prefill_chunk: usize, sink: &dyn Sink) -> Result<Vec<f32>> {
+    if tokens.is_empty() {
+        return Err(Error::InvalidArgument("empty token list".into()));
+    }
+    if tokens.len() > model.context_length {
+        return Err(Error::ContextLength {
+            prompt_tokens: tokens.len(),
+            max_new_tokens: 0,
+            context_length: model.context_length,
+        });
+    }
+    let mut cache = KvCache::new(&model.cfg, tokens.len());
+    let mut out = Vec::with_capacity(tokens.len() * model.cfg.vocab_size);
+    for c in tokens.chunks(prefill_chunk.max(1)) {
+        if sink.cancelled() {
+            return Err(Error::Interrupted);
+        }
+        let mut r = model.forward(&mut [Chunk { cache: &mut cache, tokens: c, logits: Logits::All }])?;
+        out.append(&mut r[0].data);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests;

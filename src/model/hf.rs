@@ -111,6 +111,19 @@ pub fn load(dir: &Path, dense_as: DenseAs) -> Result<(Config, Weights)> {
     if c.get("rope_scaling").is_some_and(|v| !v.is_null()) {
         return Err(Error::Unsupported("rope_scaling is not supported".into()));
     }
+    // transformers >= 5 writes `rope_parameters` ({"rope_type", "rope_theta"}) instead
+    // of a top-level `rope_theta`.
+    let rope_params = c.get("rope_parameters").filter(|v| v.is_object());
+    if let Some(t) = rope_params.and_then(|p| p.get("rope_type")).and_then(|v| v.as_str()) {
+        if t != "default" {
+            return Err(Error::Unsupported(format!("rope_type {t:?} is not supported (only \"default\")")));
+        }
+    }
+    let rope_theta = c
+        .get("rope_theta")
+        .and_then(|v| v.as_f64())
+        .or_else(|| rope_params.and_then(|p| p.get("rope_theta")).and_then(|v| v.as_f64()))
+        .unwrap_or(10_000.0);
     let req = |k: &str| {
         get_usize(&c, k).ok_or_else(|| Error::ModelFormat(format!("{} lacks {k}", cfg_path.display())))
     };
@@ -128,7 +141,7 @@ pub fn load(dir: &Path, dense_as: DenseAs) -> Result<(Config, Weights)> {
         head_dim: get_usize(&c, "head_dim").unwrap_or(n_embd / n_head),
         n_ff: req("intermediate_size")?,
         vocab_size: req("vocab_size")?,
-        rope_theta: c.get("rope_theta").and_then(|v| v.as_f64()).unwrap_or(10_000.0) as f32,
+        rope_theta: rope_theta as f32,
         rope_style: RopeStyle::Neox,
         rms_eps: c.get("rms_norm_eps").and_then(|v| v.as_f64()).unwrap_or(1e-6) as f32,
         train_context: get_usize(&c, "max_position_embeddings").unwrap_or(4096),
@@ -181,4 +194,30 @@ pub fn load(dir: &Path, dense_as: DenseAs) -> Result<(Config, Weights)> {
     let weights = Weights { embed, layers, out_norm: vector("model.norm.weight")?, lm_head };
     weights.validate(&cfg)?;
     Ok((cfg, weights))
+}
+
+/// Re-encode every dense matrix whose row length allows it as Q8_0: what
+/// `load(.., DenseAs::Q8_0)` does while reading, for weights loaded as f32
+/// first (so that LoRA adapters are merged before quantization, not after).
+pub fn quantize_dense(weights: &mut Weights) {
+    let q = |lin: &mut Linear| {
+        if let Weight::F32(v) = &lin.weight {
+            if lin.in_dim % QK == 0 {
+                let mut b = Vec::new();
+                quant::quantize_q8_0(v, &mut b);
+                let allow = lin.allow_dense;
+                *lin = Linear::new(lin.out_dim, lin.in_dim, Weight::Q8_0(b));
+                lin.allow_dense = allow;
+            }
+        }
+    };
+    q(&mut weights.embed);
+    if let Some(h) = weights.lm_head.as_mut() {
+        q(h);
+    }
+    for l in &mut weights.layers {
+        for lin in [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down] {
+            q(lin);
+        }
+    }
 }

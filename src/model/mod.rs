@@ -4,7 +4,8 @@
 //! positions share one batched step (see `forward.rs`).
 //!
 //! Weights come from GGUF (`gguf.rs`, the llama.cpp tensor names) or a Hugging
-//! Face folder of safetensors (`hf.rs`). They are immutable once loaded and
+//! Face folder of safetensors (`hf.rs`), with LoRA adapters merged in at load
+//! time (`lora.rs`). They are immutable once loaded and
 //! shared by every sequence; each sequence owns a preallocated [`KvCache`]
 //! (the candle `llama.rs` design, with the cache passed in rather than hidden in
 //! the model).
@@ -13,6 +14,7 @@ pub mod gguf;
 pub mod hf;
 pub mod linear;
 pub mod packed;
+pub mod lora;
 pub mod quant;
 
 use crate::error::{Error, Result};

@@ -214,18 +214,18 @@ pub(crate) fn reference_logits(m: &Model, tokens: &[u32]) -> Vec<Vec<f32>> {
     xs.iter().map(|x| matvec(&head, &rmsnorm(x, &w.out_norm, cfg.rms_eps))).collect()
 }
 
-fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
-fn tokens(n: usize, seed: u64, vocab: usize) -> Vec<u32> {
+pub(crate) fn tokens(n: usize, seed: u64, vocab: usize) -> Vec<u32> {
     let mut r = rand::rngs::StdRng::seed_from_u64(seed);
     (0..n).map(|_| r.random_range(0..vocab as u32)).collect()
 }
 
 /// Logits of every position, feeding `toks` one chunk at a time.
-fn run_chunks(m: &Model, toks: &[u32], chunk: usize) -> Vec<Vec<f32>> {
+pub(crate) fn run_chunks(m: &Model, toks: &[u32], chunk: usize) -> Vec<Vec<f32>> {
     let mut cache = KvCache::new(&m.cfg, toks.len());
     let mut out = Vec::new();
     for c in toks.chunks(chunk) {

@@ -13,6 +13,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -165,7 +166,8 @@ pub struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[staticmethod]
-    #[pyo3(signature = (path, *, device="cpu".to_string(), threads=None, dtype="auto".to_string(), context_length=None, tokenizer=None))]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (path, *, device="cpu".to_string(), threads=None, dtype="auto".to_string(), context_length=None, tokenizer=None, adapters=Vec::new()))]
     fn load(
         py: Python<'_>,
         path: PathBuf,
@@ -174,8 +176,9 @@ impl PyEngine {
         dtype: String,
         context_length: Option<usize>,
         tokenizer: Option<PathBuf>,
+        adapters: Vec<PathBuf>,
     ) -> PyResult<Self> {
-        let opts = LoadOptions { device, threads, dtype, context_length, tokenizer };
+        let opts = LoadOptions { device, threads, dtype, context_length, tokenizer, adapters };
         let engine = run_interruptible(py, |_| Engine::load(&path, &opts))?;
         Ok(PyEngine { inner: Arc::new(engine) })
     }
@@ -198,6 +201,7 @@ impl PyEngine {
         d.set_item("train_context_length", c.train_context)?;
         d.set_item("threads", e.model.threads)?;
         d.set_item("device", &e.device)?;
+        d.set_item("adapter", e.adapters.iter().map(|p| p.to_string_lossy().to_string()).collect::<Vec<_>>())?;
         d.set_item("weight_bytes", e.model.weights.bytes())?;
         d.set_item("weight_types", {
             let mut kinds: Vec<&str> = e
@@ -376,6 +380,17 @@ impl PyEngine {
             })
             .map_err(|e| loglm_err("InternalError", format!("cannot start a thread: {e}")))?;
         Ok(PyBatchStream { rx: Mutex::new(Some(rx)), cancel, stats: Mutex::new(None), done: AtomicBool::new(false) })
+    }
+
+    /// Logits of every position of `tokens`, as a float32 array `[len(tokens), vocab]`.
+    #[pyo3(signature = (tokens, *, prefill_chunk=512))]
+    fn logits<'py>(&self, py: Python<'py>, tokens: Vec<u32>, prefill_chunk: usize) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let e = self.inner.clone();
+        let n = tokens.len();
+        let vocab = e.model.cfg.vocab_size;
+        let data = run_interruptible(py, move |cancel| generate::logits(&e.model, &tokens, prefill_chunk, &CancelFlag(cancel)))?;
+        let arr = PyArray1::from_vec(py, data);
+        arr.reshape([n, vocab])
     }
 
     /// Log-probability of each token of each choice, continuing `prompt`.

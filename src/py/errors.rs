@@ -33,6 +33,8 @@ pub(crate) fn to_py_err(e: Error) -> PyErr {
         Error::InvalidArgument(_) | Error::Json(_) => "InvalidInputError",
         Error::ModelFormat(_) => "ModelLoadError",
         Error::Unsupported(_) => "UnsupportedModelError",
+        Error::Adapter(_) => "AdapterError",
+        Error::AdapterNotFound(_) => "AdapterNotFoundError",
         Error::Tokenizer(_) => "TokenizerError",
         Error::ContextLength { .. } => "ContextLengthError",
         Error::Device(_) => "DeviceError",
