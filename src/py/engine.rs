@@ -18,7 +18,7 @@ use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use super::errors::{loglm_err, panic_err, to_py_err};
+use super::errors::{loglm_err, panic_err, panic_msg_err, to_py_err};
 use crate::engine::{Engine, LoadOptions};
 use crate::error::{Error, Result};
 use crate::generate::{self, BatchStats, CancelFlag, Completion, Request, SamplingParams, SchedulerConfig, Sink};
@@ -437,6 +437,39 @@ pub struct PyTokenStream {
     done: AtomicBool,
 }
 
+/// Next event of a worker thread, waited for with the GIL released; Ctrl-C
+/// between polls cancels the worker. The receiver is handed back so the
+/// caller can keep it for the next call.
+fn next_event<T: Send>(
+    py: Python<'_>,
+    mut rx: Receiver<T>,
+    cancel: &AtomicBool,
+    done: &AtomicBool,
+    what: &str,
+) -> (Receiver<T>, PyResult<T>) {
+    loop {
+        let (back, got) = py.allow_threads(move || {
+            let got = rx.recv_timeout(POLL);
+            (rx, got)
+        });
+        rx = back;
+        match got {
+            Ok(ev) => return (rx, Ok(ev)),
+            Err(RecvTimeoutError::Timeout) => {
+                if let Err(e) = py.check_signals() {
+                    cancel.store(true, Ordering::Relaxed);
+                    done.store(true, Ordering::Relaxed);
+                    return (rx, Err(e));
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                done.store(true, Ordering::Relaxed);
+                return (rx, Err(loglm_err("InternalError", format!("{what} worker vanished"))));
+            }
+        }
+    }
+}
+
 #[pymethods]
 impl PyTokenStream {
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -448,51 +481,26 @@ impl PyTokenStream {
             return Err(PyStopIteration::new_err(()));
         }
         let mut slot = self.rx.lock().map_err(|_| loglm_err("InternalError", "stream lock poisoned".into()))?;
-        let Some(mut rx) = slot.take() else {
+        let Some(rx) = slot.take() else {
             return Err(PyStopIteration::new_err(()));
         };
-        let out = loop {
-            let (back, got) = py.allow_threads(move || {
-                let got = rx.recv_timeout(POLL);
-                (rx, got)
-            });
-            rx = back;
-            match got {
-                Ok(StreamEvent::Piece(s)) => break Ok(s),
-                Ok(StreamEvent::Done(r)) => {
-                    self.done.store(true, Ordering::Relaxed);
-                    match r {
-                        Ok(c) => {
-                            if let Ok(mut res) = self.result.lock() {
-                                *res = Some(c);
-                            }
-                            break Err(PyStopIteration::new_err(()));
-                        }
-                        Err(e) => break Err(to_py_err(e)),
-                    }
+        let (back, got) = next_event(py, rx, &self.cancel, &self.done, "stream");
+        *slot = Some(back);
+        match got? {
+            StreamEvent::Piece(s) => Ok(s),
+            StreamEvent::Done(r) => {
+                self.done.store(true, Ordering::Relaxed);
+                let c = r.map_err(to_py_err)?;
+                if let Ok(mut res) = self.result.lock() {
+                    *res = Some(c);
                 }
-                Ok(StreamEvent::Panic(msg)) => {
-                    self.done.store(true, Ordering::Relaxed);
-                    break Err(loglm_err(
-                        "InternalError",
-                        format!("Rust panic inside loglm (this is a bug, please report it): {msg}"),
-                    ));
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Err(e) = py.check_signals() {
-                        self.cancel.store(true, Ordering::Relaxed);
-                        self.done.store(true, Ordering::Relaxed);
-                        break Err(e);
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.done.store(true, Ordering::Relaxed);
-                    break Err(loglm_err("InternalError", "stream worker vanished".into()));
-                }
+                Err(PyStopIteration::new_err(()))
             }
-        };
-        *slot = Some(rx);
-        out
+            StreamEvent::Panic(msg) => {
+                self.done.store(true, Ordering::Relaxed);
+                Err(panic_msg_err(&msg))
+            }
+        }
     }
 
     /// The completion (dict) once the stream is exhausted, else None.
@@ -564,57 +572,32 @@ impl PyBatchStream {
             return Err(PyStopIteration::new_err(()));
         }
         let mut slot = self.rx.lock().map_err(|_| loglm_err("InternalError", "stream lock poisoned".into()))?;
-        let Some(mut rx) = slot.take() else {
+        let Some(rx) = slot.take() else {
             return Err(PyStopIteration::new_err(()));
         };
-        let out = loop {
-            let (back, got) = py.allow_threads(move || {
-                let got = rx.recv_timeout(POLL);
-                (rx, got)
-            });
-            rx = back;
-            match got {
-                Ok(BatchEvent::Piece(i, s)) => {
-                    break PyTuple::new(py, [i.into_pyobject(py)?.into_any(), s.into_pyobject(py)?.into_any(), py.None().into_bound(py)]);
-                }
-                Ok(BatchEvent::Finished(i, c)) => {
-                    let d = completion_dict(py, &c)?;
-                    break PyTuple::new(py, [i.into_pyobject(py)?.into_any(), "".into_pyobject(py)?.into_any(), d.into_any()]);
-                }
-                Ok(BatchEvent::End(r)) => {
-                    self.done.store(true, Ordering::Relaxed);
-                    match r {
-                        Ok(st) => {
-                            if let Ok(mut slot) = self.stats.lock() {
-                                *slot = Some(st);
-                            }
-                            break Err(PyStopIteration::new_err(()));
-                        }
-                        Err(e) => break Err(to_py_err(e)),
-                    }
-                }
-                Ok(BatchEvent::Panic(msg)) => {
-                    self.done.store(true, Ordering::Relaxed);
-                    break Err(loglm_err(
-                        "InternalError",
-                        format!("Rust panic inside loglm (this is a bug, please report it): {msg}"),
-                    ));
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Err(e) = py.check_signals() {
-                        self.cancel.store(true, Ordering::Relaxed);
-                        self.done.store(true, Ordering::Relaxed);
-                        break Err(e);
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.done.store(true, Ordering::Relaxed);
-                    break Err(loglm_err("InternalError", "batch worker vanished".into()));
-                }
+        let (back, got) = next_event(py, rx, &self.cancel, &self.done, "batch");
+        *slot = Some(back);
+        match got? {
+            BatchEvent::Piece(i, s) => {
+                PyTuple::new(py, [i.into_pyobject(py)?.into_any(), s.into_pyobject(py)?.into_any(), py.None().into_bound(py)])
             }
-        };
-        *slot = Some(rx);
-        out
+            BatchEvent::Finished(i, c) => {
+                let d = completion_dict(py, &c)?;
+                PyTuple::new(py, [i.into_pyobject(py)?.into_any(), "".into_pyobject(py)?.into_any(), d.into_any()])
+            }
+            BatchEvent::End(r) => {
+                self.done.store(true, Ordering::Relaxed);
+                let st = r.map_err(to_py_err)?;
+                if let Ok(mut slot) = self.stats.lock() {
+                    *slot = Some(st);
+                }
+                Err(PyStopIteration::new_err(()))
+            }
+            BatchEvent::Panic(msg) => {
+                self.done.store(true, Ordering::Relaxed);
+                Err(panic_msg_err(&msg))
+            }
+        }
     }
 
     /// The batch figures (dict) once the stream is exhausted, else None.

@@ -77,6 +77,10 @@ pub(crate) fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 pub(crate) fn panic_err(payload: &Box<dyn std::any::Any + Send>) -> PyErr {
-    let msg = panic_message(payload);
+    panic_msg_err(&panic_message(payload))
+}
+
+/// The `InternalError` for a caught panic with message `msg`.
+pub(crate) fn panic_msg_err(msg: &str) -> PyErr {
     loglm_err("InternalError", format!("Rust panic inside loglm (this is a bug, please report it): {msg}"))
 }
