@@ -1,4 +1,4 @@
-"""The ``loglm`` command line: parse, detect, explain, ask, eval, serve.
+"""The ``loglm`` command line: parse, detect, explain, ask, eval, serve, finetune.
 
     loglm parse app.log                 # templates with counts (--json: one record per line)
     loglm detect app.log --threshold 0.6
@@ -7,13 +7,14 @@
     loglm eval all --limit 50           # paper tables, JSON + Markdown in ./eval_results
     loglm serve --port 8000             # OpenAI-compatible server (loopback by default)
     loglm eval all --adapter none       # the base model, without the shipped LoRA adapter
+    loglm finetune --out my-adapter     # LoRA tuning on the LogLM set (pip install 'loglm[train]')
 
 ``--adapter PATH`` merges a peft LoRA adapter folder into the model (repeat it to
 merge several, in order); ``--adapter none`` loads the base model alone. Without it,
 the default model uses its shipped adapter when the package has one.
 
 Exit status: 0 success, 2 bad input (missing/empty/binary file, unknown system...),
-1 other errors, 130 interrupted.
+1 other errors (a missing optional extra included), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -182,6 +183,36 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    try:
+        from loglm.train import finetune
+        import loglm.train as train
+
+        train._require_train_deps()
+    except ImportError as e:
+        print(f"loglm: error: {e}", file=sys.stderr)
+        return 1
+    if args.heldout is not None and not 0.0 <= args.heldout < 1.0:
+        raise _Bad("--heldout must be in [0, 1)")
+    res = finetune(args.base, args.data, args.out, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr,
+                   rank=args.rank, alpha=args.alpha, dropout=args.dropout, max_length=args.max_length,
+                   batch_size=args.batch_size, grad_accum=args.grad_accum, heldout=args.heldout,
+                   eval_steps=args.eval_steps, save_steps=args.save_steps, checkpoint_dir=args.checkpoint_dir,
+                   save_dtype=args.save_dtype, threads=args.threads, device=args.device, dtype=args.dtype,
+                   max_seconds=args.max_seconds, seed=args.seed,
+                   progress=not args.no_progress, log_path=args.log)
+    summary = {"adapter_dir": str(res.adapter_dir), "steps": res.steps, "epochs": res.epochs,
+               "train_loss": res.train_loss, "heldout_loss": res.heldout_loss, "seconds": res.seconds,
+               "log": str(res.log_path)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        held = "n/a" if res.heldout_loss is None else f"{res.heldout_loss:.4f}"
+        print(f"adapter written to {res.adapter_dir} ({res.steps} steps, {res.epochs:.2f} epochs, "
+              f"{res.seconds:.0f} s); train loss {res.train_loss:.4f}, held-out loss {held}; log {res.log_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``loglm`` command."""
     from loglm import __version__
@@ -258,6 +289,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the model")
     p.add_argument("--context-length", type=int, default=None, help="tokens per sequence (default: model's, max 8192)")
     p.set_defaults(func=_cmd_serve)
+    p = sub.add_parser("finetune", help="LoRA instruction tuning (needs pip install 'loglm[train]')",
+                       description="LoRA instruction tuning of a GGUF / Hugging Face base on Alpaca-format "
+                                   "records (default: the LogLM training set); loss on the response tokens only.")
+    p.add_argument("--base", default=None, help="GGUF file, HF folder or model name (default: the embedded model)")
+    p.add_argument("--data", default=None, help="Alpaca JSON/JSONL (default: LogLM instructions_train.json)")
+    p.add_argument("--out", required=True, help="adapter folder to write")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (default 2 x rank)")
+    p.add_argument("--dropout", type=float, default=0.0, help="LoRA dropout (default 0: it is costly on CPU)")
+    p.add_argument("--max-length", type=int, default=512, help="tokens per example (longer responses are cut)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--heldout", type=float, default=0.05, help="fraction of records held out for the loss")
+    p.add_argument("--eval-steps", type=int, default=None, help="held-out loss every N steps")
+    p.add_argument("--save-steps", type=int, default=None, help="checkpoint every N steps")
+    p.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default OUT/checkpoints)")
+    p.add_argument("--save-dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--log", default=None, help="training_log.json path (default OUT/training_log.json)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="base weights while training (bfloat16: much faster on AMX CPUs and GPUs)")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop training after this many seconds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_cmd_finetune)
     return ap
 
 
