@@ -1,18 +1,23 @@
 //! A loaded model and its tokenizer, ready to generate: the one object the
 //! Python `LogLM` class wraps. Picks the loader from the path (a `.gguf` file
 //! or a Hugging Face folder), the tokenizer (an explicit `tokenizer.json`, the
-//! folder's own, or the one rebuilt from GGUF metadata) and checks the device.
+//! folder's own, or the one rebuilt from GGUF metadata) and the backend: the
+//! native CPU engine for "cpu", the candle tensor path (`model/device.rs`) for
+//! "cuda" / "cuda:N" in builds with the `cuda` feature.
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::generate::{self, BatchStats, Completion, Request, SchedulerConfig, Sink, TextDecoder, Vocab};
+use crate::model::backend::Backend;
+use crate::model::device::{self, DeviceModel};
 use crate::model::hf::DenseAs;
-use crate::model::{gguf, hf, Model};
+use crate::model::{gguf, hf, Config, Model};
 use crate::tokenizer::{DecodeStream, Tokenizer};
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// "cpu" (default), "cuda" or "cuda:N".
+    /// "cpu" (default), "cuda" or "cuda:N". Undocumented: "candle-cpu" runs the
+    /// device code path on candle's CPU backend (tests of the CUDA path without a GPU).
     pub device: String,
     pub threads: Option<usize>,
     /// "auto", "f32" or "q8_0": how dense (safetensors) matrices are kept.
@@ -29,17 +34,18 @@ impl Default for LoadOptions {
 }
 
 pub struct Engine {
-    pub model: Model,
+    pub backend: Backend,
     pub tokenizer: Tokenizer,
     pub path: PathBuf,
     pub format: &'static str,
     pub device: String,
 }
 
-/// Which devices this build can run on.
+/// Normalise a device string and check this build can run on it (the GPU
+/// itself is opened later, by [`device::open_device`]).
 pub fn check_device(device: &str) -> Result<String> {
     let d = device.trim().to_ascii_lowercase();
-    if d == "cpu" {
+    if d == "cpu" || d == "candle-cpu" {
         return Ok(d);
     }
     let is_cuda = d == "cuda" || d.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
@@ -54,15 +60,14 @@ pub fn check_device(device: &str) -> Result<String> {
              rebuild with `maturin develop --release --features cuda` on a machine with the CUDA toolkit"
         )));
     }
-    Err(Error::Device(format!(
-        "device {device:?}: the CUDA build links candle's CUDA backend, but the loglm engine's \
-         transformer kernels run on the CPU only in this version; use device=\"cpu\""
-    )))
+    Ok(d)
 }
 
 impl Engine {
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Engine> {
         let device = check_device(&opts.device)?;
+        // Open the GPU before reading weights: a missing driver fails fast.
+        let candle_device = if device == "cpu" { None } else { Some(device::open_device(&device)?) };
         if !path.exists() {
             return Err(Error::NotFound(path.to_path_buf()));
         }
@@ -116,7 +121,37 @@ impl Engine {
         };
         weights.set_allow_dense(allow_dense);
         let model = Model::new(cfg, weights, opts.context_length, opts.threads)?;
-        Ok(Engine { model, tokenizer, path: path.to_path_buf(), format, device })
+        let (backend, device) = match candle_device {
+            None => (Backend::Cpu(model), device),
+            Some((dev, name)) => (Backend::Device(DeviceModel::from_model(model, dev, name.clone())?), name),
+        };
+        Ok(Engine { backend, tokenizer, path: path.to_path_buf(), format, device })
+    }
+
+    pub fn config(&self) -> &Config {
+        self.backend.config()
+    }
+
+    /// Check a request against the model before any work starts.
+    pub fn check_request(&self, r: &Request) -> Result<()> {
+        match &self.backend {
+            Backend::Cpu(m) => generate::check_request(m, r),
+            Backend::Device(m) => generate::check_request(m, r),
+        }
+    }
+
+    /// Log-probabilities of each token of each choice, continuing `prompt`.
+    pub fn score_choices(
+        &self,
+        prompt: &[u32],
+        choices: &[Vec<u32>],
+        sched: &SchedulerConfig,
+        sink: &dyn Sink,
+    ) -> Result<Vec<Vec<f64>>> {
+        match &self.backend {
+            Backend::Cpu(m) => generate::score_choices(m, prompt, choices, sched, sink),
+            Backend::Device(m) => generate::score_choices(m, prompt, choices, sched, sink),
+        }
     }
 
     pub fn generate(
@@ -125,7 +160,10 @@ impl Engine {
         sched: &SchedulerConfig,
         sink: &mut dyn Sink,
     ) -> Result<(Vec<Completion>, BatchStats)> {
-        generate::generate(&self.model, &self.tokenizer, requests, sched, sink)
+        match &self.backend {
+            Backend::Cpu(m) => generate::generate(m, &self.tokenizer, requests, sched, sink),
+            Backend::Device(m) => generate::generate(m, &self.tokenizer, requests, sched, sink),
+        }
     }
 }
 

@@ -223,7 +223,9 @@ class LogLM(TaskMixin):
                 folder (``config.json`` + safetensors + ``tokenizer.json``), a model
                 name (``"smollm2-135m"``, ``"qwen2.5-coder-0.5b"``), or ``None`` for
                 the default model.
-            device: ``"cpu"``; ``"cuda"`` / ``"cuda:N"`` needs a CUDA build.
+            device: ``"cpu"`` (the native engine); ``"cuda"`` / ``"cuda:N"`` runs
+                on an NVIDIA GPU and needs a build with the ``cuda`` feature
+                (``loglm.build_info()["cuda"]``), else ``DeviceError``.
             threads: CPU threads (default: ``LOGLM_NUM_THREADS``, ``RAYON_NUM_THREADS``
                 or all cores). On small machines, one thread per physical core.
             dtype: how dense safetensors matrices are kept: ``"auto"``/``"f32"`` or
