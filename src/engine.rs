@@ -2,19 +2,24 @@
 //! Python `LogLM` class wraps. Picks the loader from the path (a `.gguf` file
 //! or a Hugging Face folder), the tokenizer (an explicit `tokenizer.json`, the
 //! folder's own, or the one rebuilt from GGUF metadata), merges LoRA adapters
-//! (`model/lora.rs`) and checks the device.
+//! (`model/lora.rs`) and picks the backend: the native CPU engine for "cpu",
+//! the candle tensor path (`model/device.rs`) for "cuda" / "cuda:N" in builds
+//! with the `cuda` feature.
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::generate::{self, BatchStats, Completion, Request, SchedulerConfig, Sink, TextDecoder, Vocab};
+use crate::model::backend::Backend;
+use crate::model::device::{self, DeviceModel};
 use crate::model::hf::DenseAs;
 use crate::model::lora::{self, Adapter, MergeAs};
-use crate::model::{gguf, hf, Model};
+use crate::model::{gguf, hf, Config, Model};
 use crate::tokenizer::{DecodeStream, Tokenizer};
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// "cpu" (default), "cuda" or "cuda:N".
+    /// "cpu" (default), "cuda" or "cuda:N". Undocumented: "candle-cpu" runs the
+    /// device code path on candle's CPU backend (tests of the CUDA path without a GPU).
     pub device: String,
     pub threads: Option<usize>,
     /// "auto", "f32" or "q8_0": how dense (safetensors) matrices are kept.
@@ -40,7 +45,7 @@ impl Default for LoadOptions {
 }
 
 pub struct Engine {
-    pub model: Model,
+    pub backend: Backend,
     pub tokenizer: Tokenizer,
     pub path: PathBuf,
     pub format: &'static str,
@@ -49,10 +54,11 @@ pub struct Engine {
     pub adapters: Vec<PathBuf>,
 }
 
-/// Which devices this build can run on.
+/// Normalise a device string and check this build can run on it (the GPU
+/// itself is opened later, by [`device::open_device`]).
 pub fn check_device(device: &str) -> Result<String> {
     let d = device.trim().to_ascii_lowercase();
-    if d == "cpu" {
+    if d == "cpu" || d == "candle-cpu" {
         return Ok(d);
     }
     let is_cuda = d == "cuda" || d.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
@@ -67,15 +73,14 @@ pub fn check_device(device: &str) -> Result<String> {
              rebuild with `maturin develop --release --features cuda` on a machine with the CUDA toolkit"
         )));
     }
-    Err(Error::Device(format!(
-        "device {device:?}: the CUDA build links candle's CUDA backend, but the loglm engine's \
-         transformer kernels run on the CPU only in this version; use device=\"cpu\""
-    )))
+    Ok(d)
 }
 
 impl Engine {
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Engine> {
         let device = check_device(&opts.device)?;
+        // Open the GPU before reading weights: a missing driver fails fast.
+        let candle_device = if device == "cpu" { None } else { Some(device::open_device(&device)?) };
         if !path.exists() {
             return Err(Error::NotFound(path.to_path_buf()));
         }
@@ -148,7 +153,45 @@ impl Engine {
         weights.set_allow_dense(allow_dense);
         let model = Model::new(cfg, weights, opts.context_length, opts.threads)?;
         let adapters = adapters.into_iter().map(|a| a.path).collect();
-        Ok(Engine { model, tokenizer, path: path.to_path_buf(), format, device, adapters })
+        let (backend, device) = match candle_device {
+            None => (Backend::Cpu(model), device),
+            Some((dev, name)) => (Backend::Device(DeviceModel::from_model(model, dev, name.clone())?), name),
+        };
+        Ok(Engine { backend, tokenizer, path: path.to_path_buf(), format, device, adapters })
+    }
+
+    pub fn config(&self) -> &Config {
+        self.backend.config()
+    }
+
+    /// Check a request against the model before any work starts.
+    pub fn check_request(&self, r: &Request) -> Result<()> {
+        match &self.backend {
+            Backend::Cpu(m) => generate::check_request(m, r),
+            Backend::Device(m) => generate::check_request(m, r),
+        }
+    }
+
+    /// Logits of every position of `tokens` (`[len, vocab]`, row-major).
+    pub fn logits(&self, tokens: &[u32], prefill_chunk: usize, sink: &dyn Sink) -> Result<Vec<f32>> {
+        match &self.backend {
+            Backend::Cpu(m) => generate::logits(m, tokens, prefill_chunk, sink),
+            Backend::Device(m) => generate::logits(m, tokens, prefill_chunk, sink),
+        }
+    }
+
+    /// Log-probabilities of each token of each choice, continuing `prompt`.
+    pub fn score_choices(
+        &self,
+        prompt: &[u32],
+        choices: &[Vec<u32>],
+        sched: &SchedulerConfig,
+        sink: &dyn Sink,
+    ) -> Result<Vec<Vec<f64>>> {
+        match &self.backend {
+            Backend::Cpu(m) => generate::score_choices(m, prompt, choices, sched, sink),
+            Backend::Device(m) => generate::score_choices(m, prompt, choices, sched, sink),
+        }
     }
 
     pub fn generate(
@@ -157,7 +200,10 @@ impl Engine {
         sched: &SchedulerConfig,
         sink: &mut dyn Sink,
     ) -> Result<(Vec<Completion>, BatchStats)> {
-        generate::generate(&self.model, &self.tokenizer, requests, sched, sink)
+        match &self.backend {
+            Backend::Cpu(m) => generate::generate(m, &self.tokenizer, requests, sched, sink),
+            Backend::Device(m) => generate::generate(m, &self.tokenizer, requests, sched, sink),
+        }
     }
 }
 

@@ -241,7 +241,9 @@ class LogLM(TaskMixin):
                 ``dtype="auto"`` or ``"q8_0"``, kept dense f32 with ``dtype="f32"``;
                 a safetensors base is merged in f32 before any ``"q8_0"`` encoding.
                 ``info["adapter"]`` lists the merged folders.
-            device: ``"cpu"``; ``"cuda"`` / ``"cuda:N"`` needs a CUDA build.
+            device: ``"cpu"`` (the native engine); ``"cuda"`` / ``"cuda:N"`` runs
+                on an NVIDIA GPU and needs a build with the ``cuda`` feature
+                (``loglm.build_info()["cuda"]``), else ``DeviceError``.
             threads: CPU threads (default: ``LOGLM_NUM_THREADS``, ``RAYON_NUM_THREADS``
                 or all cores). On small machines, one thread per physical core.
             dtype: how dense safetensors matrices are kept: ``"auto"``/``"f32"`` or

@@ -1,5 +1,6 @@
-//! Generation: a continuous-batching scheduler over [`Model::forward`], stop
-//! rules, streaming, and choice scoring.
+//! Generation: a continuous-batching scheduler over any [`LanguageModel`]
+//! (the native CPU engine or the candle device path), stop rules, streaming,
+//! and choice scoring.
 //!
 //! The scheduler follows TGI's `queue.rs` / mistral.rs: requests wait in a
 //! queue; between decode steps new sequences are admitted (up to `max_batch`
@@ -19,8 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::model::backend::{LanguageModel, SeqCache};
 use crate::model::forward::{Chunk, Logits};
-use crate::model::{KvCache, Model};
 pub use sampler::{SamplingParams, Sampler};
 
 /// Incremental detokenizer of one sequence.
@@ -116,9 +117,9 @@ pub struct BatchStats {
     pub decode_steps: usize,
 }
 
-struct Seq {
+struct Seq<C> {
     index: usize,
-    cache: KvCache,
+    cache: C,
     sampler: Sampler,
     decoder: Box<dyn TextDecoder>,
     text: String,
@@ -133,7 +134,7 @@ struct Seq {
     finished: Option<FinishReason>,
 }
 
-impl Seq {
+impl<C: SeqCache> Seq<C> {
     /// Take a sampled token: update text, check the stop rules, stream.
     fn accept(&mut self, tok: u32, vocab: &dyn Vocab, sink: &mut dyn Sink) -> Result<()> {
         let params = self.sampler.params();
@@ -148,7 +149,7 @@ impl Seq {
             if let Some(cut) = find_stop(&self.text, search_from, &params.stop) {
                 self.text.truncate(cut);
                 self.finished = Some(FinishReason::StopString);
-            } else if self.tokens.len() >= params.max_new_tokens || self.cache.len >= self.cache.capacity {
+            } else if self.tokens.len() >= params.max_new_tokens || self.cache.len() >= self.cache.capacity() {
                 self.finished = Some(FinishReason::Length);
             }
         }
@@ -196,24 +197,30 @@ fn find_stop(text: &str, from: usize, stops: &[String]) -> Option<usize> {
 }
 
 /// Check a request against the model before any work starts.
-pub fn check_request(model: &Model, r: &Request) -> Result<()> {
+pub fn check_request<M: LanguageModel + ?Sized>(model: &M, r: &Request) -> Result<()> {
     r.params.validate()?;
     if r.prompt.is_empty() {
         return Err(Error::InvalidArgument("empty prompt: nothing to condition on".into()));
     }
     let need = r.prompt.len() + r.params.max_new_tokens;
-    if need > model.context_length {
+    if need > model.context_length() {
         return Err(Error::ContextLength {
             prompt_tokens: r.prompt.len(),
             max_new_tokens: r.params.max_new_tokens,
-            context_length: model.context_length,
+            context_length: model.context_length(),
         });
     }
     Ok(())
 }
 
 /// Prefill `tokens` into `cache` in chunks; returns the last token's logits.
-fn prefill(model: &Model, cache: &mut KvCache, tokens: &[u32], chunk: usize, sink: &dyn Sink) -> Result<Vec<f32>> {
+fn prefill<M: LanguageModel + ?Sized>(
+    model: &M,
+    cache: &mut M::Cache,
+    tokens: &[u32],
+    chunk: usize,
+    sink: &dyn Sink,
+) -> Result<Vec<f32>> {
     let chunk = chunk.max(1);
     let mut last = Vec::new();
     let n = tokens.len();
@@ -225,7 +232,7 @@ fn prefill(model: &Model, cache: &mut KvCache, tokens: &[u32], chunk: usize, sin
         let end = (start + chunk).min(n);
         let mode = if end == n { Logits::Last } else { Logits::None };
         let mut chunks = [Chunk { cache, tokens: &tokens[start..end], logits: mode }];
-        let mut out = model.forward(&mut chunks)?;
+        let mut out = model.forward_chunks(&mut chunks)?;
         if end == n {
             last = std::mem::take(&mut out[0].data);
         }
@@ -236,8 +243,8 @@ fn prefill(model: &Model, cache: &mut KvCache, tokens: &[u32], chunk: usize, sin
 
 /// Generate completions for all requests, batching up to `sched.max_batch`
 /// sequences per decode step. Results are in request order.
-pub fn generate(
-    model: &Model,
+pub fn generate<M: LanguageModel + ?Sized>(
+    model: &M,
     vocab: &dyn Vocab,
     requests: Vec<Request>,
     sched: &SchedulerConfig,
@@ -252,16 +259,16 @@ pub fn generate(
     let max_batch = sched.max_batch.max(1);
     let mut results: Vec<Option<Completion>> = vec![None; requests.len()];
     let mut pending: VecDeque<(usize, Request)> = requests.into_iter().enumerate().collect();
-    let mut active: Vec<Seq> = Vec::new();
+    let mut active: Vec<Seq<M::Cache>> = Vec::new();
     let mut stats = BatchStats::default();
-    let vocab_size = model.cfg.vocab_size;
+    let vocab_size = model.config().vocab_size;
     loop {
         // Admit and prefill new sequences.
         while active.len() < max_batch {
             let Some((index, req)) = pending.pop_front() else { break };
             let t0 = Instant::now();
             let capacity = req.prompt.len() + req.params.max_new_tokens;
-            let mut cache = KvCache::new(&model.cfg, capacity);
+            let mut cache = model.new_cache(capacity)?;
             let mut logits = prefill(model, &mut cache, &req.prompt, sched.prefill_chunk, sink)?;
             let max_stop = req.params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
             let mut seq = Seq {
@@ -302,12 +309,12 @@ pub fn generate(
         // One decode step for every running sequence.
         let t0 = Instant::now();
         let last: Vec<[u32; 1]> = active.iter().map(|s| [s.last]).collect();
-        let mut chunks: Vec<Chunk<'_>> = active
+        let mut chunks: Vec<Chunk<'_, M::Cache>> = active
             .iter_mut()
             .zip(last.iter())
             .map(|(s, t)| Chunk { cache: &mut s.cache, tokens: t, logits: Logits::Last })
             .collect();
-        let outs = model.forward(&mut chunks)?;
+        let outs = model.forward_chunks(&mut chunks)?;
         drop(chunks);
         for (s, mut o) in active.iter_mut().zip(outs) {
             let tok = s.sampler.sample(&mut o.data);
@@ -342,8 +349,8 @@ pub fn generate(
 /// the prompt is prefilled once, then all choices are scored in one batched
 /// forward step, each on its own copy of the prompt's cache.
 /// Returns, per choice, the log-probability of each of its tokens.
-pub fn score_choices(
-    model: &Model,
+pub fn score_choices<M: LanguageModel + ?Sized>(
+    model: &M,
     prompt: &[u32],
     choices: &[Vec<u32>],
     sched: &SchedulerConfig,
@@ -359,14 +366,14 @@ pub fn score_choices(
         return Err(Error::InvalidArgument("a choice encodes to no tokens".into()));
     }
     let longest = choices.iter().map(|c| c.len()).max().unwrap_or(0);
-    if prompt.len() + longest > model.context_length {
+    if prompt.len() + longest > model.context_length() {
         return Err(Error::ContextLength {
             prompt_tokens: prompt.len() + longest,
             max_new_tokens: 0,
-            context_length: model.context_length,
+            context_length: model.context_length(),
         });
     }
-    let mut cache = KvCache::new(&model.cfg, prompt.len());
+    let mut cache = model.new_cache(prompt.len())?;
     let first = prefill(model, &mut cache, prompt, sched.prefill_chunk, sink)?;
     let mut out: Vec<Vec<f64>> = choices.iter().map(|c| vec![sampler::log_prob(&first, c[0])]).collect();
     // Choices of more than one token: feed all but their last token.
@@ -375,9 +382,11 @@ pub fn score_choices(
         if sink.cancelled() {
             return Err(Error::Interrupted);
         }
-        let mut caches: Vec<KvCache> =
-            multi.iter().map(|&i| cache.fork(&model.cfg, prompt.len() + choices[i].len())).collect();
-        let mut chunks: Vec<Chunk<'_>> = caches
+        let mut caches: Vec<M::Cache> = multi
+            .iter()
+            .map(|&i| model.fork_cache(&cache, prompt.len() + choices[i].len()))
+            .collect::<Result<_>>()?;
+        let mut chunks: Vec<Chunk<'_, M::Cache>> = caches
             .iter_mut()
             .zip(&multi)
             .map(|(c, &i)| Chunk {
@@ -386,8 +395,8 @@ pub fn score_choices(
                 logits: Logits::All,
             })
             .collect();
-        let logits = model.forward(&mut chunks)?;
-        let vocab = model.cfg.vocab_size;
+        let logits = model.forward_chunks(&mut chunks)?;
+        let vocab = model.config().vocab_size;
         for (&i, l) in multi.iter().zip(logits) {
             for (j, row) in l.data.chunks(vocab).enumerate() {
                 out[i].push(sampler::log_prob(row, choices[i][j + 1]));
@@ -400,24 +409,24 @@ pub fn score_choices(
 /// Logits of every position of `tokens` (row-major `[tokens.len(), vocab]`),
 /// processed `prefill_chunk` tokens at a time from an empty cache. For tests
 /// and analysis: the row of position `i` is the distribution of token `i + 1`.
-pub fn logits(model: &Model, tokens: &[u32], prefill_chunk: usize, sink: &dyn Sink) -> Result<Vec<f32>> {
+pub fn logits<M: LanguageModel + ?Sized>(model: &M, tokens: &[u32], prefill_chunk: usize, sink: &dyn Sink) -> Result<Vec<f32>> {
     if tokens.is_empty() {
         return Err(Error::InvalidArgument("empty token list".into()));
     }
-    if tokens.len() > model.context_length {
+    if tokens.len() > model.context_length() {
         return Err(Error::ContextLength {
             prompt_tokens: tokens.len(),
             max_new_tokens: 0,
-            context_length: model.context_length,
+            context_length: model.context_length(),
         });
     }
-    let mut cache = KvCache::new(&model.cfg, tokens.len());
-    let mut out = Vec::with_capacity(tokens.len() * model.cfg.vocab_size);
+    let mut cache = model.new_cache(tokens.len())?;
+    let mut out = Vec::with_capacity(tokens.len() * model.config().vocab_size);
     for c in tokens.chunks(prefill_chunk.max(1)) {
         if sink.cancelled() {
             return Err(Error::Interrupted);
         }
-        let mut r = model.forward(&mut [Chunk { cache: &mut cache, tokens: c, logits: Logits::All }])?;
+        let mut r = model.forward_chunks(&mut [Chunk { cache: &mut cache, tokens: c, logits: Logits::All }])?;
         out.append(&mut r[0].data);
     }
     Ok(out)

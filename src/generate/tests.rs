@@ -3,7 +3,7 @@ use candle_core::quantized::GgmlDType;
 
 use super::*;
 use crate::model::tests::{tiny_config, tiny_model};
-use crate::model::Arch;
+use crate::model::{Arch, KvCache};
 
 /// Token t < 256 is byte t; 299 is EOS.
 struct ByteVocab;

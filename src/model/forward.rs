@@ -24,8 +24,9 @@ pub enum Logits {
     All,
 }
 
-pub struct Chunk<'a> {
-    pub cache: &'a mut KvCache,
+/// `C` is the sequence's KV cache: [`KvCache`] here, `DeviceCache` on the device path.
+pub struct Chunk<'a, C = KvCache> {
+    pub cache: &'a mut C,
     pub tokens: &'a [u32],
     pub logits: Logits,
 }

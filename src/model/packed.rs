@@ -88,6 +88,41 @@ pub fn pack_q8_0(blocks: &[BlockQ8_0], out_dim: usize, bpr: usize) -> Vec<PackQ8
     out
 }
 
+/// The row-major Q4_1 blocks back from [`pack_q4_1`]'s layout (for candle).
+pub fn unpack_q4_1(w: &[PackQ4_1x8], bpr: usize) -> Vec<BlockQ4_1> {
+    let out_dim = w.len() / bpr.max(1) * COLS;
+    let mut out = vec![BlockQ4_1 { d: f16::ZERO, m: f16::ZERO, qs: [0; QK / 2] }; out_dim * bpr];
+    for (gi, p) in w.iter().enumerate() {
+        let (g, i) = (gi / bpr, gi % bpr);
+        for l in 0..COLS {
+            let b = &mut out[(g * COLS + l) * bpr + i];
+            b.d = p.d[l];
+            b.m = p.m[l];
+            for c in 0..4 {
+                b.qs[4 * c..4 * c + 4].copy_from_slice(&p.qs[c * 32 + l * 4..c * 32 + l * 4 + 4]);
+            }
+        }
+    }
+    out
+}
+
+/// The row-major Q8_0 blocks back from [`pack_q8_0`]'s layout (for candle).
+pub fn unpack_q8_0(w: &[PackQ8_0x8], bpr: usize) -> Vec<BlockQ8_0> {
+    let out_dim = w.len() / bpr.max(1) * COLS;
+    let mut out = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; out_dim * bpr];
+    for (gi, p) in w.iter().enumerate() {
+        let (g, i) = (gi / bpr, gi % bpr);
+        for l in 0..COLS {
+            let b = &mut out[(g * COLS + l) * bpr + i];
+            b.d = p.d[l];
+            for j in 0..8 {
+                b.qs[4 * j..4 * j + 4].copy_from_slice(&p.qs[j * 32 + l * 4..j * 32 + l * 4 + 4]);
+            }
+        }
+    }
+    out
+}
+
 /// Row `r` of a packed Q4_1 matrix as f32 (the same values as `quant::dequantize_q4_1`).
 pub fn dequantize_row_q4_1x8(w: &[PackQ4_1x8], bpr: usize, r: usize, out: &mut [f32]) {
     let (g, l) = (r / COLS, r % COLS);
@@ -385,6 +420,10 @@ mod tests {
             dequantize_row_q8_0x8(&p8, bpr, r, &mut b);
             assert_eq!(a, b, "q8_0 row {r}");
         }
+        let u4 = unpack_q4_1(&p4, bpr);
+        assert!(u4.iter().zip(&b4).all(|(x, y)| x.d == y.d && x.m == y.m && x.qs == y.qs));
+        let u8 = unpack_q8_0(&p8, bpr);
+        assert!(u8.iter().zip(&w8).all(|(x, y)| x.d == y.d && x.qs == y.qs));
     }
 
     /// The packed kernels equal the row-major reference dot products (up to float

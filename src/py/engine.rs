@@ -21,7 +21,7 @@ use pyo3::types::{PyDict, PyTuple};
 use super::errors::{loglm_err, panic_err, panic_msg_err, to_py_err};
 use crate::engine::{Engine, LoadOptions};
 use crate::error::{Error, Result};
-use crate::generate::{self, BatchStats, CancelFlag, Completion, Request, SamplingParams, SchedulerConfig, Sink};
+use crate::generate::{BatchStats, CancelFlag, Completion, Request, SamplingParams, SchedulerConfig, Sink};
 use crate::tokenizer::ChatMessage;
 
 const POLL: Duration = Duration::from_millis(50);
@@ -186,7 +186,7 @@ impl PyEngine {
     /// Model facts as a dict.
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let e = &self.inner;
-        let c = &e.model.cfg;
+        let c = e.config();
         let d = PyDict::new(py);
         d.set_item("path", e.path.to_string_lossy().to_string())?;
         d.set_item("format", e.format)?;
@@ -197,24 +197,13 @@ impl PyEngine {
         d.set_item("n_head_kv", c.n_head_kv)?;
         d.set_item("n_ff", c.n_ff)?;
         d.set_item("vocab_size", c.vocab_size)?;
-        d.set_item("context_length", e.model.context_length)?;
+        d.set_item("context_length", e.backend.context_length())?;
         d.set_item("train_context_length", c.train_context)?;
-        d.set_item("threads", e.model.threads)?;
+        d.set_item("threads", e.backend.threads())?;
         d.set_item("device", &e.device)?;
         d.set_item("adapter", e.adapters.iter().map(|p| p.to_string_lossy().to_string()).collect::<Vec<_>>())?;
-        d.set_item("weight_bytes", e.model.weights.bytes())?;
-        d.set_item("weight_types", {
-            let mut kinds: Vec<&str> = e
-                .model
-                .weights
-                .layers
-                .iter()
-                .flat_map(|l| [l.wq.kind(), l.w_gate.kind(), l.w_down.kind()])
-                .collect();
-            kinds.sort();
-            kinds.dedup();
-            kinds
-        })?;
+        d.set_item("weight_bytes", e.backend.weight_bytes())?;
+        d.set_item("weight_types", e.backend.weight_types())?;
         d.set_item("has_chat_template", e.tokenizer.has_chat_template())?;
         d.set_item("eos_token_ids", e.tokenizer.eos_token_ids().to_vec())?;
         d.set_item("bos_token_id", e.tokenizer.bos_token_id())?;
@@ -302,7 +291,7 @@ impl PyEngine {
     ) -> PyResult<PyTokenStream> {
         let p = params(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, ignore_eos).map_err(to_py_err)?;
         let req = Request { prompt, params: p };
-        generate::check_request(&self.inner.model, &req).map_err(to_py_err)?;
+        self.inner.check_request(&req).map_err(to_py_err)?;
         let (tx, rx) = mpsc::channel::<StreamEvent>();
         let cancel = Arc::new(AtomicBool::new(false));
         let e = self.inner.clone();
@@ -355,7 +344,7 @@ impl PyEngine {
                 })
             })?;
             let req = Request { prompt, params: p };
-            generate::check_request(&self.inner.model, &req).map_err(|e| match e {
+            self.inner.check_request(&req).map_err(|e| match e {
                 Error::InvalidArgument(m) => to_py_err(Error::InvalidArgument(format!("request {i}: {m}"))),
                 other => to_py_err(other),
             })?;
@@ -387,8 +376,8 @@ impl PyEngine {
     fn logits<'py>(&self, py: Python<'py>, tokens: Vec<u32>, prefill_chunk: usize) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let e = self.inner.clone();
         let n = tokens.len();
-        let vocab = e.model.cfg.vocab_size;
-        let data = run_interruptible(py, move |cancel| generate::logits(&e.model, &tokens, prefill_chunk, &CancelFlag(cancel)))?;
+        let vocab = e.config().vocab_size;
+        let data = run_interruptible(py, move |cancel| e.logits(&tokens, prefill_chunk, &CancelFlag(cancel)))?;
         let arr = PyArray1::from_vec(py, data);
         arr.reshape([n, vocab])
     }
@@ -399,7 +388,7 @@ impl PyEngine {
         let e = self.inner.clone();
         let sched = SchedulerConfig { max_batch: 1, prefill_chunk: prefill_chunk.max(1) };
         run_interruptible(py, move |cancel| {
-            generate::score_choices(&e.model, &prompt, &choices, &sched, &CancelFlag(cancel))
+            e.score_choices(&prompt, &choices, &sched, &CancelFlag(cancel))
         })
     }
 }
