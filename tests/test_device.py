@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from typing import List
 
 import pytest
 
@@ -28,45 +27,37 @@ NEW_TOKENS = 32
 
 @pytest.fixture(scope="module")
 def native() -> LogLM:
-    return LogLM.load(threads=1)
+    return LogLM.load(threads=1, adapter=None)  # Q4_1 as stored (the adapter re-encodes to Q8_0)
 
 
 @pytest.fixture(scope="module")
 def candle_cpu() -> LogLM:
-    return LogLM.load(device="candle-cpu", threads=1)
-
-
-def _common_prefix(a: List[int], b: List[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def _greedy_ids(model: LogLM, prompt: str, prefill_chunk: int) -> List[int]:
-    # The engine handle exposes the prefill chunk size, which LogLM.generate does not.
-    outs, _ = model._engine.generate(
-        [model.encode_prompt(prompt)], max_new_tokens=NEW_TOKENS, prefill_chunk=prefill_chunk
-    )
-    return list(outs[0]["token_ids"])
+    return LogLM.load(device="candle-cpu", threads=1, adapter=None)
 
 
 def _compare_greedy(native: LogLM, other: LogLM) -> None:
+    """The other backend's greedy tokens, scored by the native engine along the
+    same sequence (teacher forcing): every token it picked is the native top-1
+    or within a near-tie of it. The two backends quantize activations
+    differently (candle: Q8_0 / Q8_K, native: Q8_1 or f32 prefill), so their
+    logits differ by up to ~2 on a 35-wide range, and free-running greedy
+    decoding of a 135M model can part at a near-tie and never rejoin;
+    comparing token by token under the same context does not have that problem."""
     got = other.generate(PROMPTS, max_new_tokens=NEW_TOKENS, max_batch=3)
+    agree = total = 0
     for prompt, g in zip(PROMPTS, got):
         assert g.finish_reason in ("stop", "length")
-        # Reference: the native engine prefilling 8 tokens at a time, so that
-        # like candle it quantizes activations to Q8_1 in every step (its
-        # default 512-token prefill multiplies by dequantized f32 weights
-        # instead). Even so the arithmetic is not bit-identical (sums run in
-        # other orders), and greedy decoding of a 135M model can part at a
-        # near-tie and never rejoin: the default native run parts from the
-        # chunk-8 native run after 10 tokens on the third prompt. So the check
-        # is on the opening tokens; the Rust test bounds the logit gap.
-        want = _greedy_ids(native, prompt, prefill_chunk=8)
-        assert _common_prefix(want, g.token_ids) >= 16, (native.detokenize(want), g.text)
+        ids = native.encode_prompt(prompt)
+        seq = ids + list(g.token_ids)
+        logits = native.logits(seq[:-1])
+        for pos in range(len(ids) - 1, len(seq) - 1):
+            row = logits[pos]
+            picked = seq[pos + 1]
+            gap = float(row.max() - row[picked])
+            assert gap < 3.0, (prompt, pos, gap, g.text)
+            agree += int(gap == 0.0)
+            total += 1
+    assert agree / total >= 0.8, (agree, total)
 
 
 def test_candle_cpu_greedy_matches_native(native: LogLM, candle_cpu: LogLM) -> None:
