@@ -383,16 +383,16 @@ fn engine_loads_adapters_from_options() {
         };
         let e = crate::engine::Engine::load(&gguf_path, &opts).unwrap();
         assert_eq!(e.adapters, vec![std::fs::canonicalize(&ad).unwrap()]);
-        assert_eq!(e.model.weights.layers[1].wk.kind(), kind, "{dtype}");
+        assert_eq!(cpu(&e).weights.layers[1].wk.kind(), kind, "{dtype}");
     }
     let opts = crate::engine::LoadOptions { adapters: vec![ad.clone(), ad.clone()], ..Default::default() };
     let e2 = crate::engine::Engine::load(&hf_dir, &opts).unwrap();
     assert_eq!(e2.adapters.len(), 2);
-    assert_eq!(e2.model.weights.layers[0].wq.kind(), "f32");
+    assert_eq!(cpu(&e2).weights.layers[0].wq.kind(), "f32");
     let opts = crate::engine::LoadOptions { adapters: vec![ad.clone()], dtype: "q8_0".into(), ..Default::default() };
     let e3 = crate::engine::Engine::load(&hf_dir, &opts).unwrap();
-    assert_eq!(e3.model.weights.layers[0].wq.kind(), "q8_0");
-    assert_eq!(e3.model.weights.embed.kind(), "q8_0");
+    assert_eq!(cpu(&e3).weights.layers[0].wq.kind(), "q8_0");
+    assert_eq!(cpu(&e3).weights.embed.kind(), "q8_0");
 }
 
 #[test]
@@ -477,4 +477,12 @@ fn bad_adapters_give_clear_errors() {
     let deep_ad = adapter_from(conf.clone(), &random_lora(&deep, 4, &[Module::Q, Module::K], 1)).unwrap();
     let e = merge(&cfg, &mut m.weights, &[deep_ad], MergeAs::Auto).unwrap_err();
     assert!(e.to_string().contains("layer 2 but the model has 2 layers"), "{e}");
+}
+
+/// The native model of an engine loaded on "cpu".
+fn cpu(e: &crate::engine::Engine) -> &crate::model::Model {
+    match &e.backend {
+        crate::model::backend::Backend::Cpu(m) => m,
+        _ => panic!("not a cpu engine"),
+    }
 }
