@@ -1,7 +1,9 @@
 //! Decoder-only transformer of the llama / qwen2 families (pre-norm RMSNorm,
 //! grouped-query attention with rotary embeddings, SwiGLU MLP; qwen2 adds q/k/v
 //! biases), written as our own forward pass so that sequences at different
-//! positions share one batched step (see `forward.rs`).
+//! positions share one batched step (see `forward.rs`). `device.rs` is the
+//! same forward pass over candle tensors (CUDA), `backend.rs` what the
+//! scheduler needs from either.
 //!
 //! Weights come from GGUF (`gguf.rs`, the llama.cpp tensor names) or a Hugging
 //! Face folder of safetensors (`hf.rs`), with LoRA adapters merged in at load
