@@ -47,14 +47,19 @@ def _model_args(model: ModelSpec, load_kwargs: Dict[str, Any]) -> Tuple[str, Dic
     """A picklable (path, load kwargs) pair for ``LogLM.load`` in another process."""
     from loglm.model import LogLM
 
+    from loglm.models import resolve, resolve_adapters
+
     kw = dict(load_kwargs)
     if isinstance(model, LogLM):
         kw.setdefault("context_length", model.context_length)
+        kw.setdefault("adapter", list(model.info.get("adapter") or []) or None)
         return str(model.info["path"]), kw
     if model is None or isinstance(model, (str, os.PathLike)):
-        from loglm.models import resolve
-
-        return str(resolve(model)), kw  # a missing model fails here, before any actor starts
+        # Resolve here (the workers get a path, so "auto" must be decided now) and
+        # fail on a missing model or adapter before any actor starts.
+        adapters = resolve_adapters(kw.pop("adapter", "auto"), model)
+        kw["adapter"] = [str(a) for a in adapters] or None
+        return str(resolve(model)), kw
     raise TypeError(f"model must be a path, a model name, a loglm.LogLM or None, not {type(model).__name__}")
 
 
