@@ -196,6 +196,22 @@ def _pairs(chat: Chat) -> List[Tuple[str, str]]:
     return out
 
 
+def prompt_messages(prompt: Prompt, system_prompt: Optional[str]) -> List[Tuple[str, str]]:
+    """The chat messages a prompt stands for: a string becomes one user turn (after
+    ``system_prompt`` when given); a chat is checked and returned as (role, content) pairs."""
+    if isinstance(prompt, (str, bytes)):
+        msgs = []
+        if system_prompt is not None:
+            msgs.append(("system", system_prompt))
+        msgs.append(("user", _check_text(prompt, "the prompt")))
+        return msgs
+    if _is_chat(prompt):
+        return _pairs(prompt)  # type: ignore[arg-type]
+    raise InvalidInputError(
+        "a prompt must be a str, bytes, or a chat (a list of {'role', 'content'} dicts)"
+    )
+
+
 class LogLM(TaskMixin):
     """A local language model for log analysis.
 
@@ -348,17 +364,7 @@ class LogLM(TaskMixin):
 
     def messages(self, prompt: Prompt) -> List[Tuple[str, str]]:
         """The chat messages a prompt stands for (system prompt added to strings)."""
-        if isinstance(prompt, (str, bytes)):
-            msgs = []
-            if self.system_prompt is not None:
-                msgs.append(("system", self.system_prompt))
-            msgs.append(("user", _check_text(prompt, "the prompt")))
-            return msgs
-        if _is_chat(prompt):
-            return _pairs(prompt)  # type: ignore[arg-type]
-        raise InvalidInputError(
-            "a prompt must be a str, bytes, or a chat (a list of {'role', 'content'} dicts)"
-        )
+        return prompt_messages(prompt, self.system_prompt)
 
     def render(self, prompt: Prompt) -> str:
         """The prompt text the model sees, after the chat template."""

@@ -45,7 +45,7 @@ from loglm.errors import (
     RemoteError,
     ServerUnavailableError,
 )
-from loglm.model import BatchStats, ChoiceScores, GenerationResult, Prompt, _check_text, _is_chat, _pairs
+from loglm.model import BatchStats, ChoiceScores, GenerationResult, Prompt, _check_text, _is_chat, prompt_messages
 from loglm.tasks import _TRUNCATION_MARK, TaskMixin
 
 __all__ = ["RemoteLogLM", "RemoteTextStream"]
@@ -391,16 +391,7 @@ class RemoteLogLM(TaskMixin):
 
     def messages(self, prompt: Prompt) -> List[Tuple[str, str]]:
         """The chat messages a prompt stands for (system prompt added to strings)."""
-        if isinstance(prompt, (str, bytes)):
-            msgs = []
-            if self.system_prompt is not None:
-                msgs.append(("system", self.system_prompt))
-            msgs.append(("user", _check_text(prompt, "the prompt")))
-            return msgs
-        if _is_chat(prompt):
-            return _pairs(prompt)  # type: ignore[arg-type]
-        raise InvalidInputError(
-            "a prompt must be a str, bytes, or a chat (a list of {'role', 'content'} dicts)")
+        return prompt_messages(prompt, self.system_prompt)
 
     def _chat_body(self, prompt: Prompt, raw: bool, max_new_tokens: int, temperature: float, top_k: int,
                    top_p: float, repetition_penalty: float, seed: int, stop: Optional[Sequence[str]],
