@@ -202,6 +202,32 @@ def test_training_lowers_the_loss(tiny_base: Path, tmp_path: Path) -> None:
     assert steps[-1]["loss"] < 0.92 * steps[0]["loss"]  # 5.77 -> 5.03 when written
 
 
+def test_continue_from_an_adapter(trained: Dict[str, Any], tiny_base: Path, tmp_path: Path) -> None:
+    """``init_adapter`` starts from the saved weights (the first loss is the old adapter's,
+    not the base's), keeps its rank and modules, and writes a new adapter."""
+    from safetensors.torch import load_file
+
+    from loglm.train import finetune
+
+    stage1 = trained["out"]
+    fresh = finetune(tiny_base, RECORDS, tmp_path / "fresh", max_steps=1, batch_size=8, lr=1e-9, rank=4,
+                     heldout=0.0, threads=1, progress=False, check_base=False)
+    cont = finetune(tiny_base, RECORDS, tmp_path / "cont", max_steps=2, batch_size=8, lr=1e-3, rank=16,
+                    heldout=0.0, threads=1, progress=False, check_base=False, init_adapter=stage1)
+    log = json.loads(cont.log_path.read_text())
+    assert log["args"]["init_adapter"] == str(stage1) and log["args"]["rank"] == 4
+    first_fresh = json.loads(fresh.log_path.read_text())["steps"][0]["loss"]
+    assert abs(log["steps"][0]["loss"] - first_fresh) > 1e-4  # not the zero-initialised adapter's loss
+    a = load_file(str(stage1 / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "cont" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) > 0  # it trained on
+    with pytest.raises(loglm.InvalidInputError, match="one adapter folder"):
+        finetune(tiny_base, RECORDS, tmp_path / "x", max_steps=1, init_adapter=[stage1, stage1])
+    with pytest.raises(loglm.AdapterNotFoundError):
+        finetune(tiny_base, RECORDS, tmp_path / "y", max_steps=1, init_adapter=tmp_path / "missing")
+
+
 def test_split_is_deterministic_and_disjoint() -> None:
     tr, ho = split_heldout(100, 0.05, seed=3)
     assert len(ho) == 5 and not set(tr) & set(ho) and sorted(tr + ho) == list(range(100))

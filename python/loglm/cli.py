@@ -200,7 +200,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
                    eval_steps=args.eval_steps, save_steps=args.save_steps, checkpoint_dir=args.checkpoint_dir,
                    save_dtype=args.save_dtype, threads=args.threads, device=args.device, dtype=args.dtype,
                    max_seconds=args.max_seconds, seed=args.seed,
-                   progress=not args.no_progress, log_path=args.log)
+                   progress=not args.no_progress, log_path=args.log, init_adapter=args.init_adapter)
     summary = {"adapter_dir": str(res.adapter_dir), "steps": res.steps, "epochs": res.epochs,
                "train_loss": res.train_loss, "heldout_loss": res.heldout_loss, "seconds": res.seconds,
                "log": str(res.log_path)}
@@ -296,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="Alpaca JSON/JSONL (default: LogLM instructions_train.json)")
     p.add_argument("--out", required=True, help="adapter folder to write")
     p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--init-adapter", default=None, metavar="DIR",
+                   help="continue training this peft adapter folder instead of starting a new one")
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--rank", type=int, default=8)

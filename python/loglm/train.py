@@ -401,6 +401,7 @@ def finetune(
     log_path: Optional[PathLike] = None,
     check_base: bool = True,
     notes: Optional[Dict[str, Any]] = None,
+    init_adapter: Optional[PathLike] = None,
 ) -> FinetuneResult:
     """LoRA instruction tuning of ``base`` on ``data``; the adapter is written to ``out``.
 
@@ -432,6 +433,9 @@ def finetune(
         max_seconds: stop training after this many seconds (the adapter reached so
             far is saved and the log says so).
         notes: extra JSON-serialisable facts recorded in the training log.
+        init_adapter: a peft adapter folder to continue training from (its rank, alpha
+            and target modules replace ``rank`` / ``alpha`` / ``target_modules``);
+            ``None`` starts a new adapter.
         progress: tqdm progress bar; check_base: compare torch's and loglm's next-token
             log-probabilities of the base once (recorded in the log).
 
@@ -459,6 +463,18 @@ def finetune(
         raise InvalidInputError(f"save_dtype must be float32, float16 or bfloat16, got {save_dtype!r}")
     if not target_modules:
         raise InvalidInputError("target_modules is empty")
+    if init_adapter is not None:
+        from loglm.models import resolve_adapters
+
+        init = resolve_adapters(init_adapter)
+        if len(init) != 1:
+            raise InvalidInputError("init_adapter must be one adapter folder")
+        if not (init[0] / "adapter_config.json").is_file():
+            from loglm.errors import AdapterNotFoundError
+
+            raise AdapterNotFoundError(f"init_adapter {init[0]} has no adapter_config.json (a peft "
+                                       "save_pretrained folder is needed)")
+        settings["init_adapter"] = init[0]
     records, source, data_sha = load_records(data)
     base_path = _resolve_base(base)
     torch, transformers, peft = _require_train_deps()
@@ -473,7 +489,7 @@ def _finetune(*, base: Any, data: Any, out: PathLike, epochs: float, max_steps: 
               eval_steps: Optional[int], save_steps: Optional[int], checkpoint_dir: Optional[PathLike],
               save_dtype: str, threads: Optional[int], device: str, dtype: str, max_seconds: Optional[float],
               seed: int, progress: bool, log_path: Optional[PathLike], check_base: bool,
-              notes: Optional[Dict[str, Any]], records: List[Dict[str, str]], source: str, data_sha: str,
+              notes: Optional[Dict[str, Any]], init_adapter: Optional[Path], records: List[Dict[str, str]], source: str, data_sha: str,
               base_path: Path, torch: Any, transformers: Any, peft: Any) -> FinetuneResult:
 
     t_start = time.perf_counter()
@@ -530,15 +546,26 @@ def _finetune(*, base: Any, data: Any, out: PathLike, epochs: float, max_steps: 
     if dtype == "bfloat16":
         model = model.to(torch.bfloat16)
 
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    missing = [t for t in target_modules if t not in names]
-    if missing:
-        raise InvalidInputError(f"target modules {missing} are not in the model (it has e.g. "
-                                f"{sorted(n for n in names if n.endswith('proj'))})")
-    lcfg = peft.LoraConfig(r=int(rank), lora_alpha=float(alpha if alpha is not None else 2 * rank),
-                           lora_dropout=float(dropout), target_modules=list(target_modules), bias="none",
-                           task_type="CAUSAL_LM")
-    model = peft.get_peft_model(model, lcfg)
+    if init_adapter is not None:
+        try:
+            model = peft.PeftModel.from_pretrained(model, os.fspath(init_adapter), is_trainable=True)
+        except Exception as e:  # shapes that do not fit, a broken folder: peft's own exception types vary
+            raise InvalidInputError(f"cannot continue from adapter {init_adapter}: {e}") from e
+        lcfg = model.peft_config["default"]
+        rank, target_modules = int(lcfg.r), sorted(lcfg.target_modules)
+        for p in model.parameters():  # peft loads saved float16 tensors as they are; train in float32
+            if p.requires_grad:
+                p.data = p.data.float()
+    else:
+        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+        missing = [t for t in target_modules if t not in names]
+        if missing:
+            raise InvalidInputError(f"target modules {missing} are not in the model (it has e.g. "
+                                    f"{sorted(n for n in names if n.endswith('proj'))})")
+        lcfg = peft.LoraConfig(r=int(rank), lora_alpha=float(alpha if alpha is not None else 2 * rank),
+                               lora_dropout=float(dropout), target_modules=list(target_modules), bias="none",
+                               task_type="CAUSAL_LM")
+        model = peft.get_peft_model(model, lcfg)
     model.train()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -571,7 +598,8 @@ def _finetune(*, base: Any, data: Any, out: PathLike, epochs: float, max_steps: 
             "max_length": max_length, "batch_size": batch_size, "grad_accum": grad_accum,
             "warmup_ratio": warmup_ratio, "weight_decay": weight_decay, "heldout": heldout,
             "eval_steps": eval_steps, "save_steps": save_steps, "save_dtype": save_dtype,
-            "threads": threads, "device": device, "dtype": dtype, "max_seconds": max_seconds, "seed": seed}
+            "threads": threads, "device": device, "dtype": dtype, "max_seconds": max_seconds, "seed": seed,
+            "init_adapter": str(init_adapter) if init_adapter is not None else None}
     log: Dict[str, Any] = {
         "args": args,
         "notes": notes or {},

@@ -100,8 +100,69 @@ pub fn quantize_q8_0(x: &[f32], out: &mut Vec<BlockQ8_0>) {
     }
 }
 
-/// Quantize one activation row to Q8_1 (f32 scales).
+/// Quantize one activation row to Q8_1 (f32 scales). Runs once per row and
+/// linear layer in decode; the AVX2 version gives bit-identical blocks.
 pub fn quantize_row_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+            return unsafe { quantize_row_q8_1_avx2(x, out) };
+        }
+    }
+    quantize_row_q8_1_scalar(x, out)
+}
+
+/// `(v * id).round()` (halves away from zero) for eight lanes, exactly: the
+/// fraction `y - trunc(y)` is exact in f32, so comparing it with 0.5 decides
+/// the rounding as `f32::round` does.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn round_away_avx2(y: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    let sign = _mm256_set1_ps(-0.0);
+    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
+    let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(y, t));
+    let up = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5));
+    let step = _mm256_or_ps(_mm256_and_ps(y, sign), _mm256_set1_ps(1.0)); // +-1 with y's sign
+    _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_and_ps(up, step)))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_row_q8_1_avx2(x: &[f32], out: &mut [BlockQ8_1]) {
+    use std::arch::x86_64::*;
+    let sign = _mm256_set1_ps(-0.0);
+    for (c, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let p = c.as_ptr();
+        let v = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))];
+        let mut m = _mm256_andnot_ps(sign, v[0]);
+        for vk in &v[1..] {
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, *vk));
+        }
+        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2))).max(0.0);
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let idv = _mm256_set1_ps(id);
+        let q = v.map(|vk| round_away_avx2(_mm256_mul_ps(vk, idv)));
+        let s8 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        let s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256::<1>(s8));
+        let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32::<0b01_00_11_10>(s4));
+        let sum = _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32::<0b10_11_00_01>(s2)));
+        // i32 -> i8 in order: the packs work per 128-bit half, the permute restores the order.
+        let packed = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        let ordered = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(b.qs.as_mut_ptr() as *mut __m256i, ordered);
+        b.d = d;
+        b.s = d * sum as f32;
+        b.sum = sum;
+    }
+}
+
+/// The reference [`quantize_row_q8_1`].
+pub fn quantize_row_q8_1_scalar(x: &[f32], out: &mut [BlockQ8_1]) {
     for (c, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
         let amax = c.iter().fold(0f32, |a, v| a.max(v.abs()));
         let d = amax / 127.0;
@@ -543,6 +604,30 @@ mod tests {
             let one = dot_q8_0_q8_1(&q8[c], &xq);
             assert!((got[c] - one).abs() < 1e-3 * (1.0 + one.abs()), "q8_0 col {c}");
         }
+    }
+
+    #[test]
+    fn simd_q8_1_quantization_is_bit_identical() {
+        let mut x = rand_vec(32 * 40, 7);
+        for (i, v) in x.iter_mut().enumerate().take(64) {
+            *v *= 1000.0 * (i % 5) as f32; // large values, zero blocks' worth of zeros
+        }
+        // exact ties: amax 127 makes the scale 1, so k + 0.5 rounds away from zero
+        for (i, v) in x[64..96].iter_mut().enumerate() {
+            *v = if i == 0 { 127.0 } else { (i as f32 - 16.0) + 0.5 };
+        }
+        x[96..128].fill(0.0);
+        x[128..160].copy_from_slice(&[-0.0; 32]);
+        let mut a = vec![BlockQ8_1::ZERO; x.len() / QK];
+        let mut b = a.clone();
+        quantize_row_q8_1(&x, &mut a);
+        quantize_row_q8_1_scalar(&x, &mut b);
+        for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(p.qs, q.qs, "block {i}");
+            assert_eq!((p.d.to_bits(), p.s.to_bits(), p.sum), (q.d.to_bits(), q.s.to_bits(), q.sum), "block {i}");
+        }
+        assert_eq!(b[2].qs[1], -15); // -15.5 rounds away from zero
+        assert_eq!(b[2].qs[31], 16); // 15.5
     }
 
     #[test]
