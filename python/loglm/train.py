@@ -489,8 +489,8 @@ def _finetune(*, base: Any, data: Any, out: PathLike, epochs: float, max_steps: 
               eval_steps: Optional[int], save_steps: Optional[int], checkpoint_dir: Optional[PathLike],
               save_dtype: str, threads: Optional[int], device: str, dtype: str, max_seconds: Optional[float],
               seed: int, progress: bool, log_path: Optional[PathLike], check_base: bool,
-              notes: Optional[Dict[str, Any]], init_adapter: Optional[Path], records: List[Dict[str, str]], source: str, data_sha: str,
-              base_path: Path, torch: Any, transformers: Any, peft: Any) -> FinetuneResult:
+              notes: Optional[Dict[str, Any]], init_adapter: Optional[Path], records: List[Dict[str, str]],
+              source: str, data_sha: str, base_path: Path, torch: Any, transformers: Any, peft: Any) -> FinetuneResult:
 
     t_start = time.perf_counter()
     if threads is not None:
@@ -594,7 +594,7 @@ def _finetune(*, base: Any, data: Any, out: PathLike, epochs: float, max_steps: 
 
     args = {"base": os.fspath(base) if base is not None else None, "base_file": base_path.name,
             "data": source, "out": str(out_dir), "epochs": epochs, "max_steps": max_steps, "lr": lr, "rank": rank,
-            "alpha": lcfg.lora_alpha, "dropout": dropout, "target_modules": list(target_modules),
+            "alpha": lcfg.lora_alpha, "dropout": float(lcfg.lora_dropout), "target_modules": list(target_modules),
             "max_length": max_length, "batch_size": batch_size, "grad_accum": grad_accum,
             "warmup_ratio": warmup_ratio, "weight_decay": weight_decay, "heldout": heldout,
             "eval_steps": eval_steps, "save_steps": save_steps, "save_dtype": save_dtype,
