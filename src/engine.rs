@@ -194,6 +194,21 @@ impl Engine {
         }
     }
 
+    /// [`generate::score_choices_split`]: many prompts, each with a shared-prefix length.
+    pub fn score_choices_split(
+        &self,
+        prompts: &[Vec<u32>],
+        splits: &[usize],
+        choices: &[Vec<u32>],
+        sched: &SchedulerConfig,
+        sink: &dyn Sink,
+    ) -> Result<Vec<Vec<Vec<f64>>>> {
+        match &self.backend {
+            Backend::Cpu(m) => generate::score_choices_split(m, prompts, splits, choices, sched, sink),
+            Backend::Device(m) => generate::score_choices_split(m, prompts, splits, choices, sched, sink),
+        }
+    }
+
     pub fn generate(
         &self,
         requests: Vec<Request>,

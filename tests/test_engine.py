@@ -36,7 +36,7 @@ def test_build_info_and_model_info(model: LogLM) -> None:
     info = loglm.build_info()
     assert info["version"] == loglm.__version__
     assert isinstance(info["cuda"], bool)
-    assert info["kernels"] in ("avx2+avxvnni", "avx2", "scalar")
+    assert info["kernels"] in ("avx2+avxvnni+avx512vnni", "avx2+avx512vnni", "avx2+avxvnni", "avx2", "scalar")
     i = model.info
     assert i["architecture"] == "llama"
     assert i["n_layer"] == 30 and i["n_embd"] == 576 and i["vocab_size"] == 49152

@@ -126,6 +126,20 @@ def test_parse_bad_inputs(model, tmp_path):
 
 # ---- anomaly detection ----
 
+def test_anomaly_scores_shared_prefix_is_per_log(model):
+    # Many logs are scored with the shared instruction prefilled once; a log's score
+    # must not depend on the others, and must match plain choice scoring closely.
+    logs = ["L3 major internal error", "ciod: failed to read message prefix on control stream",
+            "instruction cache parity error corrected", "A", "generating core.2275"]
+    batch = model.anomaly_scores(logs)
+    assert batch == [model.anomaly_score(x) for x in logs]
+    assert model.anomaly_scores(logs[::-1]) == batch[::-1]
+    plain = [model.score_choices(anomaly_prompt(x), ["normal", "abnormal"]).probs[1] for x in logs]
+    assert batch == pytest.approx(plain, abs=1e-4)
+    assert model.anomaly_scores(logs + logs[:2]) == batch + batch[:2]
+    assert list(model.detect_anomalies(logs)["Score"]) == batch
+
+
 def test_detect_anomalies_scores_and_sessions(model):
     logs = ["L3 major internal error", "HP CISS Driver (v 2.4.52.RH1)", "L3 major internal error"]
     df = model.detect_anomalies(logs, session_ids=["s1", "s2", "s1"], threshold=0.5)

@@ -108,7 +108,7 @@ def evaluate_anomaly(model: Any, *, systems: Sequence[str] = AD_SYSTEMS, limit: 
             df = df.iloc[:limit]
         _say(log, f"anomaly detection {s}: {len(df)} templates")
         t0 = time.perf_counter()
-        scores = np.array([model.anomaly_score(x) for x in df["log"].tolist()])
+        scores = np.array(model.anomaly_scores(df["log"].tolist(), progress=None if log is not None else False))
         secs = time.perf_counter() - t0
         pred = np.where(scores >= threshold, "abnormal", "normal")
         m = classification_scores(df["Label"].tolist(), pred.tolist())

@@ -522,6 +522,36 @@ class LogLM(TaskMixin):
             token_logprobs=[list(t) for t in per_token],
         )
 
+    def _anomaly_probs(self, texts: Sequence[str]) -> List[float]:
+        # Every anomaly prompt is the same chat header and instruction, then the log:
+        # the engine prefills that shared prefix once per call. Where a prompt's prefix
+        # ends depends on the prompt alone (its common prefix with a probe prompt, at most
+        # the part common to two unlike probes), so a log's score never depends on the
+        # other logs scored with it.
+        from loglm.prompts import ANOMALY_CHOICES, anomaly_prompt
+
+        probe = getattr(self, "_anomaly_probe", None)
+        if probe is None:
+            a = self.encode_prompt(anomaly_prompt("A"))
+            probe = (a, _common_prefix(a, self.encode_prompt(anomaly_prompt("z 0"))))
+            self._anomaly_probe = probe
+        ids, shared = probe
+        prompts = [self.encode_prompt(anomaly_prompt(t)) for t in texts]
+        splits = [min(shared, _common_prefix(p, ids)) for p in prompts]
+        choices = list(ANOMALY_CHOICES)
+        per_prompt = self._engine.score_choices_split(prompts, splits, [list(self._engine.encode(c)) for c in choices])
+        return [float(ChoiceScores(choices=choices, logprobs=[float(sum(t)) for t in r],
+                                   token_logprobs=[list(t) for t in r]).probs[1]) for r in per_prompt]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
 
 _default_lock = threading.Lock()
 _default: Optional[LogLM] = None

@@ -143,6 +143,10 @@ def as_log_lines(logs: Logs) -> LogLines:
     return out
 
 
+# Logs per call into the model when scoring many (the progress bar moves per call).
+_SCORE_BATCH = 32
+
+
 def _progress(enabled: Optional[bool], total: int, desc: str) -> Any:
     if enabled is None:
         enabled = total >= 200
@@ -273,8 +277,23 @@ class TaskMixin:
         from loglm.prompts import ANOMALY_CHOICES, anomaly_prompt
 
         text, _ = self.fit_text(str(log), self._log_budget(8))
-        cs = self.score_choices(anomaly_prompt(text), list(ANOMALY_CHOICES))  # type: ignore[attr-defined]
-        return float(cs.probs[1])
+        return self._anomaly_probs([text])[0]
+
+    def anomaly_scores(self, logs: Logs, *, progress: Optional[bool] = None) -> List[float]:
+        """:meth:`anomaly_score` of every log, in order (identical logs scored once;
+        progress bar on long inputs). Faster than calling it per log on a local model:
+        the shared instruction is processed once."""
+        lines = list(as_log_lines(logs))
+        scores = self._score_unique(lines, progress)
+        return [scores[x] for x in lines]
+
+    def _anomaly_probs(self, texts: Sequence[str]) -> List[float]:
+        """P("abnormal") of each already-fitted log text (one call per text here; a local
+        model overrides this to share the instruction's prefill)."""
+        from loglm.prompts import ANOMALY_CHOICES, anomaly_prompt
+
+        return [float(self.score_choices(anomaly_prompt(t), list(ANOMALY_CHOICES)).probs[1])  # type: ignore[attr-defined]
+                for t in texts]
 
     def detect_anomalies(self, logs: Logs, *, threshold: float = 0.5,
                          session_ids: Optional[Sequence[Hashable]] = None,
@@ -316,11 +335,14 @@ class TaskMixin:
         uniq = list(dict.fromkeys(lines))
         bar = _progress(progress, len(uniq), "scoring")
         out: Dict[str, float] = {}
+        budget = self._log_budget(8)
         try:
-            for x in uniq:
-                out[x] = self.anomaly_score(x)
+            for i in range(0, len(uniq), _SCORE_BATCH):
+                part = uniq[i:i + _SCORE_BATCH]
+                probs = self._anomaly_probs([self.fit_text(str(x), budget)[0] for x in part])
+                out.update(zip(part, probs))
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(len(part))
         finally:
             if bar is not None:
                 bar.close()

@@ -214,11 +214,13 @@ pub fn check_request<M: LanguageModel + ?Sized>(model: &M, r: &Request) -> Resul
 }
 
 /// Prefill `tokens` into `cache` in chunks; returns the last token's logits.
+/// `dense`: compute even a short chunk as a long prefill is ([`LanguageModel::forward_chunks_dense`]).
 fn prefill<M: LanguageModel + ?Sized>(
     model: &M,
     cache: &mut M::Cache,
     tokens: &[u32],
     chunk: usize,
+    dense: bool,
     sink: &dyn Sink,
 ) -> Result<Vec<f32>> {
     let chunk = chunk.max(1);
@@ -232,7 +234,7 @@ fn prefill<M: LanguageModel + ?Sized>(
         let end = (start + chunk).min(n);
         let mode = if end == n { Logits::Last } else { Logits::None };
         let mut chunks = [Chunk { cache, tokens: &tokens[start..end], logits: mode }];
-        let mut out = model.forward_chunks(&mut chunks)?;
+        let mut out = if dense { model.forward_chunks_dense(&mut chunks)? } else { model.forward_chunks(&mut chunks)? };
         if end == n {
             last = std::mem::take(&mut out[0].data);
         }
@@ -269,7 +271,7 @@ pub fn generate<M: LanguageModel + ?Sized>(
             let t0 = Instant::now();
             let capacity = req.prompt.len() + req.params.max_new_tokens;
             let mut cache = model.new_cache(capacity)?;
-            let mut logits = prefill(model, &mut cache, &req.prompt, sched.prefill_chunk, sink)?;
+            let mut logits = prefill(model, &mut cache, &req.prompt, sched.prefill_chunk, false, sink)?;
             let max_stop = req.params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
             let mut seq = Seq {
                 index,
@@ -346,8 +348,8 @@ pub fn generate<M: LanguageModel + ?Sized>(
 }
 
 /// Log-probability of each choice as a continuation of `prompt`:
-/// the prompt is prefilled once, then all choices are scored in one batched
-/// forward step, each on its own copy of the prompt's cache.
+/// the prompt is prefilled once, then the choices are scored in batched
+/// forward steps, each on its own copy of the prompt's cache.
 /// Returns, per choice, the log-probability of each of its tokens.
 pub fn score_choices<M: LanguageModel + ?Sized>(
     model: &M,
@@ -356,6 +358,98 @@ pub fn score_choices<M: LanguageModel + ?Sized>(
     sched: &SchedulerConfig,
     sink: &dyn Sink,
 ) -> Result<Vec<Vec<f64>>> {
+    check_scoring(model, prompt, choices)?;
+    let mut cache = model.new_cache(prompt.len())?;
+    let first = prefill(model, &mut cache, prompt, sched.prefill_chunk, false, sink)?;
+    Ok(score_after(model, std::slice::from_ref(&cache), &[first], choices, sink)?.remove(0))
+}
+
+/// [`score_choices`] for many prompts, each given with the length of a prefix it
+/// shares with others (`splits[i]`, e.g. the chat header and instruction before a
+/// log line). Every prompt is prefilled as its prefix, then the rest, both
+/// computed as a long prefill is (dense) however short, so its scores depend on
+/// the prompt and split alone, never on the other prompts, and equal those of
+/// [`score_choices`] up to float summation order. A prefix equal to the previous
+/// prompt's is not prefilled again, and the rests of consecutive prompts with
+/// the same prefix go through the model together (up to `prefill_chunk`
+/// tokens per step): scoring thousands of lines after one instruction reads
+/// the weights a few times per hundred lines instead of once per line.
+pub fn score_choices_split<M: LanguageModel + ?Sized>(
+    model: &M,
+    prompts: &[Vec<u32>],
+    splits: &[usize],
+    choices: &[Vec<u32>],
+    sched: &SchedulerConfig,
+    sink: &dyn Sink,
+) -> Result<Vec<Vec<Vec<f64>>>> {
+    if prompts.is_empty() {
+        return Err(Error::InvalidArgument("empty batch: give at least one prompt".into()));
+    }
+    if splits.len() != prompts.len() {
+        return Err(Error::InvalidArgument(format!("{} splits for {} prompts", splits.len(), prompts.len())));
+    }
+    for p in prompts {
+        check_scoring(model, p, choices)?;
+    }
+    // At least the last prompt token stays outside the prefix: its logits score the first choice token.
+    let splits: Vec<usize> = prompts.iter().zip(splits).map(|(p, &s)| s.min(p.len() - 1)).collect();
+    let longest = choices.iter().map(|c| c.len()).max().unwrap_or(0);
+    let budget = sched.prefill_chunk.max(1);
+    let mut shared: Option<(&[u32], M::Cache)> = None;
+    let mut out = Vec::with_capacity(prompts.len());
+    let mut i = 0;
+    while i < prompts.len() {
+        if sink.cancelled() {
+            return Err(Error::Interrupted);
+        }
+        if splits[i] == 0 {
+            out.push(score_choices(model, &prompts[i], choices, sched, sink)?);
+            i += 1;
+            continue;
+        }
+        let prefix = &prompts[i][..splits[i]];
+        // The group: following prompts with the same prefix, while their rests fit one step.
+        let mut j = i;
+        let mut rows = 0;
+        while j < prompts.len() && splits[j] == prefix.len() && prompts[j][..splits[j]] == *prefix {
+            let r = prompts[j].len() - splits[j];
+            if j > i && rows + r > budget {
+                break;
+            }
+            rows += r;
+            j += 1;
+        }
+        if shared.as_ref().is_none_or(|(q, _)| *q != prefix) {
+            let mut c = model.new_cache(prefix.len())?;
+            prefill(model, &mut c, prefix, budget, true, sink)?;
+            shared = Some((prefix, c));
+        }
+        let Some((_, base)) = shared.as_ref() else { unreachable!() };
+        let mut caches: Vec<M::Cache> =
+            (i..j).map(|k| model.fork_cache(base, prompts[k].len() + longest)).collect::<Result<_>>()?;
+        let firsts: Vec<Vec<f32>> = if rows > budget {
+            // One prompt whose rest alone exceeds the step budget: prefill it in chunks.
+            vec![prefill(model, &mut caches[0], &prompts[i][splits[i]..], budget, true, sink)?]
+        } else {
+            let mut chunks: Vec<Chunk<'_, M::Cache>> = caches
+                .iter_mut()
+                .zip(i..j)
+                .map(|(c, k)| Chunk { cache: c, tokens: &prompts[k][splits[k]..], logits: Logits::Last })
+                .collect();
+            model.forward_chunks_dense(&mut chunks)?.into_iter().map(|l| l.data).collect()
+        };
+        out.extend(score_after(model, &caches, &firsts, choices, sink)?);
+        i = j;
+    }
+    Ok(out)
+}
+
+/// Token rows per forward step when scoring the later tokens of choices: kept
+/// as small as a decode step (the CPU engine's decode kernels treat each row
+/// alone), so a choice's score does not depend on what it was batched with.
+const CHOICE_ROWS_PER_STEP: usize = 8;
+
+fn check_scoring<M: LanguageModel + ?Sized>(model: &M, prompt: &[u32], choices: &[Vec<u32>]) -> Result<()> {
     if prompt.is_empty() {
         return Err(Error::InvalidArgument("empty prompt".into()));
     }
@@ -373,35 +467,56 @@ pub fn score_choices<M: LanguageModel + ?Sized>(
             context_length: model.context_length(),
         });
     }
-    let mut cache = model.new_cache(prompt.len())?;
-    let first = prefill(model, &mut cache, prompt, sched.prefill_chunk, sink)?;
-    let mut out: Vec<Vec<f64>> = choices.iter().map(|c| vec![sampler::log_prob(&first, c[0])]).collect();
-    // Choices of more than one token: feed all but their last token.
-    let multi: Vec<usize> = (0..choices.len()).filter(|&i| choices[i].len() > 1).collect();
-    if !multi.is_empty() {
+    Ok(())
+}
+
+/// Scores of the choices after each prompt held in `caches[p]`, whose last
+/// logits are `firsts[p]`: `[prompt][choice][token]`.
+fn score_after<M: LanguageModel + ?Sized>(
+    model: &M,
+    caches: &[M::Cache],
+    firsts: &[Vec<f32>],
+    choices: &[Vec<u32>],
+    sink: &dyn Sink,
+) -> Result<Vec<Vec<Vec<f64>>>> {
+    let mut out: Vec<Vec<Vec<f64>>> =
+        firsts.iter().map(|f| choices.iter().map(|c| vec![sampler::log_prob(f, c[0])]).collect()).collect();
+    // Choices of more than one token: feed all but their last token, a few rows per step.
+    let jobs: Vec<(usize, usize)> = (0..caches.len())
+        .flat_map(|p| (0..choices.len()).filter(|&c| choices[c].len() > 1).map(move |c| (p, c)))
+        .collect();
+    let vocab = model.config().vocab_size;
+    let mut start = 0;
+    while start < jobs.len() {
         if sink.cancelled() {
             return Err(Error::Interrupted);
         }
-        let mut caches: Vec<M::Cache> = multi
+        let mut end = start;
+        let mut rows = 0;
+        while end < jobs.len() {
+            let r = choices[jobs[end].1].len() - 1;
+            if end > start && rows + r > CHOICE_ROWS_PER_STEP {
+                break;
+            }
+            rows += r;
+            end += 1;
+        }
+        let mut forks: Vec<M::Cache> = jobs[start..end]
             .iter()
-            .map(|&i| model.fork_cache(&cache, prompt.len() + choices[i].len()))
+            .map(|&(p, c)| model.fork_cache(&caches[p], caches[p].len() + choices[c].len()))
             .collect::<Result<_>>()?;
-        let mut chunks: Vec<Chunk<'_, M::Cache>> = caches
+        let mut chunks: Vec<Chunk<'_, M::Cache>> = forks
             .iter_mut()
-            .zip(&multi)
-            .map(|(c, &i)| Chunk {
-                cache: c,
-                tokens: &choices[i][..choices[i].len() - 1],
-                logits: Logits::All,
-            })
+            .zip(&jobs[start..end])
+            .map(|(f, &(_, c))| Chunk { cache: f, tokens: &choices[c][..choices[c].len() - 1], logits: Logits::All })
             .collect();
         let logits = model.forward_chunks(&mut chunks)?;
-        let vocab = model.config().vocab_size;
-        for (&i, l) in multi.iter().zip(logits) {
+        for (&(p, c), l) in jobs[start..end].iter().zip(logits) {
             for (j, row) in l.data.chunks(vocab).enumerate() {
-                out[i].push(sampler::log_prob(row, choices[i][j + 1]));
+                out[p][c].push(sampler::log_prob(row, choices[c][j + 1]));
             }
         }
+        start = end;
     }
     Ok(out)
 }

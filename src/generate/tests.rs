@@ -157,3 +157,44 @@ fn choice_scores_match_step_by_step_log_probs() {
     }
     assert!(matches!(score_choices(&m, &prompt, &[], &SchedulerConfig::default(), &CancelFlag(&AtomicBool::new(false))), Err(Error::InvalidArgument(_))));
 }
+
+/// Split scoring: each prompt's scores are those of prefilling its prefix, then the
+/// rest (whatever the other prompts are), and close to unsplit scoring.
+#[test]
+fn score_choices_split_is_per_prompt_and_close_to_unsplit() {
+    // Split and unsplit prefill differ only in float summation order (both dense).
+    let m = tiny_model(&tiny_config(Arch::Llama), 27, GgmlDType::Q8_0);
+    let no = AtomicBool::new(false);
+    let sched = SchedulerConfig { max_batch: 1, prefill_chunk: 512 };
+    let head: Vec<u32> = (1..25).collect();
+    let prompts: Vec<Vec<u32>> = (0..4u32).map(|i| head.iter().copied().chain(40 + i..60 + 3 * i).collect()).collect();
+    let splits = vec![24, 24, 10, 24];
+    let choices = vec![vec![5u32], vec![7, 8]];
+    let all = score_choices_split(&m, &prompts, &splits, &choices, &sched, &CancelFlag(&no)).unwrap();
+    for (i, p) in prompts.iter().enumerate() {
+        let alone = score_choices_split(&m, &prompts[i..=i], &splits[i..=i], &choices, &sched, &CancelFlag(&no)).unwrap();
+        assert_eq!(alone[0], all[i], "prompt {i} depends on the batch");
+        // By hand: prefix, then the rest, then the choices.
+        let mut cache = KvCache::new(&m.cfg, p.len() + 2);
+        prefill(&m, &mut cache, &p[..splits[i]], 512, true, &CancelFlag(&no)).unwrap();
+        let first = prefill(&m, &mut cache, &p[splits[i]..], 512, true, &CancelFlag(&no)).unwrap();
+        assert_eq!(score_after(&m, std::slice::from_ref(&cache), &[first], &choices, &CancelFlag(&no)).unwrap()[0], all[i]);
+        let plain = score_choices(&m, p, &choices, &sched, &CancelFlag(&no)).unwrap();
+        for (a, b) in plain.iter().flatten().zip(all[i].iter().flatten()) {
+            assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+        }
+    }
+    // A small step budget: groups break up and a long rest is prefilled in chunks.
+    let small = SchedulerConfig { max_batch: 1, prefill_chunk: 8 };
+    let chunked = score_choices_split(&m, &prompts, &splits, &choices, &small, &CancelFlag(&no)).unwrap();
+    for (a, b) in chunked.iter().flatten().flatten().zip(all.iter().flatten().flatten()) {
+        assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+    }
+    // A split at or past the end keeps the last token out of the prefix; 0 is plain scoring.
+    let end = score_choices_split(&m, &prompts[..1], &[prompts[0].len()], &choices, &sched, &CancelFlag(&no)).unwrap();
+    assert_eq!(end[0].len(), 2);
+    let zero = score_choices_split(&m, &prompts[..1], &[0], &choices, &sched, &CancelFlag(&no)).unwrap();
+    assert_eq!(zero[0], score_choices(&m, &prompts[0], &choices, &sched, &CancelFlag(&no)).unwrap());
+    assert!(matches!(score_choices_split(&m, &prompts, &[1], &choices, &sched, &CancelFlag(&no)), Err(Error::InvalidArgument(_))));
+    assert!(matches!(score_choices_split(&m, &[], &[], &choices, &sched, &CancelFlag(&no)), Err(Error::InvalidArgument(_))));
+}

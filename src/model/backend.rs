@@ -35,6 +35,11 @@ pub trait LanguageModel: Sync {
     fn fork_cache(&self, cache: &Self::Cache, capacity: usize) -> Result<Self::Cache>;
     /// One forward step over the chunks; appends to their caches.
     fn forward_chunks(&self, chunks: &mut [Chunk<'_, Self::Cache>]) -> Result<Vec<ChunkLogits>>;
+    /// As `forward_chunks`, computed the way a long prefill is even for few tokens
+    /// (the CPU engine's [`Model::forward_dense`]); the same thing where there is one path.
+    fn forward_chunks_dense(&self, chunks: &mut [Chunk<'_, Self::Cache>]) -> Result<Vec<ChunkLogits>> {
+        self.forward_chunks(chunks)
+    }
 }
 
 impl SeqCache for KvCache {
@@ -62,6 +67,9 @@ impl LanguageModel for Model {
     }
     fn forward_chunks(&self, chunks: &mut [Chunk<'_, KvCache>]) -> Result<Vec<ChunkLogits>> {
         self.forward(chunks)
+    }
+    fn forward_chunks_dense(&self, chunks: &mut [Chunk<'_, KvCache>]) -> Result<Vec<ChunkLogits>> {
+        self.forward_dense(chunks)
     }
 }
 

@@ -14,6 +14,13 @@ use super::quant::{axpy, dot_f32};
 use super::{KvCache, Model, RopeStyle};
 use crate::error::{Error, Result};
 
+/// Token rows per parallel task in the cheap per-row steps (embedding look-up,
+/// norms, rotary embeddings): a decode batch runs them on one thread, where
+/// handing them to the pool would cost more than the work.
+const ROWS_PER_TASK: usize = 16;
+/// Values per parallel task in element-wise steps (residual adds, SwiGLU).
+const ELEMS_PER_TASK: usize = 8192;
+
 /// Which logits a chunk wants back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -41,6 +48,18 @@ impl Model {
     /// Run the chunks through the model, append their keys/values to their
     /// caches and return the logits each asked for.
     pub fn forward(&self, chunks: &mut [Chunk<'_>]) -> Result<Vec<ChunkLogits>> {
+        self.forward_with(chunks, false)
+    }
+
+    /// [`Model::forward`] computed as a prefill is, however few the tokens: dense
+    /// weights and matrix-product attention instead of the decode kernels. A short
+    /// chunk that continues a prompt then gets the numbers one long prefill would
+    /// (up to float summation order) rather than those of quantized activations.
+    pub fn forward_dense(&self, chunks: &mut [Chunk<'_>]) -> Result<Vec<ChunkLogits>> {
+        self.forward_with(chunks, true)
+    }
+
+    fn forward_with(&self, chunks: &mut [Chunk<'_>], dense: bool) -> Result<Vec<ChunkLogits>> {
         let cfg = &self.cfg;
         for c in chunks.iter() {
             if c.tokens.is_empty() {
@@ -61,10 +80,10 @@ impl Model {
                 });
             }
         }
-        self.pool.install(|| self.forward_inner(chunks))
+        self.pool.install(|| self.forward_inner(chunks, dense))
     }
 
-    fn forward_inner(&self, chunks: &mut [Chunk<'_>]) -> Result<Vec<ChunkLogits>> {
+    fn forward_inner(&self, chunks: &mut [Chunk<'_>], dense: bool) -> Result<Vec<ChunkLogits>> {
         let cfg = &self.cfg;
         let w = &self.weights;
         let d = cfg.n_embd;
@@ -80,7 +99,7 @@ impl Model {
         }
         let t = rows.len();
         let mut x = vec![0f32; t * d];
-        x.par_chunks_mut(d).zip(rows.par_iter()).for_each(|(xr, &(ci, i, _))| {
+        x.par_chunks_mut(d).zip(rows.par_iter()).with_min_len(ROWS_PER_TASK).for_each(|(xr, &(ci, i, _))| {
             w.embed.row_f32(chunks[ci].tokens[i] as usize, xr);
         });
         let chunk_starts: Vec<usize> = {
@@ -104,19 +123,19 @@ impl Model {
 
         for (li, layer) in w.layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, cfg.rms_eps, d, &mut xn);
-            forward_many(&[&layer.wq, &layer.wk, &layer.wv], &xn, t, &mut [&mut q, &mut k, &mut v]);
+            forward_many(&[&layer.wq, &layer.wk, &layer.wv], &xn, t, &mut [&mut q, &mut k, &mut v], dense);
             add_bias(&mut q, layer.bq.as_deref(), qd);
             add_bias(&mut k, layer.bk.as_deref(), kvd);
             add_bias(&mut v, layer.bv.as_deref(), kvd);
             // Rotary embeddings on q and k at each token's position.
             let rope = &self.rope;
             let style = cfg.rope_style;
-            q.par_chunks_mut(qd).zip(rows.par_iter()).for_each(|(qr, &(_, _, pos))| {
+            q.par_chunks_mut(qd).zip(rows.par_iter()).with_min_len(ROWS_PER_TASK).for_each(|(qr, &(_, _, pos))| {
                 for h in qr.chunks_mut(hd) {
                     apply_rope(h, pos, rope, style);
                 }
             });
-            k.par_chunks_mut(kvd).zip(rows.par_iter()).for_each(|(kr, &(_, _, pos))| {
+            k.par_chunks_mut(kvd).zip(rows.par_iter()).with_min_len(ROWS_PER_TASK).for_each(|(kr, &(_, _, pos))| {
                 for h in kr.chunks_mut(hd) {
                     apply_rope(h, pos, rope, style);
                 }
@@ -134,18 +153,21 @@ impl Model {
             }
             // Attention, chunk by chunk.
             let chunks_ro: &[Chunk<'_>] = chunks;
-            let small: Vec<bool> = chunks_ro.iter().map(|c| c.tokens.len() < GEMM_MIN_ROWS).collect();
-            // Small chunks (decode): one task per (token, head).
-            att.par_chunks_mut(hd).enumerate().for_each(|(idx, out)| {
-                let r = idx / cfg.n_head;
-                let h = idx % cfg.n_head;
+            let small: Vec<bool> = chunks_ro.iter().map(|c| c.tokens.len() < GEMM_MIN_ROWS && !dense).collect();
+            // Small chunks (decode): one task per (token, kv head), serving all the
+            // query heads that share that kv head, so each cached key and value row
+            // is read once per group instead of once per query head.
+            let group = cfg.n_head / cfg.n_head_kv;
+            att.par_chunks_mut(group * hd).enumerate().for_each(|(idx, out)| {
+                let r = idx / cfg.n_head_kv;
+                let kvh = idx % cfg.n_head_kv;
                 let (ci, _, pos) = rows[r];
                 if !small[ci] {
                     return;
                 }
                 let cache = &*chunks_ro[ci].cache;
-                let qh = &q[r * qd + h * hd..r * qd + (h + 1) * hd];
-                attend_one(qh, cache, li, h / (cfg.n_head / cfg.n_head_kv), pos + 1, hd, out);
+                let qg = &q[r * qd + kvh * group * hd..r * qd + (kvh + 1) * group * hd];
+                attend_group(qg, cache, li, kvh, pos + 1, hd, out);
             });
             // Large chunks (prefill): matrix products per head.
             for (ci, c) in chunks_ro.iter().enumerate() {
@@ -163,17 +185,17 @@ impl Model {
                     hd,
                 );
             }
-            layer.wo.forward(&att, t, &mut o);
+            forward_many(&[&layer.wo], &att, t, &mut [&mut o], dense);
             add_in_place(&mut x, &o);
 
             rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, d, &mut xn);
-            forward_many(&[&layer.w_gate, &layer.w_up], &xn, t, &mut [&mut g, &mut u]);
-            g.par_chunks_mut(4096).zip(u.par_chunks(4096)).for_each(|(gc, uc)| {
+            forward_many(&[&layer.w_gate, &layer.w_up], &xn, t, &mut [&mut g, &mut u], dense);
+            g.par_chunks_mut(ELEMS_PER_TASK).zip(u.par_chunks(ELEMS_PER_TASK)).for_each(|(gc, uc)| {
                 for (gi, ui) in gc.iter_mut().zip(uc) {
                     *gi = *gi / (1.0 + (-*gi).exp()) * ui;
                 }
             });
-            layer.w_down.forward(&g, t, &mut o);
+            forward_many(&[&layer.w_down], &g, t, &mut [&mut o], dense);
             add_in_place(&mut x, &o);
         }
         for c in chunks.iter_mut() {
@@ -214,7 +236,7 @@ impl Model {
 }
 
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, d: usize, out: &mut [f32]) {
-    out.par_chunks_mut(d).zip(x.par_chunks(d)).with_min_len(8).for_each(|(o, xr)| {
+    out.par_chunks_mut(d).zip(x.par_chunks(d)).with_min_len(ROWS_PER_TASK).for_each(|(o, xr)| {
         let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
         let scale = 1.0 / (ss + eps).sqrt();
         for ((oi, xi), wi) in o.iter_mut().zip(xr).zip(w) {
@@ -234,7 +256,7 @@ fn add_bias(x: &mut [f32], b: Option<&[f32]>, n: usize) {
 }
 
 fn add_in_place(x: &mut [f32], y: &[f32]) {
-    x.par_chunks_mut(4096).zip(y.par_chunks(4096)).for_each(|(a, b)| {
+    x.par_chunks_mut(ELEMS_PER_TASK).zip(y.par_chunks(ELEMS_PER_TASK)).for_each(|(a, b)| {
         for (ai, bi) in a.iter_mut().zip(b) {
             *ai += bi;
         }
@@ -263,17 +285,72 @@ fn apply_rope(h: &mut [f32], pos: usize, rope: &super::Rope, style: RopeStyle) {
     }
 }
 
-/// Attention of one query head over the first `n` cached positions.
-fn attend_one(qh: &[f32], cache: &KvCache, layer: usize, kv_head: usize, n: usize, hd: usize, out: &mut [f32]) {
+/// Attention of the query heads of one group (`qg`: `g` heads of `hd` values,
+/// all using kv head `kv_head`) over the first `n` cached positions.
+/// Each head's arithmetic is the same as attending alone (dot products, softmax,
+/// then value rows added in position order), only the loops are interleaved.
+fn attend_group(qg: &[f32], cache: &KvCache, layer: usize, kv_head: usize, n: usize, hd: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::quant::has_avx2() {
+        // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+        return unsafe { attend_group_avx2(qg, cache, layer, kv_head, n, hd, out) };
+    }
+    attend_group_with(qg, cache, layer, kv_head, n, hd, out, dot_f32, axpy)
+}
+
+/// [`attend_group`] with the SIMD dot product and axpy inlined (they are called
+/// for every cached position of every head: the call and dispatch cost as much
+/// as the arithmetic for 64-value heads).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_group_avx2(qg: &[f32], cache: &KvCache, layer: usize, kv_head: usize, n: usize, hd: usize, out: &mut [f32]) {
+    use super::quant::avx2;
+    attend_group_with(
+        qg,
+        cache,
+        layer,
+        kv_head,
+        n,
+        hd,
+        out,
+        |a, b| unsafe { avx2::dot_f32(a, b) },
+        |alpha, x, y| unsafe { avx2::axpy(alpha, x, y) },
+    )
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_group_with(
+    qg: &[f32],
+    cache: &KvCache,
+    layer: usize,
+    kv_head: usize,
+    n: usize,
+    hd: usize,
+    out: &mut [f32],
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+    axpy: impl Fn(f32, &[f32], &mut [f32]),
+) {
+    let g = qg.len() / hd;
     let base = kv_head * cache.capacity * hd;
     let keys = &cache.k[layer][base..base + n * hd];
     let vals = &cache.v[layer][base..base + n * hd];
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut scores: Vec<f32> = keys.chunks_exact(hd).map(|kr| dot_f32(qh, kr) * scale).collect();
-    softmax(&mut scores);
+    // scores[h * n + p]
+    let mut scores = vec![0f32; g * n];
+    for (p, kr) in keys.chunks_exact(hd).enumerate() {
+        for (h, qh) in qg.chunks_exact(hd).enumerate() {
+            scores[h * n + p] = dot(qh, kr) * scale;
+        }
+    }
+    for s in scores.chunks_exact_mut(n) {
+        softmax(s);
+    }
     out.fill(0.0);
-    for (p, vr) in scores.iter().zip(vals.chunks_exact(hd)) {
-        axpy(*p, vr, out);
+    for (p, vr) in vals.chunks_exact(hd).enumerate() {
+        for (h, oh) in out.chunks_exact_mut(hd).enumerate() {
+            axpy(scores[h * n + p], vr, oh);
+        }
     }
 }
 

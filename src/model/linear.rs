@@ -117,11 +117,11 @@ impl Linear {
 
     /// `out[m, out_dim] = x[m, in_dim] W^T`. Runs on the current rayon pool.
     pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        forward_many(&[self], x, m, &mut [out]);
+        forward_many(&[self], x, m, &mut [out], false);
     }
 
-    fn uses_gemm(&self, m: usize) -> bool {
-        m >= GEMM_MIN_ROWS && (self.allow_dense || matches!(self.weight, Weight::F32(_)))
+    fn uses_gemm(&self, m: usize, dense: bool) -> bool {
+        (m >= GEMM_MIN_ROWS || dense) && (self.allow_dense || matches!(self.weight, Weight::F32(_)))
     }
 
     /// Outputs of columns `j0..j0 + n` for all `m` rows, row-major (`out[r * n + c]`).
@@ -192,7 +192,8 @@ fn quant_col_dots<B>(
 
 /// Several linear layers over the same input (q/k/v, gate/up): the input is
 /// quantized once and all their columns share one parallel region.
-pub fn forward_many(layers: &[&Linear], x: &[f32], m: usize, outs: &mut [&mut [f32]]) {
+/// `dense` takes the GEMM path whatever `m` is (see [`Model::forward_dense`](super::Model::forward_dense)).
+pub fn forward_many(layers: &[&Linear], x: &[f32], m: usize, outs: &mut [&mut [f32]], dense: bool) {
     if m == 0 || layers.is_empty() {
         return;
     }
@@ -202,7 +203,7 @@ pub fn forward_many(layers: &[&Linear], x: &[f32], m: usize, outs: &mut [&mut [f
     let mut dot_layers: Vec<usize> = Vec::new();
     for (i, l) in layers.iter().enumerate() {
         debug_assert_eq!(outs[i].len(), m * l.out_dim);
-        if l.uses_gemm(m) {
+        if l.uses_gemm(m, dense) {
             gemm_xwt(x, l.dense(), m, k, l.out_dim, outs[i]);
         } else {
             dot_layers.push(i);

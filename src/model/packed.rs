@@ -8,7 +8,8 @@
 //! each of the eight columns by the same four activations (broadcast) and the
 //! eight lanes of the accumulator *are* the eight outputs: no horizontal sums,
 //! one scale multiply-add per block for eight columns. A block is unpacked once
-//! and used for up to four activation rows (sequences of a decode batch).
+//! and used for up to four activation rows (sequences of a decode batch), eight
+//! on CPUs with AVX-512 VNNI, whose 32 registers hold eight rows' accumulators.
 //!
 //! Every output lane goes through the same sequence of float operations
 //! whatever the number of rows, so a sequence's logits do not depend on the
@@ -209,6 +210,13 @@ mod x86 {
         _mm256_dpbusd_avx_epi32(acc, u, s)
     }
 
+    /// The same instruction in its AVX-512 (EVEX) form: the kernels compiled with
+    /// it may use 32 vector registers, enough for eight rows at once.
+    #[inline(always)]
+    unsafe fn dp_vnni512(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, u, s)
+    }
+
     /// Four activation bytes `4j..4j+4` broadcast to all lanes.
     #[inline(always)]
     unsafe fn bcast(y: &BlockQ8_1, j: usize) -> __m256i {
@@ -310,6 +318,7 @@ mod x86 {
 
     kernels!("avx2,fma,f16c", dp_avx2, q4_1x8_avx2, q8_0x8_avx2, false);
     kernels!("avx2,fma,f16c,avxvnni", dp_vnni, q4_1x8_vnni, q8_0x8_vnni, true);
+    kernels!("avx2,fma,f16c,avx512f,avx512vl,avx512vnni", dp_vnni512, q4_1x8_v512, q8_0x8_v512, true);
 }
 
 /// A packed matrix type the row kernels run on.
@@ -319,8 +328,18 @@ pub trait Packed: Sized {
     fn dot_rows<const R: usize>(w: &[Self], a: [&[BlockQ8_1]; R]) -> Option<[[f32; COLS]; R]>;
 }
 
+/// Most activation rows one pass over a column group serves: 8 where the
+/// kernels have 32 vector registers (AVX-512), else 4.
+fn rows_per_pass() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if super::quant::has_avx512_vnni() {
+        return 8;
+    }
+    4
+}
+
 macro_rules! impl_packed {
-    ($t:ty, $scalar:ident, $vnni:ident, $avx2:ident) => {
+    ($t:ty, $scalar:ident, $v512:ident, $vnni:ident, $avx2:ident) => {
         impl Packed for $t {
             fn dot_scalar(w: &[Self], a: &[BlockQ8_1]) -> [f32; COLS] {
                 $scalar(w, a)
@@ -329,6 +348,10 @@ macro_rules! impl_packed {
             fn dot_rows<const R: usize>(w: &[Self], a: [&[BlockQ8_1]; R]) -> Option<[[f32; COLS]; R]> {
                 #[cfg(target_arch = "x86_64")]
                 {
+                    if super::quant::has_avx512_vnni() {
+                        // SAFETY: the CPU has AVX-512 F/VL/VNNI, FMA and F16C (checked at run time).
+                        return Some(unsafe { x86::$v512::<R>(w, a) });
+                    }
                     if super::quant::has_vnni() {
                         // SAFETY: the CPU has AVX2, FMA, F16C and AVX-VNNI (checked at run time).
                         return Some(unsafe { x86::$vnni::<R>(w, a) });
@@ -345,18 +368,22 @@ macro_rules! impl_packed {
     };
 }
 
-impl_packed!(PackQ4_1x8, dot_q4_1x8_scalar, q4_1x8_vnni, q4_1x8_avx2);
-impl_packed!(PackQ8_0x8, dot_q8_0x8_scalar, q8_0x8_vnni, q8_0x8_avx2);
+impl_packed!(PackQ4_1x8, dot_q4_1x8_scalar, q4_1x8_v512, q4_1x8_vnni, q4_1x8_avx2);
+impl_packed!(PackQ8_0x8, dot_q8_0x8_scalar, q8_0x8_v512, q8_0x8_vnni, q8_0x8_avx2);
 
 /// Outputs of column group `w` (its `bpr` blocks) for `m` activation rows
 /// (`xq`: `m * bpr` blocks), written to `out[r * stride + c]` for `c < 8`.
 pub fn group_rows<P: Packed>(w: &[P], xq: &[BlockQ8_1], bpr: usize, m: usize, out: &mut [f32], stride: usize) {
     let row = |r: usize| &xq[r * bpr..(r + 1) * bpr];
     let mut put = |r: usize, v: &[f32; COLS]| out[r * stride..r * stride + COLS].copy_from_slice(v);
+    let wide = rows_per_pass() >= 8;
     let mut r = 0;
     while r < m {
         let left = m - r;
-        let done = if left >= 4 {
+        let done = if wide && left >= 8 {
+            let rows = std::array::from_fn(|t| row(r + t));
+            P::dot_rows::<8>(w, rows).map(|v| v.iter().enumerate().for_each(|(t, v)| put(r + t, v))).map(|_| 8)
+        } else if left >= 4 {
             P::dot_rows::<4>(w, [row(r), row(r + 1), row(r + 2), row(r + 3)]).map(|v| v.iter().enumerate().for_each(|(t, v)| put(r + t, v))).map(|_| 4)
         } else if left == 3 {
             P::dot_rows::<3>(w, [row(r), row(r + 1), row(r + 2)]).map(|v| v.iter().enumerate().for_each(|(t, v)| put(r + t, v))).map(|_| 3)

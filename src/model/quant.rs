@@ -210,7 +210,7 @@ pub fn dot_q8_0_q8_1_scalar(w: &[BlockQ8_0], a: &[BlockQ8_1]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use super::{BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
     use std::arch::x86_64::*;
 
@@ -367,6 +367,7 @@ mod avx2 {
         _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), ux, sy))
     }
 
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -395,6 +396,7 @@ mod avx2 {
     }
 
     /// y += alpha * x
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
         let n = x.len().min(y.len());
@@ -430,6 +432,21 @@ pub(crate) fn has_vnni() -> bool {
     })
 }
 
+/// AVX-512 F/VL/VNNI on top of AVX2/FMA/F16C (`LOGLM_NO_AVX512` or `LOGLM_NO_VNNI` turn it off).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512_vnni() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        has_avx2()
+            && std::env::var("LOGLM_NO_AVX512").is_err()
+            && std::env::var("LOGLM_NO_VNNI").is_err()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+    })
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2() -> bool {
     use std::sync::OnceLock;
@@ -444,6 +461,10 @@ pub(crate) fn has_avx2() -> bool {
 
 /// Which SIMD level the kernels run with ("avx2" or "scalar").
 pub fn simd_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512_vnni() {
+        return if has_vnni() { "avx2+avxvnni+avx512vnni" } else { "avx2+avx512vnni" };
+    }
     #[cfg(target_arch = "x86_64")]
     if has_vnni() {
         return "avx2+avxvnni";

@@ -391,6 +391,22 @@ impl PyEngine {
             e.score_choices(&prompt, &choices, &sched, &CancelFlag(cancel))
         })
     }
+
+    /// `score_choices` for many prompts; `splits[i]` tokens of prompt `i` are a
+    /// prefix shared with other prompts, prefilled once (see the Rust docs).
+    #[pyo3(signature = (prompts, splits, choices, *, prefill_chunk=512))]
+    fn score_choices_split(
+        &self,
+        py: Python<'_>,
+        prompts: Vec<Vec<u32>>,
+        splits: Vec<usize>,
+        choices: Vec<Vec<u32>>,
+        prefill_chunk: usize,
+    ) -> PyResult<Vec<Vec<Vec<f64>>>> {
+        let e = self.inner.clone();
+        let sched = SchedulerConfig { max_batch: 1, prefill_chunk: prefill_chunk.max(1) };
+        run_interruptible(py, move |cancel| e.score_choices_split(&prompts, &splits, &choices, &sched, &CancelFlag(cancel)))
+    }
 }
 
 enum StreamEvent {
