@@ -149,9 +149,18 @@ impl Linear {
 /// Packed columns `j0..j0 + n` (multiples of 8), one column group at a time.
 fn packed_col_dots<P: packed::Packed>(w: &[P], bpr: usize, j0: usize, n: usize, xq: &[BlockQ8_1], m: usize, out: &mut [f32]) {
     debug_assert!(j0 % packed::COLS == 0 && n % packed::COLS == 0);
-    for c in (0..n).step_by(packed::COLS) {
+    let pairs = packed::has_pair_kernels();
+    let mut c = 0;
+    while c < n {
         let g = (j0 + c) / packed::COLS;
-        packed::group_rows(&w[g * bpr..(g + 1) * bpr], xq, bpr, m, &mut out[c..], n);
+        if pairs && c + 2 * packed::COLS <= n {
+            let (w0, w1) = (&w[g * bpr..(g + 1) * bpr], &w[(g + 1) * bpr..(g + 2) * bpr]);
+            packed::group_pair_rows(w0, w1, xq, bpr, m, &mut out[c..], n);
+            c += 2 * packed::COLS;
+        } else {
+            packed::group_rows(&w[g * bpr..(g + 1) * bpr], xq, bpr, m, &mut out[c..], n);
+            c += packed::COLS;
+        }
     }
 }
 
