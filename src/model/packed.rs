@@ -8,8 +8,9 @@
 //! each of the eight columns by the same four activations (broadcast) and the
 //! eight lanes of the accumulator *are* the eight outputs: no horizontal sums,
 //! one scale multiply-add per block for eight columns. A block is unpacked once
-//! and used for up to four activation rows (sequences of a decode batch), eight
-//! on CPUs with AVX-512 VNNI, whose 32 registers hold eight rows' accumulators.
+//! and used for up to four activation rows (sequences of a decode batch); on CPUs
+//! with AVX-512 VNNI for eight (32 registers hold their accumulators), and two
+//! neighbouring column groups share one 512-bit vector (16 outputs per instruction).
 //!
 //! Every output lane goes through the same sequence of float operations
 //! whatever the number of rows, so a sequence's logits do not depend on the
