@@ -274,8 +274,6 @@ class TaskMixin:
     def anomaly_score(self, log: str) -> float:
         """Probability of ``"abnormal"`` for one log, renormalised over the two answers
         ``"normal"``/``"abnormal"`` scored after the training set's instruction."""
-        from loglm.prompts import ANOMALY_CHOICES, anomaly_prompt
-
         text, _ = self.fit_text(str(log), self._log_budget(8))
         return self._anomaly_probs([text])[0]
 
