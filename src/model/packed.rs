@@ -617,6 +617,52 @@ mod tests {
         assert!(u8.iter().zip(&w8).all(|(x, y)| x.d == y.d && x.qs == y.qs));
     }
 
+    /// Every SIMD level this CPU has (not only the one dispatch picks) equals the
+    /// packed scalar reference bit for bit, for 1, 4 and 8 rows and 16-column pairs.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_simd_level_is_bit_identical() {
+        let (out_dim, k) = (16, 576);
+        let bpr = k / QK;
+        let b4 = q4_1_blocks(out_dim * bpr, 5);
+        let mut w8 = Vec::new();
+        quantize_q8_0(&rand_vec(out_dim * k, 6), &mut w8);
+        let (p4, p8) = (pack_q4_1(&b4, out_dim, bpr), pack_q8_0(&w8, out_dim, bpr));
+        let xq = activations(8, k, 7);
+        let rows: [&[BlockQ8_1]; 8] = std::array::from_fn(|r| &xq[r * bpr..(r + 1) * bpr]);
+        let (g0, g1) = (0..bpr, bpr..2 * bpr);
+        let want4: Vec<[f32; COLS]> = (0..16).map(|i| dot_q4_1x8_scalar(&p4[(i / 8) * bpr..(i / 8 + 1) * bpr], rows[i % 8])).collect();
+        let want8: Vec<[f32; COLS]> = (0..16).map(|i| dot_q8_0x8_scalar(&p8[(i / 8) * bpr..(i / 8 + 1) * bpr], rows[i % 8])).collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let check = |name: &str, got4: [[f32; COLS]; 8], got8: [[f32; COLS]; 8]| {
+            for r in 0..8 {
+                assert_eq!(bits(&got4[r]), bits(&want4[r]), "{name} q4_1 row {r}");
+                assert_eq!(bits(&got8[r]), bits(&want8[r]), "{name} q8_0 row {r}");
+            }
+        };
+        let (w4, w8g) = (&p4[g0.clone()], &p8[g0.clone()]);
+        // SAFETY (all blocks below): each kernel runs only when the CPU has its features.
+        if quant::has_avx2() {
+            check("avx2", unsafe { x86::q4_1x8_avx2::<8>(w4, rows) }, unsafe { x86::q8_0x8_avx2::<8>(w8g, rows) });
+        }
+        if quant::has_avx2() && is_x86_feature_detected!("avxvnni") {
+            check("avxvnni", unsafe { x86::q4_1x8_vnni::<8>(w4, rows) }, unsafe { x86::q8_0x8_vnni::<8>(w8g, rows) });
+        }
+        if quant::has_avx512_vnni() {
+            check("avx512", unsafe { x86::q4_1x8_v512::<8>(w4, rows) }, unsafe { x86::q8_0x8_v512::<8>(w8g, rows) });
+            let one = unsafe { x86::q4_1x8_v512::<1>(w4, [rows[3]]) };
+            assert_eq!(bits(&one[0]), bits(&want4[3]));
+            let p4x = unsafe { x86::q4_1x16_v512::<8>(&p4[g0.clone()], &p4[g1.clone()], rows) };
+            let p8x = unsafe { x86::q8_0x16_v512::<8>(&p8[g0], &p8[g1], rows) };
+            for r in 0..8 {
+                assert_eq!(bits(&p4x[r][..COLS]), bits(&want4[r]), "x16 q4_1 row {r} group 0");
+                assert_eq!(bits(&p4x[r][COLS..]), bits(&want4[8 + r]), "x16 q4_1 row {r} group 1");
+                assert_eq!(bits(&p8x[r][..COLS]), bits(&want8[r]), "x16 q8_0 row {r} group 0");
+                assert_eq!(bits(&p8x[r][COLS..]), bits(&want8[8 + r]), "x16 q8_0 row {r} group 1");
+            }
+        }
+    }
+
     /// The packed kernels equal the row-major reference dot products (up to float
     /// order), the SIMD kernels equal the packed reference bit for bit, for every
     /// number of rows.
