@@ -6,7 +6,7 @@ import json
 import pytest
 
 import loglm
-from loglm.evaluate import evaluate, evaluate_anomaly, evaluate_parsing, to_markdown, write_results
+from loglm.evaluate import evaluate, evaluate_anomaly, evaluate_parsing, to_markdown, write_partial, write_results
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,17 @@ def test_evaluate_all_tiny_is_deterministic(model, data_dir, tmp_path):
     paths = write_results(a, tmp_path)
     assert json.loads(paths["json"].read_text())["meta"]["model_sha256"] == m["model_sha256"]
     assert paths["markdown"].read_text() == md
+
+
+def test_checkpoint_gets_each_finished_row(model, data_dir, tmp_path):
+    seen = []
+    res = evaluate("anomaly", model=model, limit=2, root=data_dir,
+                   checkpoint=lambda r: seen.append([row["system"] for row in r["anomaly"]]))
+    assert seen == [["BGL"], ["BGL", "Spirit"]]
+    p = write_partial(res, tmp_path)
+    assert p.name.endswith(".partial.json") and json.loads(p.read_text())["partial"] is True
+    write_results(res, tmp_path)
+    assert not p.exists() and len(list(tmp_path.glob("*.json"))) == 1
 
 
 def test_anomaly_metrics_follow_scores(model, data_dir):

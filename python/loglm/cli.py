@@ -144,7 +144,7 @@ def _cmd_ask(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from loglm.datasets import loghub_systems
-    from loglm.evaluate import evaluate, to_markdown, write_results
+    from loglm.evaluate import evaluate, to_markdown, write_partial, write_results
 
     systems = None
     if args.systems:
@@ -159,7 +159,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     log = None if args.quiet else (lambda msg: print(f"[loglm eval] {msg}", file=sys.stderr, flush=True))
     res = evaluate(args.what, model_path=args.model, adapter=_adapter(args), systems=systems, limit=args.limit, threads=args.threads,
                    seed=args.seed, threshold=args.threshold, max_new_tokens=args.max_new_tokens, log=log,
-                   command=cmd or "loglm " + " ".join(shlex.quote(a) for a in (args._argv or [])))
+                   command=cmd or "loglm " + " ".join(shlex.quote(a) for a in (args._argv or [])),
+                   checkpoint=lambda r: write_partial(r, args.out))
     paths = write_results(res, args.out)
     if args.json:
         print(json.dumps(res, indent=2, default=str))

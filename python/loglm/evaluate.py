@@ -36,6 +36,7 @@ PAPER = {  # LogLM-7B, from the paper (datasets README)
 }
 
 Log = Callable[[str], None]
+Rows = Callable[[List[Dict[str, Any]]], None]
 
 
 def _say(log: Optional[Log], msg: str) -> None:
@@ -59,11 +60,13 @@ def _parse_run(lines: List[str], model: Any) -> Dict[str, Any]:
 
 
 def evaluate_parsing(model: Any, *, systems: Optional[Sequence[str]] = None, limit: Optional[int] = None,
-                     root: Any = None, baseline: bool = True, log: Optional[Log] = None) -> List[Dict[str, Any]]:
+                     root: Any = None, baseline: bool = True, log: Optional[Log] = None,
+                     on_rows: Optional[Rows] = None) -> List[Dict[str, Any]]:
     """Parsing on the 1,800 test lines of each system (first ``limit`` of them when given):
     the template tree alone (``baseline``) and tree + ``model`` (``None`` skips it). One
     row per system and parser: RI and F1 (token-level variable F1) against the original
-    ground truth, GA / FGA / PA / FTA against the corrected one, and LLM counters."""
+    ground truth, GA / FGA / PA / FTA against the corrected one, and LLM counters.
+    ``on_rows`` (as in every ``evaluate_*``) is called with the rows so far after each one."""
     from loglm.datasets import load_parsing, loghub_systems
     from loglm.metrics import parsing_scores
 
@@ -87,11 +90,14 @@ def evaluate_parsing(model: Any, *, systems: Optional[Sequence[str]] = None, lim
                 if k in r:
                     row[k] = r[k]
             rows.append(row)
+            if on_rows is not None:
+                on_rows(rows)
     return rows
 
 
 def evaluate_anomaly(model: Any, *, systems: Sequence[str] = AD_SYSTEMS, limit: Optional[int] = None,
-                     threshold: float = 0.5, root: Any = None, log: Optional[Log] = None) -> List[Dict[str, Any]]:
+                     threshold: float = 0.5, root: Any = None, log: Optional[Log] = None,
+                     on_rows: Optional[Rows] = None) -> List[Dict[str, Any]]:
     """Template-level anomaly detection on the LogPrompt templates not in the training
     set (first ``limit`` per system when given), by choice scoring with ``threshold`` on
     P(abnormal). One row per system: precision, recall, F1 of "abnormal", accuracy,
@@ -121,12 +127,15 @@ def evaluate_anomaly(model: Any, *, systems: Sequence[str] = AD_SYSTEMS, limit: 
                      "precision": m["precision"], "recall": m["recall"], "F1": m["f1"], "accuracy": m["accuracy"],
                      "predicted_abnormal": int((pred == "abnormal").sum()), "F1_best_threshold": best,
                      "seconds": round(secs, 2)})
+        if on_rows is not None:
+            on_rows(rows)
     return rows
 
 
 def evaluate_irs(model: Any, *, tasks: Sequence[str] = ("interpretation", "root_cause", "solution"),
                  limit: Optional[int] = None, max_new_tokens: int = 256, max_batch: int = 8, seed: int = 0,
-                 root: Any = None, log: Optional[Log] = None, keep_outputs: bool = False) -> List[Dict[str, Any]]:
+                 root: Any = None, log: Optional[Log] = None, keep_outputs: bool = False,
+                 on_rows: Optional[Rows] = None) -> List[Dict[str, Any]]:
     """Interpretation, root-cause analysis and solution recommendation on the three test
     files (first ``limit`` pairs when given): each record's own instruction and input
     (``instruction\\ninput``, as in training), greedy decoding of up to ``max_new_tokens``;
@@ -163,13 +172,16 @@ def evaluate_irs(model: Any, *, tasks: Sequence[str] = ("interpretation", "root_
         if keep_outputs:
             row["outputs"] = hyps
         rows.append(row)
+        if on_rows is not None:
+            on_rows(rows)
     return rows
 
 
 def evaluate(task: str = "all", *, model: Any = None, model_path: Union[str, os.PathLike, None] = None,
              adapter: Any = "auto", systems: Optional[Sequence[str]] = None, limit: Optional[int] = None, threads: Optional[int] = None,
              seed: int = 0, threshold: float = 0.5, max_new_tokens: int = 256, root: Any = None,
-             log: Optional[Log] = None, command: Optional[str] = None) -> Dict[str, Any]:
+             log: Optional[Log] = None, command: Optional[str] = None,
+             checkpoint: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """Run ``task`` (``"parsing"``, ``"anomaly"``, ``"irs"`` or ``"all"``) and return the
     result dict: ``meta`` (model file, its sha256, the LoRA adapters merged and the
     sha256 of their weights, library version, metric signatures, settings, timings)
@@ -206,13 +218,26 @@ def evaluate(task: str = "all", *, model: Any = None, model_path: Union[str, os.
         "command": command,
     }
     res: Dict[str, Any] = {"meta": meta}
+
+    def saver(part: str) -> Optional[Rows]:
+        if checkpoint is None:
+            return None
+
+        def save(rows: List[Dict[str, Any]]) -> None:
+            res[part] = list(rows)
+            checkpoint(res)
+        return save
+
     t0 = time.perf_counter()
     if task in ("parsing", "all"):
-        res["parsing"] = evaluate_parsing(model, systems=systems, limit=limit, root=root, log=log)
+        res["parsing"] = evaluate_parsing(model, systems=systems, limit=limit, root=root, log=log,
+                                          on_rows=saver("parsing"))
     if task in ("anomaly", "all"):
-        res["anomaly"] = evaluate_anomaly(model, limit=limit, threshold=threshold, root=root, log=log)
+        res["anomaly"] = evaluate_anomaly(model, limit=limit, threshold=threshold, root=root, log=log,
+                                          on_rows=saver("anomaly"))
     if task in ("irs", "all"):
-        res["irs"] = evaluate_irs(model, limit=limit, max_new_tokens=max_new_tokens, seed=seed, root=root, log=log)
+        res["irs"] = evaluate_irs(model, limit=limit, max_new_tokens=max_new_tokens, seed=seed, root=root, log=log,
+                                  on_rows=saver("irs"))
         if res["irs"]:
             meta["signatures"]["bleu"] = res["irs"][0]["bleu_signature"]
     meta["seconds"] = round(time.perf_counter() - t0, 1)
@@ -276,21 +301,40 @@ def to_markdown(res: Dict[str, Any]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def write_results(res: Dict[str, Any], out_dir: Union[str, os.PathLike]) -> Dict[str, Path]:
-    """Write ``results.json`` and ``results.md`` (named after the task and model) into
-    ``out_dir``; returns their paths."""
-    d = Path(out_dir)
-    d.mkdir(parents=True, exist_ok=True)
+def _stem(res: Dict[str, Any]) -> str:
     stem = f"eval_{res['meta']['task']}_{Path(res['meta']['model_file']).stem}"
     for a in res["meta"].get("adapter") or []:
         stem += f"+{a['name']}"
     if res["meta"].get("limit"):
         stem += f"_limit{res['meta']['limit']}"
+    return stem
+
+
+def write_results(res: Dict[str, Any], out_dir: Union[str, os.PathLike]) -> Dict[str, Path]:
+    """Write ``results.json`` and ``results.md`` (named after the task and model) into
+    ``out_dir``, remove the run's partial file; returns their paths."""
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    stem = _stem(res)
     j = d / f"{stem}.json"
     md = d / f"{stem}.md"
     j.write_text(json.dumps(res, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
     md.write_text(to_markdown(res), encoding="utf-8")
+    (d / f"{stem}.partial.json").unlink(missing_ok=True)
     return {"json": j, "markdown": md}
+
+
+def write_partial(res: Dict[str, Any], out_dir: Union[str, os.PathLike]) -> Path:
+    """Write the rows finished so far to ``<stem>.partial.json`` in ``out_dir`` (the CLI
+    does this after every system / capability, so a long run that is stopped keeps them);
+    :func:`write_results` removes it at the end."""
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / f"{_stem(res)}.partial.json"
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(res, partial=True), indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    tmp.replace(p)
+    return p
 
 
 def _stderr(msg: str) -> None:
