@@ -10,9 +10,10 @@
 //! string, length) and leave the batch; each owns its KV cache, preallocated
 //! for `prompt + max_new_tokens` positions.
 //!
-//! Prefill and decode never share a step, and the decode kernels treat each
-//! row independently, so a sequence's output does not depend on what else is
-//! in the batch: batched generation equals one-by-one generation.
+//! Prefill and decode never share a step, a prompt is prefilled on its own,
+//! and decode steps run the per-row decode kernels however many sequences
+//! share them ([`Path::Rows`]), so a sequence's output does not depend on what
+//! else is in the batch: batched generation equals one-by-one generation.
 pub mod sampler;
 
 use std::collections::VecDeque;
@@ -22,6 +23,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::model::backend::{LanguageModel, SeqCache};
 use crate::model::forward::{Chunk, Logits};
+use crate::model::linear::Path;
 pub use sampler::{SamplingParams, Sampler};
 
 /// Incremental detokenizer of one sequence.
@@ -214,7 +216,7 @@ pub fn check_request<M: LanguageModel + ?Sized>(model: &M, r: &Request) -> Resul
 }
 
 /// Prefill `tokens` into `cache` in chunks; returns the last token's logits.
-/// `dense`: compute even a short chunk as a long prefill is ([`LanguageModel::forward_chunks_dense`]).
+/// `dense`: compute even a short chunk as a long prefill is ([`Path::Dense`]).
 fn prefill<M: LanguageModel + ?Sized>(
     model: &M,
     cache: &mut M::Cache,
@@ -234,7 +236,8 @@ fn prefill<M: LanguageModel + ?Sized>(
         let end = (start + chunk).min(n);
         let mode = if end == n { Logits::Last } else { Logits::None };
         let mut chunks = [Chunk { cache, tokens: &tokens[start..end], logits: mode }];
-        let mut out = if dense { model.forward_chunks_dense(&mut chunks)? } else { model.forward_chunks(&mut chunks)? };
+        let path = if dense { Path::Dense } else { Path::Auto };
+        let mut out = model.forward_chunks_on(&mut chunks, path)?;
         if end == n {
             last = std::mem::take(&mut out[0].data);
         }
@@ -316,7 +319,7 @@ pub fn generate<M: LanguageModel + ?Sized>(
             .zip(last.iter())
             .map(|(s, t)| Chunk { cache: &mut s.cache, tokens: t, logits: Logits::Last })
             .collect();
-        let outs = model.forward_chunks(&mut chunks)?;
+        let outs = model.forward_chunks_on(&mut chunks, Path::Rows)?;
         drop(chunks);
         for (s, mut o) in active.iter_mut().zip(outs) {
             let tok = s.sampler.sample(&mut o.data);
@@ -348,9 +351,10 @@ pub fn generate<M: LanguageModel + ?Sized>(
 }
 
 /// Log-probability of each choice as a continuation of `prompt`:
-/// the prompt is prefilled once, then the choices are scored in batched
-/// forward steps, each on its own copy of the prompt's cache.
-/// Returns, per choice, the log-probability of each of its tokens.
+/// the prompt is prefilled once (dense, [`Path::Dense`], its logits included,
+/// however short it is), then the later tokens of the choices are scored in
+/// batched decode steps ([`Path::Rows`]), each on its own copy of the prompt's
+/// cache. Returns, per choice, the log-probability of each of its tokens.
 pub fn score_choices<M: LanguageModel + ?Sized>(
     model: &M,
     prompt: &[u32],
@@ -360,7 +364,7 @@ pub fn score_choices<M: LanguageModel + ?Sized>(
 ) -> Result<Vec<Vec<f64>>> {
     check_scoring(model, prompt, choices)?;
     let mut cache = model.new_cache(prompt.len())?;
-    let first = prefill(model, &mut cache, prompt, sched.prefill_chunk, false, sink)?;
+    let first = prefill(model, &mut cache, prompt, sched.prefill_chunk, true, sink)?;
     Ok(score_after(model, std::slice::from_ref(&cache), &[first], choices, sink)?.remove(0))
 }
 
@@ -436,7 +440,7 @@ pub fn score_choices_split<M: LanguageModel + ?Sized>(
                 .zip(i..j)
                 .map(|(c, k)| Chunk { cache: c, tokens: &prompts[k][splits[k]..], logits: Logits::Last })
                 .collect();
-            model.forward_chunks_dense(&mut chunks)?.into_iter().map(|l| l.data).collect()
+            model.forward_chunks_on(&mut chunks, Path::Dense)?.into_iter().map(|l| l.data).collect()
         };
         out.extend(score_after(model, &caches, &firsts, choices, sink)?);
         i = j;
@@ -444,10 +448,11 @@ pub fn score_choices_split<M: LanguageModel + ?Sized>(
     Ok(out)
 }
 
-/// Token rows per forward step when scoring the later tokens of choices: kept
-/// as small as a decode step (the CPU engine's decode kernels treat each row
-/// alone), so a choice's score does not depend on what it was batched with.
-const CHOICE_ROWS_PER_STEP: usize = 8;
+/// Token rows per forward step when scoring the later tokens of choices. The
+/// steps run the per-row decode kernels ([`Path::Rows`]), so a choice's score
+/// does not depend on what it was batched with, only the weights are read
+/// once for all the rows.
+const CHOICE_ROWS_PER_STEP: usize = 32;
 
 fn check_scoring<M: LanguageModel + ?Sized>(model: &M, prompt: &[u32], choices: &[Vec<u32>]) -> Result<()> {
     if prompt.is_empty() {
@@ -510,7 +515,7 @@ fn score_after<M: LanguageModel + ?Sized>(
             .zip(&jobs[start..end])
             .map(|(f, &(_, c))| Chunk { cache: f, tokens: &choices[c][..choices[c].len() - 1], logits: Logits::All })
             .collect();
-        let logits = model.forward_chunks(&mut chunks)?;
+        let logits = model.forward_chunks_on(&mut chunks, Path::Rows)?;
         for (&(p, c), l) in jobs[start..end].iter().zip(logits) {
             for (j, row) in l.data.chunks(vocab).enumerate() {
                 out[p][c].push(sampler::log_prob(row, choices[c][j + 1]));

@@ -61,6 +61,19 @@ fn prompts() -> Vec<Vec<u32>> {
     vec![b"hello".iter().map(|&b| b as u32).collect(), (0..40).map(|i| (i * 7 % 250) as u32).collect(), vec![3], vec![10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150, 160, 170, 180]]
 }
 
+/// More running sequences than GEMM_MIN_ROWS: decode steps still take the per-row kernels.
+#[test]
+fn wide_batches_generate_as_one_by_one() {
+    let m = tiny_model(&tiny_config(Arch::Llama), 23, GgmlDType::Q8_0);
+    let reqs: Vec<Request> = (0..18u32).map(|i| req(&[1 + i, 2 * i + 3, 40 + i], 6 + (i as usize % 3), 0.8, 9)).collect();
+    let sched = SchedulerConfig { max_batch: 18, prefill_chunk: 16 };
+    let (batched, _) = generate(&m, &ByteVocab, reqs.clone(), &sched, &mut Collect::default()).unwrap();
+    for (r, b) in reqs.into_iter().zip(&batched) {
+        let (one, _) = generate(&m, &ByteVocab, vec![r], &SchedulerConfig { max_batch: 1, prefill_chunk: 16 }, &mut Collect::default()).unwrap();
+        assert_eq!(one[0].tokens, b.tokens);
+    }
+}
+
 #[test]
 fn batched_generation_equals_one_by_one() {
     let m = tiny_model(&tiny_config(Arch::Llama), 21, GgmlDType::Q4_1);
@@ -197,4 +210,27 @@ fn score_choices_split_is_per_prompt_and_close_to_unsplit() {
     assert_eq!(zero[0], score_choices(&m, &prompts[0], &choices, &sched, &CancelFlag(&no)).unwrap());
     assert!(matches!(score_choices_split(&m, &prompts, &[1], &choices, &sched, &CancelFlag(&no)), Err(Error::InvalidArgument(_))));
     assert!(matches!(score_choices_split(&m, &[], &[], &choices, &sched, &CancelFlag(&no)), Err(Error::InvalidArgument(_))));
+}
+
+/// A group of more prompts than GEMM_MIN_ROWS (their logits rows go through one GEMM),
+/// and prompts whose rest is a single token: each scores as it does alone, bit for bit.
+#[test]
+fn score_choices_split_large_groups_equal_alone() {
+    let m = tiny_model(&tiny_config(Arch::Llama), 31, GgmlDType::Q4_1);
+    let no = AtomicBool::new(false);
+    let sched = SchedulerConfig { max_batch: 1, prefill_chunk: 512 };
+    let head: Vec<u32> = (1..20).collect();
+    let prompts: Vec<Vec<u32>> = (0..40u32).map(|i| head.iter().copied().chain(100 + i..101 + i + i % 4).collect()).collect();
+    let splits = vec![head.len(); prompts.len()];
+    let choices = vec![vec![5u32], vec![7, 8, 9]];
+    let all = score_choices_split(&m, &prompts, &splits, &choices, &sched, &CancelFlag(&no)).unwrap();
+    for i in 0..prompts.len() {
+        let alone = score_choices_split(&m, &prompts[i..=i], &splits[i..=i], &choices, &sched, &CancelFlag(&no)).unwrap();
+        assert_eq!(alone[0], all[i], "prompt {i} depends on the batch");
+    }
+    // Blocks of 20, as a caller feeding batches would: the same numbers.
+    let blocks: Vec<Vec<Vec<f64>>> = (0..2)
+        .flat_map(|b| score_choices_split(&m, &prompts[20 * b..20 * b + 20], &splits[..20], &choices, &sched, &CancelFlag(&no)).unwrap())
+        .collect();
+    assert_eq!(blocks, all);
 }

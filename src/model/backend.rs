@@ -9,6 +9,7 @@
 //! loop); the engine holds either backend in the [`Backend`] enum.
 use super::device::{DeviceCache, DeviceModel};
 use super::forward::{Chunk, ChunkLogits};
+use super::linear::Path;
 use super::{Config, KvCache, Model};
 use crate::error::Result;
 
@@ -35,9 +36,11 @@ pub trait LanguageModel: Sync {
     fn fork_cache(&self, cache: &Self::Cache, capacity: usize) -> Result<Self::Cache>;
     /// One forward step over the chunks; appends to their caches.
     fn forward_chunks(&self, chunks: &mut [Chunk<'_, Self::Cache>]) -> Result<Vec<ChunkLogits>>;
-    /// As `forward_chunks`, computed the way a long prefill is even for few tokens
-    /// (the CPU engine's [`Model::forward_dense`]); the same thing where there is one path.
-    fn forward_chunks_dense(&self, chunks: &mut [Chunk<'_, Self::Cache>]) -> Result<Vec<ChunkLogits>> {
+    /// As `forward_chunks`, with the CPU engine's kernels chosen by `path`
+    /// ([`Model::forward_path`]: dense for choice scoring, per-row for batched
+    /// decode); the same thing where there is one kind of kernel.
+    fn forward_chunks_on(&self, chunks: &mut [Chunk<'_, Self::Cache>], path: Path) -> Result<Vec<ChunkLogits>> {
+        let _ = path;
         self.forward_chunks(chunks)
     }
 }
@@ -68,8 +71,8 @@ impl LanguageModel for Model {
     fn forward_chunks(&self, chunks: &mut [Chunk<'_, KvCache>]) -> Result<Vec<ChunkLogits>> {
         self.forward(chunks)
     }
-    fn forward_chunks_dense(&self, chunks: &mut [Chunk<'_, KvCache>]) -> Result<Vec<ChunkLogits>> {
-        self.forward_dense(chunks)
+    fn forward_chunks_on(&self, chunks: &mut [Chunk<'_, KvCache>], path: Path) -> Result<Vec<ChunkLogits>> {
+        self.forward_path(chunks, path)
     }
 }
 

@@ -9,7 +9,7 @@
 //! join between steps (TGI / mistral.rs style continuous batching).
 use rayon::prelude::*;
 
-use super::linear::{forward_many, gemm_strided, GEMM_MIN_ROWS};
+use super::linear::{forward_many, gemm_strided, Path, GEMM_MIN_ROWS};
 use super::quant::{axpy, dot_f32};
 use super::{KvCache, Model, RopeStyle};
 use crate::error::{Error, Result};
@@ -47,19 +47,20 @@ pub struct ChunkLogits {
 impl Model {
     /// Run the chunks through the model, append their keys/values to their
     /// caches and return the logits each asked for.
+    /// The linear layers take [`Path::Auto`]: meant for steps of one sequence.
     pub fn forward(&self, chunks: &mut [Chunk<'_>]) -> Result<Vec<ChunkLogits>> {
-        self.forward_with(chunks, false)
+        self.forward_path(chunks, Path::Auto)
     }
 
-    /// [`Model::forward`] computed as a prefill is, however few the tokens: dense
-    /// weights and matrix-product attention instead of the decode kernels. A short
-    /// chunk that continues a prompt then gets the numbers one long prefill would
-    /// (up to float summation order) rather than those of quantized activations.
-    pub fn forward_dense(&self, chunks: &mut [Chunk<'_>]) -> Result<Vec<ChunkLogits>> {
-        self.forward_with(chunks, true)
-    }
-
-    fn forward_with(&self, chunks: &mut [Chunk<'_>], dense: bool) -> Result<Vec<ChunkLogits>> {
+    /// [`Model::forward`] with the linear layers (logits included) on `path`:
+    /// - [`Path::Dense`]: computed as a prefill is, however few the tokens (dense
+    ///   weights and matrix-product attention instead of the decode kernels); a
+    ///   short chunk that continues a prompt then gets the numbers one long
+    ///   prefill would (up to float summation order) rather than those of
+    ///   quantized activations, whatever the other chunks of the step;
+    /// - [`Path::Rows`]: the decode kernels for every row, however many chunks
+    ///   share the step (batched decode).
+    pub fn forward_path(&self, chunks: &mut [Chunk<'_>], path: Path) -> Result<Vec<ChunkLogits>> {
         let cfg = &self.cfg;
         for c in chunks.iter() {
             if c.tokens.is_empty() {
@@ -80,10 +81,10 @@ impl Model {
                 });
             }
         }
-        self.pool.install(|| self.forward_inner(chunks, dense))
+        self.pool.install(|| self.forward_inner(chunks, path))
     }
 
-    fn forward_inner(&self, chunks: &mut [Chunk<'_>], dense: bool) -> Result<Vec<ChunkLogits>> {
+    fn forward_inner(&self, chunks: &mut [Chunk<'_>], path: Path) -> Result<Vec<ChunkLogits>> {
         let cfg = &self.cfg;
         let w = &self.weights;
         let d = cfg.n_embd;
@@ -123,7 +124,7 @@ impl Model {
 
         for (li, layer) in w.layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, cfg.rms_eps, d, &mut xn);
-            forward_many(&[&layer.wq, &layer.wk, &layer.wv], &xn, t, &mut [&mut q, &mut k, &mut v], dense);
+            forward_many(&[&layer.wq, &layer.wk, &layer.wv], &xn, t, &mut [&mut q, &mut k, &mut v], path);
             add_bias(&mut q, layer.bq.as_deref(), qd);
             add_bias(&mut k, layer.bk.as_deref(), kvd);
             add_bias(&mut v, layer.bv.as_deref(), kvd);
@@ -153,7 +154,7 @@ impl Model {
             }
             // Attention, chunk by chunk.
             let chunks_ro: &[Chunk<'_>] = chunks;
-            let small: Vec<bool> = chunks_ro.iter().map(|c| c.tokens.len() < GEMM_MIN_ROWS && !dense).collect();
+            let small: Vec<bool> = chunks_ro.iter().map(|c| c.tokens.len() < GEMM_MIN_ROWS && path != Path::Dense).collect();
             // Small chunks (decode): one task per (token, kv head), serving all the
             // query heads that share that kv head, so each cached key and value row
             // is read once per group instead of once per query head.
@@ -185,17 +186,17 @@ impl Model {
                     hd,
                 );
             }
-            forward_many(&[&layer.wo], &att, t, &mut [&mut o], dense);
+            forward_many(&[&layer.wo], &att, t, &mut [&mut o], path);
             add_in_place(&mut x, &o);
 
             rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, d, &mut xn);
-            forward_many(&[&layer.w_gate, &layer.w_up], &xn, t, &mut [&mut g, &mut u], dense);
+            forward_many(&[&layer.w_gate, &layer.w_up], &xn, t, &mut [&mut g, &mut u], path);
             g.par_chunks_mut(ELEMS_PER_TASK).zip(u.par_chunks(ELEMS_PER_TASK)).for_each(|(gc, uc)| {
                 for (gi, ui) in gc.iter_mut().zip(uc) {
                     *gi = *gi / (1.0 + (-*gi).exp()) * ui;
                 }
             });
-            forward_many(&[&layer.w_down], &g, t, &mut [&mut o], dense);
+            forward_many(&[&layer.w_down], &g, t, &mut [&mut o], path);
             add_in_place(&mut x, &o);
         }
         for c in chunks.iter_mut() {
@@ -219,7 +220,13 @@ impl Model {
         rms_norm(&sel, &w.out_norm, cfg.rms_eps, d, &mut seln);
         let vocab = cfg.vocab_size;
         let mut logits = vec![0f32; want.len() * vocab];
-        w.lm_head().forward(&seln, want.len(), &mut logits);
+        // The output layer follows the step's other layers: a prefill step that ran
+        // them as GEMMs gets its last-token logits from the dense weights too.
+        let head_path = match path {
+            Path::Auto if t >= GEMM_MIN_ROWS => Path::Dense,
+            p => p,
+        };
+        w.lm_head().forward_path(&seln, want.len(), &mut logits, head_path);
         let mut out = Vec::with_capacity(chunks.len());
         let mut off = 0;
         for c in chunks.iter() {

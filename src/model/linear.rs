@@ -1,17 +1,22 @@
 //! Linear layers of the CPU engine: `y = x W^T` for a weight `W` of shape
 //! `[out, in]` kept quantized (Q4_1, Q8_0) or dense (f32).
 //!
-//! Two paths, picked by the number of rows `m` of `x` alone (so a sequence gets
-//! bit-identical results whether it runs alone or in a batch):
-//! - `m < GEMM_MIN_ROWS` (decode): activations are quantized per row to Q8_1 and
+//! Two paths, picked per forward step by its [`Path`]: the step's caller, not the
+//! number of rows that happen to share the step, decides, so a sequence gets
+//! bit-identical results whether it runs alone or in a batch:
+//! - dot products (decode, [`Path::Rows`]; [`Path::Auto`] below `GEMM_MIN_ROWS`
+//!   rows): activations are quantized per row to Q8_1 and
 //!   each output is an integer dot product with a weight row (llama.cpp's
 //!   scheme). Matrices whose output count is a multiple of 8 are kept with the
 //!   blocks of 8 columns interleaved (`packed.rs`): one block is unpacked once
 //!   for up to 4 rows and its 8 outputs come out of one vector, so batched
 //!   decode reads the weights once per step and does little work per row.
-//! - `m >= GEMM_MIN_ROWS` (prefill): weights are dequantized once to f32 (lazily,
-//!   cached) and multiplied with the `gemm` crate, which is compute-bound and
-//!   much faster than dot products for many rows.
+//! - GEMM (prefill of one sequence, [`Path::Auto`] from `GEMM_MIN_ROWS` rows;
+//!   choice scoring, [`Path::Dense`]): weights are dequantized once to f32
+//!   (lazily, cached) and multiplied with the `gemm` crate, which is
+//!   compute-bound and much faster than dot products for many rows. Products
+//!   small enough for the crate's other kernels are padded (see [`gemm_xwt`])
+//!   so that a row's value is the one it gets among many rows.
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -19,8 +24,21 @@ use rayon::prelude::*;
 use super::packed::{self, PackQ4_1x8, PackQ8_0x8};
 use super::quant::{self, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK};
 
-/// Rows from which the dense GEMM path is used.
+/// Rows from which [`Path::Auto`] takes the dense GEMM path.
 pub const GEMM_MIN_ROWS: usize = 16;
+
+/// How the linear layers of one forward step are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// GEMM from [`GEMM_MIN_ROWS`] rows, dot products below: for steps of one
+    /// sequence (prefill), whose numbers then depend on that sequence alone.
+    Auto,
+    /// GEMM whatever the row count (choice scoring: the numbers of a long prefill).
+    Dense,
+    /// Per-row dot products whatever the row count (decode steps of many
+    /// sequences: each row's result is independent of the others in the step).
+    Rows,
+}
 /// Output columns per parallel task on the dot-product path.
 const COLS_PER_TASK: usize = 32;
 
@@ -117,11 +135,21 @@ impl Linear {
 
     /// `out[m, out_dim] = x[m, in_dim] W^T`. Runs on the current rayon pool.
     pub fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        forward_many(&[self], x, m, &mut [out], false);
+        self.forward_path(x, m, out, Path::Auto);
     }
 
-    fn uses_gemm(&self, m: usize, dense: bool) -> bool {
-        (m >= GEMM_MIN_ROWS || dense) && (self.allow_dense || matches!(self.weight, Weight::F32(_)))
+    /// [`Linear::forward`] on the given [`Path`].
+    pub fn forward_path(&self, x: &[f32], m: usize, out: &mut [f32], path: Path) {
+        forward_many(&[self], x, m, &mut [out], path);
+    }
+
+    fn uses_gemm(&self, m: usize, path: Path) -> bool {
+        let gemm = match path {
+            Path::Auto => m >= GEMM_MIN_ROWS,
+            Path::Dense => true,
+            Path::Rows => false,
+        };
+        gemm && (self.allow_dense || matches!(self.weight, Weight::F32(_)))
     }
 
     /// Outputs of columns `j0..j0 + n` for all `m` rows, row-major (`out[r * n + c]`).
@@ -201,8 +229,8 @@ fn quant_col_dots<B>(
 
 /// Several linear layers over the same input (q/k/v, gate/up): the input is
 /// quantized once and all their columns share one parallel region.
-/// `dense` takes the GEMM path whatever `m` is (see [`Model::forward_dense`](super::Model::forward_dense)).
-pub fn forward_many(layers: &[&Linear], x: &[f32], m: usize, outs: &mut [&mut [f32]], dense: bool) {
+/// `path` picks GEMM or dot products (see [`Path`]).
+pub fn forward_many(layers: &[&Linear], x: &[f32], m: usize, outs: &mut [&mut [f32]], path: Path) {
     if m == 0 || layers.is_empty() {
         return;
     }
@@ -212,7 +240,7 @@ pub fn forward_many(layers: &[&Linear], x: &[f32], m: usize, outs: &mut [&mut [f
     let mut dot_layers: Vec<usize> = Vec::new();
     for (i, l) in layers.iter().enumerate() {
         debug_assert_eq!(outs[i].len(), m * l.out_dim);
-        if l.uses_gemm(m, dense) {
+        if l.uses_gemm(m, path) {
             gemm_xwt(x, l.dense(), m, k, l.out_dim, outs[i]);
         } else {
             dot_layers.push(i);
@@ -262,9 +290,39 @@ fn threads() -> usize {
 }
 
 /// `out[m, n] = x[m, k] * w[n, k]^T` with the `gemm` crate.
+///
+/// The crate sends products of at most [`GEMM_SMALL`] outputs (and single rows)
+/// to kernels that sum in another order than its blocked matrix kernels; such
+/// small products are padded with copies of the first row until they leave
+/// that range, so that every row's result is the same whatever `m` is
+/// (`gemm_rows_do_not_depend_on_the_row_count` in the model tests).
 pub fn gemm_xwt(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) {
+    let rows = padded_rows(m, n);
+    if rows > m {
+        let mut xp = Vec::with_capacity(rows * k);
+        xp.extend_from_slice(&x[..m * k]);
+        for _ in m..rows {
+            xp.extend_from_slice(&x[..k]);
+        }
+        let mut op = vec![0f32; rows * n];
+        gemm_strided(rows, n, k, &mut op, n, &xp, k, 1, w, 1, k);
+        out[..m * n].copy_from_slice(&op[..m * n]);
+        return;
+    }
     // W^T viewed in place: element (kk, j) of W^T is w[j * k + kk].
     gemm_strided(m, n, k, out, n, x, k, 1, w, 1, k);
+}
+
+/// Largest output count (`m * n`) that `gemm` 0.19 computes with its small
+/// "horizontal" kernels (dot products with a horizontal sum at the end).
+const GEMM_SMALL: usize = 16 * 16;
+
+/// Rows to multiply so that `m` rows of `n` outputs take the blocked kernels.
+fn padded_rows(m: usize, n: usize) -> usize {
+    if n <= 1 || m == 0 {
+        return m;
+    }
+    m.max(2).max(GEMM_SMALL / n + 1)
 }
 
 /// `out[m, n] = a[m, k] * b[k, n]` for arbitrary row strides (attention).

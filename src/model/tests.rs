@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 
 use super::forward::{Chunk, Logits};
-use super::linear::{Linear, Weight};
+use super::linear::{self, Linear, Weight};
 use super::quant::{self, BlockQ4_1};
 use super::*;
 
@@ -276,9 +276,10 @@ fn quantized_forward_close_to_reference() {
 
 #[test]
 fn batched_decode_is_bitwise_equal_to_single() {
+    // 20 sequences: more rows than GEMM_MIN_ROWS, which decode steps (Path::Rows) must not notice.
     let cfg = tiny_config(Arch::Qwen2);
     let m = tiny_model(&cfg, 5, GgmlDType::Q4_1);
-    let prompts: Vec<Vec<u32>> = (0..4).map(|i| tokens(3 + 7 * i, 10 + i as u64, cfg.vocab_size)).collect();
+    let prompts: Vec<Vec<u32>> = (0..20).map(|i| tokens(3 + 7 * (i % 5), 10 + i as u64, cfg.vocab_size)).collect();
     // Sequences alone.
     let alone: Vec<Vec<Vec<f32>>> = prompts
         .iter()
@@ -290,20 +291,50 @@ fn batched_decode_is_bitwise_equal_to_single() {
                 .collect()
         })
         .collect();
-    // Same sequences prefilled separately then decoded together.
-    let mut caches: Vec<KvCache> = prompts.iter().map(|p| KvCache::new(&m.cfg, p.len() + 3)).collect();
-    for (c, p) in caches.iter_mut().zip(&prompts) {
-        m.forward(&mut [Chunk { cache: c, tokens: p, logits: Logits::Last }]).unwrap();
-    }
-    for s in 0..3u32 {
-        let toks = [s + 1];
-        let mut chunks: Vec<Chunk<'_>> =
-            caches.iter_mut().map(|c| Chunk { cache: c, tokens: &toks, logits: Logits::Last }).collect();
-        let out = m.forward(&mut chunks).unwrap();
-        for (i, o) in out.iter().enumerate() {
-            assert_eq!(o.data, alone[i][s as usize], "sequence {i} step {s}");
+    for n in [4, 20] {
+        // The first n sequences prefilled separately, then decoded together.
+        let mut caches: Vec<KvCache> = prompts[..n].iter().map(|p| KvCache::new(&m.cfg, p.len() + 3)).collect();
+        for (c, p) in caches.iter_mut().zip(&prompts) {
+            m.forward(&mut [Chunk { cache: c, tokens: p, logits: Logits::Last }]).unwrap();
+        }
+        for s in 0..3u32 {
+            let toks = [s + 1];
+            let mut chunks: Vec<Chunk<'_>> =
+                caches.iter_mut().map(|c| Chunk { cache: c, tokens: &toks, logits: Logits::Last }).collect();
+            let out = m.forward_path(&mut chunks, linear::Path::Rows).unwrap();
+            for (i, o) in out.iter().enumerate() {
+                assert_eq!(o.data, alone[i][s as usize], "{n} sequences: sequence {i} step {s}");
+            }
         }
     }
+}
+
+/// Dense steps (choice scoring): a chunk's logits do not depend on the chunks beside it,
+/// one or many, fewer or more rows than GEMM_MIN_ROWS.
+#[test]
+fn dense_chunks_are_bitwise_independent_of_the_batch() {
+    let cfg = tiny_config(Arch::Llama);
+    let m = tiny_model(&cfg, 8, GgmlDType::Q8_0);
+    let head = tokens(12, 3, cfg.vocab_size);
+    let rests: Vec<Vec<u32>> = (0..24).map(|i| tokens(1 + i % 6, 40 + i as u64, cfg.vocab_size)).collect();
+    let mut base = KvCache::new(&m.cfg, head.len());
+    m.forward_path(&mut [Chunk { cache: &mut base, tokens: &head, logits: Logits::None }], linear::Path::Dense).unwrap();
+    let run = |idx: &[usize]| -> Vec<Vec<f32>> {
+        let mut caches: Vec<KvCache> = idx.iter().map(|&i| base.fork(&m.cfg, head.len() + rests[i].len())).collect();
+        let mut chunks: Vec<Chunk<'_>> = caches
+            .iter_mut()
+            .zip(idx)
+            .map(|(c, &i)| Chunk { cache: c, tokens: &rests[i], logits: Logits::Last })
+            .collect();
+        m.forward_path(&mut chunks, linear::Path::Dense).unwrap().into_iter().map(|o| o.data).collect()
+    };
+    let all: Vec<usize> = (0..rests.len()).collect();
+    let together = run(&all);
+    for i in 0..rests.len() {
+        assert_eq!(run(&[i])[0], together[i], "chunk {i} alone");
+    }
+    let some = run(&[5, 1, 17]);
+    assert_eq!((&some[0], &some[1], &some[2]), (&together[5], &together[1], &together[17]));
 }
 
 #[test]
@@ -511,4 +542,28 @@ fn safetensors_folder_round_trip() {
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     assert!(matches!(hf::load(&empty, hf::DenseAs::F32), Err(crate::Error::NotFound(_))));
+}
+
+/// The GEMM path gives each row the same bits whatever the number of rows
+/// (one included, which the `gemm` crate would send to its matrix-vector
+/// kernel) and the number of threads, at the real model's sizes.
+#[test]
+fn gemm_rows_do_not_depend_on_the_row_count() {
+    let mut r = rand::rngs::StdRng::seed_from_u64(17);
+    for (k, n) in [(576, 1536), (1536, 576), (64, 32)] {
+        let w: Vec<f32> = (0..k * n).map(|_| r.gen_range(-1.0f32..1.0)).collect();
+        let x: Vec<f32> = (0..40 * k).map(|_| r.gen_range(-1.0f32..1.0)).collect();
+        let mut full = vec![0f32; 40 * n];
+        linear::gemm_xwt(&x, &w, 40, k, n, &mut full);
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            for m in [1, 2, 3, 7, 16, 17, 33] {
+                for start in [0, 40 - m] {
+                    let mut out = vec![0f32; m * n];
+                    pool.install(|| linear::gemm_xwt(&x[start * k..(start + m) * k], &w, m, k, n, &mut out));
+                    assert!(out == full[start * n..(start + m) * n], "k {k} n {n}: rows {start}..{} on {threads} threads", start + m);
+                }
+            }
+        }
+    }
 }
