@@ -140,6 +140,18 @@ def test_anomaly_scores_shared_prefix_is_per_log(model):
     assert list(model.detect_anomalies(logs)["Score"]) == batch
 
 
+def test_anomaly_scores_do_not_depend_on_the_batch(model, data_dir):
+    # More logs than the engine's GEMM threshold (16) share one batched step: each
+    # score must still be bit-equal to scoring that log alone, and to scoring it in
+    # blocks of another size (the Ray recipe scores blocks of its own size).
+    from loglm.datasets import load_loghub
+
+    logs = load_loghub("BGL", data_dir)["Content"].drop_duplicates().iloc[:40].tolist()
+    batch = model.anomaly_scores(logs)
+    assert batch == [model.anomaly_score(x) for x in logs]
+    assert model.anomaly_scores(logs[:17]) + model.anomaly_scores(logs[17:]) == batch
+
+
 def test_detect_anomalies_scores_and_sessions(model):
     logs = ["L3 major internal error", "HP CISS Driver (v 2.4.52.RH1)", "L3 major internal error"]
     df = model.detect_anomalies(logs, session_ids=["s1", "s2", "s1"], threshold=0.5)
