@@ -39,8 +39,10 @@ pub enum Path {
     /// sequences: each row's result is independent of the others in the step).
     Rows,
 }
-/// Output columns per parallel task on the dot-product path.
+/// Output columns per parallel task on the dot-product path (a multiple of 16:
+/// tasks never split a pair of packed column groups).
 const COLS_PER_TASK: usize = 32;
+const _: () = assert!(COLS_PER_TASK % (2 * packed::COLS) == 0);
 
 pub enum Weight {
     Q4_1(Vec<BlockQ4_1>),
@@ -174,19 +176,22 @@ impl Linear {
     }
 }
 
-/// Packed columns `j0..j0 + n` (multiples of 8), one column group at a time.
+/// Packed columns `j0..j0 + n` (multiples of 8): a pair of column groups at a time
+/// (their blocks are interleaved, see [`packed::block_index`]), an odd last group alone.
 fn packed_col_dots<P: packed::Packed>(w: &[P], bpr: usize, j0: usize, n: usize, xq: &[BlockQ8_1], m: usize, out: &mut [f32]) {
     debug_assert!(j0 % packed::COLS == 0 && n % packed::COLS == 0);
-    let pairs = packed::has_pair_kernels();
+    let groups = w.len() / bpr.max(1);
     let mut c = 0;
     while c < n {
         let g = (j0 + c) / packed::COLS;
-        if pairs && c + 2 * packed::COLS <= n {
-            let (w0, w1) = (&w[g * bpr..(g + 1) * bpr], &w[(g + 1) * bpr..(g + 2) * bpr]);
-            packed::group_pair_rows(w0, w1, xq, bpr, m, &mut out[c..], n);
+        if g < groups & !1 {
+            // Tasks start on pair boundaries (COLS_PER_TASK is a multiple of 16).
+            debug_assert!(g % 2 == 0 && c + 2 * packed::COLS <= n);
+            packed::group_pair_rows(&w[g * bpr..(g + 2) * bpr], xq, bpr, m, &mut out[c..], n);
             c += 2 * packed::COLS;
         } else {
-            packed::group_rows(&w[g * bpr..(g + 1) * bpr], xq, bpr, m, &mut out[c..], n);
+            let (wg, step) = packed::group_blocks(w, g, groups, bpr);
+            packed::group_rows(wg, step, xq, bpr, m, &mut out[c..], n);
             c += packed::COLS;
         }
     }

@@ -12,6 +12,14 @@
 //! with AVX-512 VNNI for eight (32 registers hold their accumulators), and two
 //! neighbouring column groups share one 512-bit vector (16 outputs per instruction).
 //!
+//! Column groups are stored in pairs, the blocks of the two interleaved block
+//! by block ([`block_index`]), so that the 16-column kernels, which read both
+//! groups at once, and the 8-column ones, which read one group after the
+//! other, both walk the matrix as one forward stream. (With each group's blocks
+//! contiguous, the 16-column kernels read two streams 2.9 KB apart, which the
+//! hardware prefetcher follows badly: 8 GB/s of weights from memory on one
+//! core, against 23-26 GB/s with the pairs interleaved.)
+//!
 //! Every output lane goes through the same sequence of float operations
 //! whatever the number of rows, so a sequence's logits do not depend on the
 //! batch it runs in. The scalar functions are the reference (bit-equal: the
@@ -46,62 +54,90 @@ pub struct PackQ8_0x8 {
 const _: () = assert!(std::mem::size_of::<PackQ4_1x8>() == 8 * std::mem::size_of::<BlockQ4_1>());
 const _: () = assert!(std::mem::size_of::<PackQ8_0x8>() == 8 * std::mem::size_of::<BlockQ8_0>());
 
-/// Interleave a row-major `[out_dim, bpr]` matrix of Q4_1 blocks (`out_dim % 8 == 0`);
-/// the result is indexed `[group * bpr + block]`.
-pub fn pack_q4_1(blocks: &[BlockQ4_1], out_dim: usize, bpr: usize) -> Vec<PackQ4_1x8> {
+/// Where block `i` of column group `g` (of `groups`, `bpr` blocks each) lies in a
+/// packed matrix: groups `2p` and `2p + 1` fill `[2p * bpr, (2p + 2) * bpr)`
+/// with their blocks alternating (`g0 b0, g1 b0, g0 b1, ...`); an odd last
+/// group follows with its blocks in order.
+#[inline]
+pub fn block_index(g: usize, i: usize, groups: usize, bpr: usize) -> usize {
+    if g < groups & !1 {
+        (g & !1) * bpr + 2 * i + (g & 1)
+    } else {
+        g * bpr + i
+    }
+}
+
+/// The blocks of one group: a slice starting at its first block, and the step
+/// between its blocks (2 inside a pair, 1 for an odd last group).
+#[inline]
+pub fn group_blocks<P>(w: &[P], g: usize, groups: usize, bpr: usize) -> (&[P], usize) {
+    let start = block_index(g, 0, groups, bpr);
+    let step = if g < groups & !1 { 2 } else { 1 };
+    (&w[start..start + (bpr.max(1) - 1) * step + 1], step)
+}
+
+fn pack<B, P: Copy>(blocks: &[B], out_dim: usize, bpr: usize, zero: P, make: impl Fn(&[B], usize) -> P) -> Vec<P> {
     debug_assert_eq!(out_dim % COLS, 0);
     debug_assert_eq!(blocks.len(), out_dim * bpr);
-    let mut out = Vec::with_capacity(blocks.len() / COLS);
-    for g in 0..out_dim / COLS {
+    let groups = out_dim / COLS;
+    let mut out = vec![zero; groups * bpr];
+    for g in 0..groups {
         for i in 0..bpr {
-            let mut p = PackQ4_1x8 { d: [f16::ZERO; COLS], m: [f16::ZERO; COLS], qs: [0; COLS * QK / 2] };
-            for l in 0..COLS {
-                let b = &blocks[(g * COLS + l) * bpr + i];
-                p.d[l] = b.d;
-                p.m[l] = b.m;
-                for c in 0..4 {
-                    p.qs[c * 32 + l * 4..c * 32 + l * 4 + 4].copy_from_slice(&b.qs[4 * c..4 * c + 4]);
-                }
-            }
-            out.push(p);
+            // Block i of the group's eight columns.
+            out[block_index(g, i, groups, bpr)] = make(&blocks[g * COLS * bpr..(g + 1) * COLS * bpr], i);
         }
     }
     out
+}
+
+/// Interleave a row-major `[out_dim, bpr]` matrix of Q4_1 blocks (`out_dim % 8 == 0`)
+/// into the layout of [`block_index`].
+pub fn pack_q4_1(blocks: &[BlockQ4_1], out_dim: usize, bpr: usize) -> Vec<PackQ4_1x8> {
+    let zero = PackQ4_1x8 { d: [f16::ZERO; COLS], m: [f16::ZERO; COLS], qs: [0; COLS * QK / 2] };
+    pack(blocks, out_dim, bpr, zero, |cols, i| {
+        let mut p = zero;
+        for l in 0..COLS {
+            let b = &cols[l * bpr + i];
+            p.d[l] = b.d;
+            p.m[l] = b.m;
+            for c in 0..4 {
+                p.qs[c * 32 + l * 4..c * 32 + l * 4 + 4].copy_from_slice(&b.qs[4 * c..4 * c + 4]);
+            }
+        }
+        p
+    })
 }
 
 /// As [`pack_q4_1`] for Q8_0 blocks.
 pub fn pack_q8_0(blocks: &[BlockQ8_0], out_dim: usize, bpr: usize) -> Vec<PackQ8_0x8> {
-    debug_assert_eq!(out_dim % COLS, 0);
-    debug_assert_eq!(blocks.len(), out_dim * bpr);
-    let mut out = Vec::with_capacity(blocks.len() / COLS);
-    for g in 0..out_dim / COLS {
-        for i in 0..bpr {
-            let mut p = PackQ8_0x8 { d: [f16::ZERO; COLS], qs: [0; COLS * QK] };
-            for l in 0..COLS {
-                let b = &blocks[(g * COLS + l) * bpr + i];
-                p.d[l] = b.d;
-                for j in 0..8 {
-                    p.qs[j * 32 + l * 4..j * 32 + l * 4 + 4].copy_from_slice(&b.qs[4 * j..4 * j + 4]);
-                }
+    let zero = PackQ8_0x8 { d: [f16::ZERO; COLS], qs: [0; COLS * QK] };
+    pack(blocks, out_dim, bpr, zero, |cols, i| {
+        let mut p = zero;
+        for l in 0..COLS {
+            let b = &cols[l * bpr + i];
+            p.d[l] = b.d;
+            for j in 0..8 {
+                p.qs[j * 32 + l * 4..j * 32 + l * 4 + 4].copy_from_slice(&b.qs[4 * j..4 * j + 4]);
             }
-            out.push(p);
         }
-    }
-    out
+        p
+    })
 }
 
 /// The row-major Q4_1 blocks back from [`pack_q4_1`]'s layout (for candle).
 pub fn unpack_q4_1(w: &[PackQ4_1x8], bpr: usize) -> Vec<BlockQ4_1> {
-    let out_dim = w.len() / bpr.max(1) * COLS;
-    let mut out = vec![BlockQ4_1 { d: f16::ZERO, m: f16::ZERO, qs: [0; QK / 2] }; out_dim * bpr];
-    for (gi, p) in w.iter().enumerate() {
-        let (g, i) = (gi / bpr, gi % bpr);
-        for l in 0..COLS {
-            let b = &mut out[(g * COLS + l) * bpr + i];
-            b.d = p.d[l];
-            b.m = p.m[l];
-            for c in 0..4 {
-                b.qs[4 * c..4 * c + 4].copy_from_slice(&p.qs[c * 32 + l * 4..c * 32 + l * 4 + 4]);
+    let groups = w.len() / bpr.max(1);
+    let mut out = vec![BlockQ4_1 { d: f16::ZERO, m: f16::ZERO, qs: [0; QK / 2] }; groups * COLS * bpr];
+    for g in 0..groups {
+        for i in 0..bpr {
+            let p = &w[block_index(g, i, groups, bpr)];
+            for l in 0..COLS {
+                let b = &mut out[(g * COLS + l) * bpr + i];
+                b.d = p.d[l];
+                b.m = p.m[l];
+                for c in 0..4 {
+                    b.qs[4 * c..4 * c + 4].copy_from_slice(&p.qs[c * 32 + l * 4..c * 32 + l * 4 + 4]);
+                }
             }
         }
     }
@@ -110,15 +146,17 @@ pub fn unpack_q4_1(w: &[PackQ4_1x8], bpr: usize) -> Vec<BlockQ4_1> {
 
 /// The row-major Q8_0 blocks back from [`pack_q8_0`]'s layout (for candle).
 pub fn unpack_q8_0(w: &[PackQ8_0x8], bpr: usize) -> Vec<BlockQ8_0> {
-    let out_dim = w.len() / bpr.max(1) * COLS;
-    let mut out = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; out_dim * bpr];
-    for (gi, p) in w.iter().enumerate() {
-        let (g, i) = (gi / bpr, gi % bpr);
-        for l in 0..COLS {
-            let b = &mut out[(g * COLS + l) * bpr + i];
-            b.d = p.d[l];
-            for j in 0..8 {
-                b.qs[4 * j..4 * j + 4].copy_from_slice(&p.qs[j * 32 + l * 4..j * 32 + l * 4 + 4]);
+    let groups = w.len() / bpr.max(1);
+    let mut out = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; groups * COLS * bpr];
+    for g in 0..groups {
+        for i in 0..bpr {
+            let p = &w[block_index(g, i, groups, bpr)];
+            for l in 0..COLS {
+                let b = &mut out[(g * COLS + l) * bpr + i];
+                b.d = p.d[l];
+                for j in 0..8 {
+                    b.qs[4 * j..4 * j + 4].copy_from_slice(&p.qs[j * 32 + l * 4..j * 32 + l * 4 + 4]);
+                }
             }
         }
     }
@@ -128,8 +166,9 @@ pub fn unpack_q8_0(w: &[PackQ8_0x8], bpr: usize) -> Vec<BlockQ8_0> {
 /// Row `r` of a packed Q4_1 matrix as f32 (the same values as `quant::dequantize_q4_1`).
 pub fn dequantize_row_q4_1x8(w: &[PackQ4_1x8], bpr: usize, r: usize, out: &mut [f32]) {
     let (g, l) = (r / COLS, r % COLS);
+    let groups = w.len() / bpr.max(1);
     for (i, o) in out.chunks_exact_mut(QK).enumerate().take(bpr) {
-        let p = &w[g * bpr + i];
+        let p = &w[block_index(g, i, groups, bpr)];
         let (d, m) = (p.d[l].to_f32(), p.m[l].to_f32());
         for c in 0..4 {
             for b in 0..4 {
@@ -144,8 +183,9 @@ pub fn dequantize_row_q4_1x8(w: &[PackQ4_1x8], bpr: usize, r: usize, out: &mut [
 /// Row `r` of a packed Q8_0 matrix as f32 (the same values as `quant::dequantize_q8_0`).
 pub fn dequantize_row_q8_0x8(w: &[PackQ8_0x8], bpr: usize, r: usize, out: &mut [f32]) {
     let (g, l) = (r / COLS, r % COLS);
+    let groups = w.len() / bpr.max(1);
     for (i, o) in out.chunks_exact_mut(QK).enumerate().take(bpr) {
-        let p = &w[g * bpr + i];
+        let p = &w[block_index(g, i, groups, bpr)];
         let d = p.d[l].to_f32();
         for j in 0..8 {
             for b in 0..4 {
@@ -155,11 +195,11 @@ pub fn dequantize_row_q8_0x8(w: &[PackQ8_0x8], bpr: usize, r: usize, out: &mut [
     }
 }
 
-/// Reference: the eight outputs of one column group (`w`: its `bpr` packed blocks)
-/// for one activation row.
-pub fn dot_q4_1x8_scalar(w: &[PackQ4_1x8], a: &[BlockQ8_1]) -> [f32; COLS] {
+/// Reference: the eight outputs of one column group (`w`: its packed blocks,
+/// `step` apart, see [`group_blocks`]) for one activation row.
+pub fn dot_q4_1x8_scalar(w: &[PackQ4_1x8], step: usize, a: &[BlockQ8_1]) -> [f32; COLS] {
     let mut acc = [0f32; COLS];
-    for (p, y) in w.iter().zip(a) {
+    for (p, y) in w.iter().step_by(step).zip(a) {
         for (l, acc) in acc.iter_mut().enumerate() {
             let mut isum = 0i32;
             for c in 0..4 {
@@ -177,9 +217,9 @@ pub fn dot_q4_1x8_scalar(w: &[PackQ4_1x8], a: &[BlockQ8_1]) -> [f32; COLS] {
 }
 
 /// Reference for packed Q8_0 (see [`dot_q4_1x8_scalar`]).
-pub fn dot_q8_0x8_scalar(w: &[PackQ8_0x8], a: &[BlockQ8_1]) -> [f32; COLS] {
+pub fn dot_q8_0x8_scalar(w: &[PackQ8_0x8], step: usize, a: &[BlockQ8_1]) -> [f32; COLS] {
     let mut acc = [0f32; COLS];
-    for (p, y) in w.iter().zip(a) {
+    for (p, y) in w.iter().step_by(step).zip(a) {
         for (l, acc) in acc.iter_mut().enumerate() {
             let mut isum = 0i32;
             for j in 0..8 {
@@ -228,15 +268,17 @@ mod x86 {
         ($feat:literal, $dp:ident, $q4:ident, $q8:ident, $vnni:literal) => {
             /// `R` activation rows against one packed Q4_1 column group.
             #[target_feature(enable = $feat)]
-            pub unsafe fn $q4<const R: usize>(w: &[PackQ4_1x8], a: [&[BlockQ8_1]; R]) -> [[f32; COLS]; R] {
-                let mut n = w.len();
+            /// `w`: the group's blocks, `step` apart ([`super::group_blocks`]).
+            pub unsafe fn $q4<const R: usize>(w: &[PackQ4_1x8], step: usize, a: [&[BlockQ8_1]; R]) -> [[f32; COLS]; R] {
+                let step = step.max(1);
+                let mut n = w.len().div_ceil(step);
                 for ar in a.iter() {
                     n = n.min(ar.len());
                 }
                 let mask = _mm256_set1_epi8(0x0F);
                 let mut acc = [_mm256_setzero_ps(); R];
                 for i in 0..n {
-                    let p = w.get_unchecked(i);
+                    let p = w.get_unchecked(i * step);
                     let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.d.as_ptr() as *const __m128i));
                     let mw = _mm256_cvtph_ps(_mm_loadu_si128(p.m.as_ptr() as *const __m128i));
                     let q = p.qs.as_ptr() as *const __m256i;
@@ -270,15 +312,16 @@ mod x86 {
 
             /// `R` activation rows against one packed Q8_0 column group.
             #[target_feature(enable = $feat)]
-            pub unsafe fn $q8<const R: usize>(w: &[PackQ8_0x8], a: [&[BlockQ8_1]; R]) -> [[f32; COLS]; R] {
-                let mut n = w.len();
+            pub unsafe fn $q8<const R: usize>(w: &[PackQ8_0x8], step: usize, a: [&[BlockQ8_1]; R]) -> [[f32; COLS]; R] {
+                let step = step.max(1);
+                let mut n = w.len().div_ceil(step);
                 for ar in a.iter() {
                     n = n.min(ar.len());
                 }
                 let mut acc = [_mm256_setzero_ps(); R];
                 let flip = _mm256_set1_epi8(-128);
                 for i in 0..n {
-                    let p = w.get_unchecked(i);
+                    let p = w.get_unchecked(i * step);
                     let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.d.as_ptr() as *const __m128i));
                     let q = p.qs.as_ptr() as *const __m256i;
                     let mut v = [_mm256_setzero_si256(); 8];
@@ -338,23 +381,20 @@ mod x86 {
         ))
     }
 
-    /// `R` activation rows against two neighbouring Q4_1 column groups at once, one
-    /// 512-bit vector holding both: lane for lane the operations of `q4_1x8_*`, so
-    /// the outputs are bit-identical, with half the instructions per row.
+    /// `R` activation rows against a pair of Q4_1 column groups at once (`w`: the
+    /// pair's interleaved blocks), one 512-bit vector holding both: lane for lane
+    /// the operations of `q4_1x8_*`, so the outputs are bit-identical, with half
+    /// the instructions per row.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn q4_1x16_v512<const R: usize>(
-        w0: &[PackQ4_1x8],
-        w1: &[PackQ4_1x8],
-        a: [&[BlockQ8_1]; R],
-    ) -> [[f32; 2 * COLS]; R] {
-        let mut n = w0.len().min(w1.len());
+    pub unsafe fn q4_1x16_v512<const R: usize>(w: &[PackQ4_1x8], a: [&[BlockQ8_1]; R]) -> [[f32; 2 * COLS]; R] {
+        let mut n = w.len() / 2;
         for ar in a.iter() {
             n = n.min(ar.len());
         }
         let mask = _mm512_set1_epi8(0x0F);
         let mut acc = [_mm512_setzero_ps(); R];
         for i in 0..n {
-            let (p0, p1) = (w0.get_unchecked(i), w1.get_unchecked(i));
+            let (p0, p1) = (w.get_unchecked(2 * i), w.get_unchecked(2 * i + 1));
             let dw = scales16(&p0.d, &p1.d);
             let mw = scales16(&p0.m, &p1.m);
             let (q0, q1) = (p0.qs.as_ptr() as *const __m256i, p1.qs.as_ptr() as *const __m256i);
@@ -383,19 +423,15 @@ mod x86 {
 
     /// As [`q4_1x16_v512`] for Q8_0 (lane for lane the operations of `q8_0x8_vnni`).
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn q8_0x16_v512<const R: usize>(
-        w0: &[PackQ8_0x8],
-        w1: &[PackQ8_0x8],
-        a: [&[BlockQ8_1]; R],
-    ) -> [[f32; 2 * COLS]; R] {
-        let mut n = w0.len().min(w1.len());
+    pub unsafe fn q8_0x16_v512<const R: usize>(w: &[PackQ8_0x8], a: [&[BlockQ8_1]; R]) -> [[f32; 2 * COLS]; R] {
+        let mut n = w.len() / 2;
         for ar in a.iter() {
             n = n.min(ar.len());
         }
         let flip = _mm512_set1_epi8(-128);
         let mut acc = [_mm512_setzero_ps(); R];
         for i in 0..n {
-            let (p0, p1) = (w0.get_unchecked(i), w1.get_unchecked(i));
+            let (p0, p1) = (w.get_unchecked(2 * i), w.get_unchecked(2 * i + 1));
             let dw = scales16(&p0.d, &p1.d);
             let (q0, q1) = (p0.qs.as_ptr() as *const __m256i, p1.qs.as_ptr() as *const __m256i);
             let mut v = [_mm512_setzero_si512(); 8];
@@ -429,12 +465,14 @@ mod x86 {
 
 /// A packed matrix type the row kernels run on.
 pub trait Packed: Sized {
-    fn dot_scalar(w: &[Self], a: &[BlockQ8_1]) -> [f32; COLS];
+    /// `w`, `step`: one group's blocks as [`group_blocks`] gives them.
+    fn dot_scalar(w: &[Self], step: usize, a: &[BlockQ8_1]) -> [f32; COLS];
     /// `R` rows at once with the best SIMD level, `None` when there is none.
-    fn dot_rows<const R: usize>(w: &[Self], a: [&[BlockQ8_1]; R]) -> Option<[[f32; COLS]; R]>;
-    /// Two column groups (`w0`, `w1`) at once, 16 outputs per row, where AVX-512
-    /// VNNI is there; the same values as two `dot_rows` calls.
-    fn dot_rows_x16<const R: usize>(w0: &[Self], w1: &[Self], a: [&[BlockQ8_1]; R]) -> Option<[[f32; 2 * COLS]; R]>;
+    fn dot_rows<const R: usize>(w: &[Self], step: usize, a: [&[BlockQ8_1]; R]) -> Option<[[f32; COLS]; R]>;
+    /// A pair of column groups (`w`: their interleaved blocks) at once, 16
+    /// outputs per row, where AVX-512 VNNI is there; the same values as two
+    /// `dot_rows` calls.
+    fn dot_rows_x16<const R: usize>(w: &[Self], a: [&[BlockQ8_1]; R]) -> Option<[[f32; 2 * COLS]; R]>;
 }
 
 /// Most activation rows one pass over a column group serves: 8 where the
@@ -450,39 +488,39 @@ fn rows_per_pass() -> usize {
 macro_rules! impl_packed {
     ($t:ty, $scalar:ident, $x16:ident, $v512:ident, $vnni:ident, $avx2:ident) => {
         impl Packed for $t {
-            fn dot_scalar(w: &[Self], a: &[BlockQ8_1]) -> [f32; COLS] {
-                $scalar(w, a)
+            fn dot_scalar(w: &[Self], step: usize, a: &[BlockQ8_1]) -> [f32; COLS] {
+                $scalar(w, step, a)
             }
             #[inline]
-            fn dot_rows<const R: usize>(w: &[Self], a: [&[BlockQ8_1]; R]) -> Option<[[f32; COLS]; R]> {
+            fn dot_rows<const R: usize>(w: &[Self], step: usize, a: [&[BlockQ8_1]; R]) -> Option<[[f32; COLS]; R]> {
                 #[cfg(target_arch = "x86_64")]
                 {
                     if super::quant::has_avx512_vnni() {
                         // SAFETY: the CPU has AVX-512 F/VL/VNNI, FMA and F16C (checked at run time).
-                        return Some(unsafe { x86::$v512::<R>(w, a) });
+                        return Some(unsafe { x86::$v512::<R>(w, step, a) });
                     }
                     if super::quant::has_vnni() {
                         // SAFETY: the CPU has AVX2, FMA, F16C and AVX-VNNI (checked at run time).
-                        return Some(unsafe { x86::$vnni::<R>(w, a) });
+                        return Some(unsafe { x86::$vnni::<R>(w, step, a) });
                     }
                     if super::quant::has_avx2() {
                         // SAFETY: the CPU has AVX2, FMA and F16C (checked at run time).
-                        return Some(unsafe { x86::$avx2::<R>(w, a) });
+                        return Some(unsafe { x86::$avx2::<R>(w, step, a) });
                     }
                 }
-                let _ = (w, a);
+                let _ = (w, step, a);
                 None
             }
             #[inline]
-            fn dot_rows_x16<const R: usize>(w0: &[Self], w1: &[Self], a: [&[BlockQ8_1]; R]) -> Option<[[f32; 2 * COLS]; R]> {
+            fn dot_rows_x16<const R: usize>(w: &[Self], a: [&[BlockQ8_1]; R]) -> Option<[[f32; 2 * COLS]; R]> {
                 #[cfg(target_arch = "x86_64")]
                 {
                     if super::quant::has_avx512_vnni() {
                         // SAFETY: the CPU has AVX-512 F/BW/VL/VNNI, FMA and F16C (checked at run time).
-                        return Some(unsafe { x86::$x16::<R>(w0, w1, a) });
+                        return Some(unsafe { x86::$x16::<R>(w, a) });
                     }
                 }
-                let _ = (w0, w1, a);
+                let _ = (w, a);
                 None
             }
         }
@@ -492,9 +530,10 @@ macro_rules! impl_packed {
 impl_packed!(PackQ4_1x8, dot_q4_1x8_scalar, q4_1x16_v512, q4_1x8_v512, q4_1x8_vnni, q4_1x8_avx2);
 impl_packed!(PackQ8_0x8, dot_q8_0x8_scalar, q8_0x16_v512, q8_0x8_v512, q8_0x8_vnni, q8_0x8_avx2);
 
-/// Outputs of column group `w` (its `bpr` blocks) for `m` activation rows
-/// (`xq`: `m * bpr` blocks), written to `out[r * stride + c]` for `c < 8`.
-pub fn group_rows<P: Packed>(w: &[P], xq: &[BlockQ8_1], bpr: usize, m: usize, out: &mut [f32], stride: usize) {
+/// Outputs of one column group (`w`, `step`: its blocks, see [`group_blocks`]) for
+/// `m` activation rows (`xq`: `m * bpr` blocks), written to `out[r * stride + c]`
+/// for `c < 8`.
+pub fn group_rows<P: Packed>(w: &[P], step: usize, xq: &[BlockQ8_1], bpr: usize, m: usize, out: &mut [f32], stride: usize) {
     let row = |r: usize| &xq[r * bpr..(r + 1) * bpr];
     let mut put = |r: usize, v: &[f32; COLS]| out[r * stride..r * stride + COLS].copy_from_slice(v);
     let wide = rows_per_pass() >= 8;
@@ -503,40 +542,40 @@ pub fn group_rows<P: Packed>(w: &[P], xq: &[BlockQ8_1], bpr: usize, m: usize, ou
         let left = m - r;
         let done = if wide && left >= 8 {
             let rows = std::array::from_fn(|t| row(r + t));
-            P::dot_rows::<8>(w, rows).map(|v| v.iter().enumerate().for_each(|(t, v)| put(r + t, v))).map(|_| 8)
+            P::dot_rows::<8>(w, step, rows).map(|v| v.iter().enumerate().for_each(|(t, v)| put(r + t, v))).map(|_| 8)
         } else if left >= 4 {
-            P::dot_rows::<4>(w, [row(r), row(r + 1), row(r + 2), row(r + 3)]).map(|v| v.iter().enumerate().for_each(|(t, v)| put(r + t, v))).map(|_| 4)
+            P::dot_rows::<4>(w, step, [row(r), row(r + 1), row(r + 2), row(r + 3)]).map(|v| v.iter().enumerate().for_each(|(t, v)| put(r + t, v))).map(|_| 4)
         } else if left == 3 {
-            P::dot_rows::<3>(w, [row(r), row(r + 1), row(r + 2)]).map(|v| v.iter().enumerate().for_each(|(t, v)| put(r + t, v))).map(|_| 3)
+            P::dot_rows::<3>(w, step, [row(r), row(r + 1), row(r + 2)]).map(|v| v.iter().enumerate().for_each(|(t, v)| put(r + t, v))).map(|_| 3)
         } else if left == 2 {
-            P::dot_rows::<2>(w, [row(r), row(r + 1)]).map(|v| v.iter().enumerate().for_each(|(t, v)| put(r + t, v))).map(|_| 2)
+            P::dot_rows::<2>(w, step, [row(r), row(r + 1)]).map(|v| v.iter().enumerate().for_each(|(t, v)| put(r + t, v))).map(|_| 2)
         } else {
-            P::dot_rows::<1>(w, [row(r)]).map(|v| put(r, &v[0])).map(|_| 1)
+            P::dot_rows::<1>(w, step, [row(r)]).map(|v| put(r, &v[0])).map(|_| 1)
         };
         r += done.unwrap_or_else(|| {
-            put(r, &P::dot_scalar(w, row(r)));
+            put(r, &P::dot_scalar(w, step, row(r)));
             1
         });
     }
 }
 
-/// Outputs of two neighbouring column groups `w0`, `w1` (16 columns) for `m`
-/// activation rows, written to `out[r * stride + c]` for `c < 16`. Uses the
-/// 16-column kernels where there are some, else [`group_rows`] twice: the
-/// values are the same either way.
-pub fn group_pair_rows<P: Packed>(w0: &[P], w1: &[P], xq: &[BlockQ8_1], bpr: usize, m: usize, out: &mut [f32], stride: usize) {
+/// Outputs of a pair of column groups (`w`: their `2 * bpr` interleaved blocks,
+/// 16 columns) for `m` activation rows, written to `out[r * stride + c]` for
+/// `c < 16`. Uses the 16-column kernels where there are some, else
+/// [`group_rows`] once per group: the values are the same either way.
+pub fn group_pair_rows<P: Packed>(w: &[P], xq: &[BlockQ8_1], bpr: usize, m: usize, out: &mut [f32], stride: usize) {
     let row = |r: usize| &xq[r * bpr..(r + 1) * bpr];
     let mut r = 0;
     while r < m {
         let left = m - r;
         let got = if left >= 8 {
-            P::dot_rows_x16::<8>(w0, w1, std::array::from_fn(|t| row(r + t))).map(|v| v.to_vec())
+            P::dot_rows_x16::<8>(w, std::array::from_fn(|t| row(r + t))).map(|v| v.to_vec())
         } else if left >= 4 {
-            P::dot_rows_x16::<4>(w0, w1, std::array::from_fn(|t| row(r + t))).map(|v| v.to_vec())
+            P::dot_rows_x16::<4>(w, std::array::from_fn(|t| row(r + t))).map(|v| v.to_vec())
         } else if left >= 2 {
-            P::dot_rows_x16::<2>(w0, w1, std::array::from_fn(|t| row(r + t))).map(|v| v.to_vec())
+            P::dot_rows_x16::<2>(w, std::array::from_fn(|t| row(r + t))).map(|v| v.to_vec())
         } else {
-            P::dot_rows_x16::<1>(w0, w1, [row(r)]).map(|v| v.to_vec())
+            P::dot_rows_x16::<1>(w, [row(r)]).map(|v| v.to_vec())
         };
         match got {
             Some(v) => {
@@ -546,21 +585,12 @@ pub fn group_pair_rows<P: Packed>(w0: &[P], w1: &[P], xq: &[BlockQ8_1], bpr: usi
                 r += v.len();
             }
             None => {
-                group_rows(w0, &xq[r * bpr..], bpr, m - r, &mut out[r * stride..], stride);
-                group_rows(w1, &xq[r * bpr..], bpr, m - r, &mut out[r * stride + COLS..], stride);
+                group_rows(w, 2, &xq[r * bpr..], bpr, m - r, &mut out[r * stride..], stride);
+                group_rows(&w[1..], 2, &xq[r * bpr..], bpr, m - r, &mut out[r * stride + COLS..], stride);
                 r = m;
             }
         }
     }
-}
-
-/// Whether [`group_pair_rows`] has 16-column kernels on this CPU.
-pub fn has_pair_kernels() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if super::quant::has_avx512_vnni() {
-        return true;
-    }
-    false
 }
 
 #[cfg(test)]
@@ -596,25 +626,38 @@ mod tests {
 
     #[test]
     fn packing_keeps_every_value() {
-        let (out_dim, bpr) = (16, 3);
-        let b4 = q4_1_blocks(out_dim * bpr, 1);
-        let p4 = pack_q4_1(&b4, out_dim, bpr);
-        let mut w8 = Vec::new();
-        quantize_q8_0(&rand_vec(out_dim * bpr * QK, 2), &mut w8);
-        let p8 = pack_q8_0(&w8, out_dim, bpr);
-        let (mut a, mut b) = (vec![0f32; bpr * QK], vec![0f32; bpr * QK]);
-        for r in 0..out_dim {
-            dequantize_q4_1(&b4[r * bpr..(r + 1) * bpr], &mut a);
-            dequantize_row_q4_1x8(&p4, bpr, r, &mut b);
-            assert_eq!(a, b, "q4_1 row {r}");
-            dequantize_q8_0(&w8[r * bpr..(r + 1) * bpr], &mut a);
-            dequantize_row_q8_0x8(&p8, bpr, r, &mut b);
-            assert_eq!(a, b, "q8_0 row {r}");
+        // 2 groups (one pair) and 3 (a pair and an odd last group).
+        for out_dim in [16, 24] {
+            let bpr = 3;
+            let b4 = q4_1_blocks(out_dim * bpr, 1);
+            let p4 = pack_q4_1(&b4, out_dim, bpr);
+            let mut w8 = Vec::new();
+            quantize_q8_0(&rand_vec(out_dim * bpr * QK, 2), &mut w8);
+            let p8 = pack_q8_0(&w8, out_dim, bpr);
+            let (mut a, mut b) = (vec![0f32; bpr * QK], vec![0f32; bpr * QK]);
+            for r in 0..out_dim {
+                dequantize_q4_1(&b4[r * bpr..(r + 1) * bpr], &mut a);
+                dequantize_row_q4_1x8(&p4, bpr, r, &mut b);
+                assert_eq!(a, b, "q4_1 row {r}");
+                dequantize_q8_0(&w8[r * bpr..(r + 1) * bpr], &mut a);
+                dequantize_row_q8_0x8(&p8, bpr, r, &mut b);
+                assert_eq!(a, b, "q8_0 row {r}");
+            }
+            let u4 = unpack_q4_1(&p4, bpr);
+            assert!(u4.iter().zip(&b4).all(|(x, y)| x.d == y.d && x.m == y.m && x.qs == y.qs));
+            let u8 = unpack_q8_0(&p8, bpr);
+            assert!(u8.iter().zip(&w8).all(|(x, y)| x.d == y.d && x.qs == y.qs));
         }
-        let u4 = unpack_q4_1(&p4, bpr);
-        assert!(u4.iter().zip(&b4).all(|(x, y)| x.d == y.d && x.m == y.m && x.qs == y.qs));
-        let u8 = unpack_q8_0(&p8, bpr);
-        assert!(u8.iter().zip(&w8).all(|(x, y)| x.d == y.d && x.qs == y.qs));
+        // Pairs interleave their blocks; every block has one place.
+        let mut seen = vec![false; 5 * 4];
+        for g in 0..5 {
+            for i in 0..4 {
+                let k = block_index(g, i, 5, 4);
+                assert!(!seen[k]);
+                seen[k] = true;
+            }
+        }
+        assert_eq!((block_index(0, 1, 5, 4), block_index(1, 1, 5, 4), block_index(4, 1, 5, 4)), (2, 3, 17));
     }
 
     /// Every SIMD level this CPU has (not only the one dispatch picks) equals the
@@ -623,16 +666,25 @@ mod tests {
     #[test]
     fn every_simd_level_is_bit_identical() {
         let (out_dim, k) = (16, 576);
-        let bpr = k / QK;
+        let (groups, bpr) = (out_dim / COLS, k / QK);
         let b4 = q4_1_blocks(out_dim * bpr, 5);
         let mut w8 = Vec::new();
         quantize_q8_0(&rand_vec(out_dim * k, 6), &mut w8);
         let (p4, p8) = (pack_q4_1(&b4, out_dim, bpr), pack_q8_0(&w8, out_dim, bpr));
         let xq = activations(8, k, 7);
         let rows: [&[BlockQ8_1]; 8] = std::array::from_fn(|r| &xq[r * bpr..(r + 1) * bpr]);
-        let (g0, g1) = (0..bpr, bpr..2 * bpr);
-        let want4: Vec<[f32; COLS]> = (0..16).map(|i| dot_q4_1x8_scalar(&p4[(i / 8) * bpr..(i / 8 + 1) * bpr], rows[i % 8])).collect();
-        let want8: Vec<[f32; COLS]> = (0..16).map(|i| dot_q8_0x8_scalar(&p8[(i / 8) * bpr..(i / 8 + 1) * bpr], rows[i % 8])).collect();
+        let want4: Vec<[f32; COLS]> = (0..16)
+            .map(|i| {
+                let (w, step) = group_blocks(&p4, i / 8, groups, bpr);
+                dot_q4_1x8_scalar(w, step, rows[i % 8])
+            })
+            .collect();
+        let want8: Vec<[f32; COLS]> = (0..16)
+            .map(|i| {
+                let (w, step) = group_blocks(&p8, i / 8, groups, bpr);
+                dot_q8_0x8_scalar(w, step, rows[i % 8])
+            })
+            .collect();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let check = |name: &str, got4: [[f32; COLS]; 8], got8: [[f32; COLS]; 8]| {
             for r in 0..8 {
@@ -640,20 +692,20 @@ mod tests {
                 assert_eq!(bits(&got8[r]), bits(&want8[r]), "{name} q8_0 row {r}");
             }
         };
-        let (w4, w8g) = (&p4[g0.clone()], &p8[g0.clone()]);
+        let ((w4, s4), (w8g, s8)) = (group_blocks(&p4, 0, groups, bpr), group_blocks(&p8, 0, groups, bpr));
         // SAFETY (all blocks below): each kernel runs only when the CPU has its features.
         if quant::has_avx2() {
-            check("avx2", unsafe { x86::q4_1x8_avx2::<8>(w4, rows) }, unsafe { x86::q8_0x8_avx2::<8>(w8g, rows) });
+            check("avx2", unsafe { x86::q4_1x8_avx2::<8>(w4, s4, rows) }, unsafe { x86::q8_0x8_avx2::<8>(w8g, s8, rows) });
         }
         if quant::has_avx2() && is_x86_feature_detected!("avxvnni") {
-            check("avxvnni", unsafe { x86::q4_1x8_vnni::<8>(w4, rows) }, unsafe { x86::q8_0x8_vnni::<8>(w8g, rows) });
+            check("avxvnni", unsafe { x86::q4_1x8_vnni::<8>(w4, s4, rows) }, unsafe { x86::q8_0x8_vnni::<8>(w8g, s8, rows) });
         }
         if quant::has_avx512_vnni() {
-            check("avx512", unsafe { x86::q4_1x8_v512::<8>(w4, rows) }, unsafe { x86::q8_0x8_v512::<8>(w8g, rows) });
-            let one = unsafe { x86::q4_1x8_v512::<1>(w4, [rows[3]]) };
+            check("avx512", unsafe { x86::q4_1x8_v512::<8>(w4, s4, rows) }, unsafe { x86::q8_0x8_v512::<8>(w8g, s8, rows) });
+            let one = unsafe { x86::q4_1x8_v512::<1>(w4, s4, [rows[3]]) };
             assert_eq!(bits(&one[0]), bits(&want4[3]));
-            let p4x = unsafe { x86::q4_1x16_v512::<8>(&p4[g0.clone()], &p4[g1.clone()], rows) };
-            let p8x = unsafe { x86::q8_0x16_v512::<8>(&p8[g0], &p8[g1], rows) };
+            let p4x = unsafe { x86::q4_1x16_v512::<8>(&p4[..2 * bpr], rows) };
+            let p8x = unsafe { x86::q8_0x16_v512::<8>(&p8[..2 * bpr], rows) };
             for r in 0..8 {
                 assert_eq!(bits(&p4x[r][..COLS]), bits(&want4[r]), "x16 q4_1 row {r} group 0");
                 assert_eq!(bits(&p4x[r][COLS..]), bits(&want4[8 + r]), "x16 q4_1 row {r} group 1");
@@ -665,11 +717,11 @@ mod tests {
 
     /// The packed kernels equal the row-major reference dot products (up to float
     /// order), the SIMD kernels equal the packed reference bit for bit, for every
-    /// number of rows.
+    /// number of rows, in pairs of groups and in an odd last group.
     #[test]
     fn kernels_match_references_for_any_row_count() {
         let (out_dim, k) = (24, 576);
-        let bpr = k / QK;
+        let (groups, bpr) = (out_dim / COLS, k / QK);
         let b4 = q4_1_blocks(out_dim * bpr, 3);
         let mut w8 = Vec::new();
         quantize_q8_0(&rand_vec(out_dim * k, 4), &mut w8);
@@ -678,22 +730,19 @@ mod tests {
             let xq = activations(m, k, 10 + m as u64);
             let mut got4 = vec![0f32; m * out_dim];
             let mut got8 = vec![0f32; m * out_dim];
-            for g in 0..out_dim / COLS {
-                let s = &mut got4[g * COLS..];
-                group_rows(&p4[g * bpr..(g + 1) * bpr], &xq, bpr, m, s, out_dim);
-                let s = &mut got8[g * COLS..];
-                group_rows(&p8[g * bpr..(g + 1) * bpr], &xq, bpr, m, s, out_dim);
+            for g in 0..groups {
+                let (w, step) = group_blocks(&p4, g, groups, bpr);
+                group_rows(w, step, &xq, bpr, m, &mut got4[g * COLS..], out_dim);
+                let (w, step) = group_blocks(&p8, g, groups, bpr);
+                group_rows(w, step, &xq, bpr, m, &mut got8[g * COLS..], out_dim);
             }
-            // Column groups in pairs (16-column kernels where the CPU has them): the same bits.
+            // The pair of groups 0 and 1 at once (16-column kernels where the CPU has them): the same bits.
             let mut pair4 = vec![0f32; m * out_dim];
             let mut pair8 = vec![0f32; m * out_dim];
-            for g in (0..out_dim / COLS - 1).step_by(2) {
-                let (a, b) = (g * bpr..(g + 1) * bpr, (g + 1) * bpr..(g + 2) * bpr);
-                group_pair_rows(&p4[a.clone()], &p4[b.clone()], &xq, bpr, m, &mut pair4[g * COLS..], out_dim);
-                group_pair_rows(&p8[a], &p8[b], &xq, bpr, m, &mut pair8[g * COLS..], out_dim);
-            }
+            group_pair_rows(&p4[..2 * bpr], &xq, bpr, m, &mut pair4, out_dim);
+            group_pair_rows(&p8[..2 * bpr], &xq, bpr, m, &mut pair8, out_dim);
             for r in 0..m {
-                for j in 0..(out_dim / COLS / 2) * 2 * COLS {
+                for j in 0..2 * COLS {
                     let i = r * out_dim + j;
                     assert_eq!(pair4[i].to_bits(), got4[i].to_bits(), "q4_1 pair m={m} r={r} j={j}");
                     assert_eq!(pair8[i].to_bits(), got8[i].to_bits(), "q8_0 pair m={m} r={r} j={j}");
@@ -701,9 +750,11 @@ mod tests {
             }
             for r in 0..m {
                 let a = &xq[r * bpr..(r + 1) * bpr];
-                for g in 0..out_dim / COLS {
-                    let s4 = dot_q4_1x8_scalar(&p4[g * bpr..(g + 1) * bpr], a);
-                    let s8 = dot_q8_0x8_scalar(&p8[g * bpr..(g + 1) * bpr], a);
+                for g in 0..groups {
+                    let (w, step) = group_blocks(&p4, g, groups, bpr);
+                    let s4 = dot_q4_1x8_scalar(w, step, a);
+                    let (w, step) = group_blocks(&p8, g, groups, bpr);
+                    let s8 = dot_q8_0x8_scalar(w, step, a);
                     for l in 0..COLS {
                         let j = g * COLS + l;
                         assert_eq!(got4[r * out_dim + j].to_bits(), s4[l].to_bits(), "q4_1 m={m} r={r} j={j}");
