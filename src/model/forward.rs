@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use super::linear::{forward_many, gemm_strided, Path, GEMM_MIN_ROWS};
-use super::quant::{axpy, dot_f32};
+use super::attention;
 use super::{KvCache, Model, RopeStyle};
 use crate::error::{Error, Result};
 
@@ -168,7 +168,10 @@ impl Model {
                 }
                 let cache = &*chunks_ro[ci].cache;
                 let qg = &q[r * qd + kvh * group * hd..r * qd + (kvh + 1) * group * hd];
-                attend_group(qg, cache, li, kvh, pos + 1, hd, out);
+                let base = kvh * cache.capacity * hd;
+                let n = pos + 1;
+                let (keys, vals) = (&cache.k[li][base..base + n * hd], &cache.v[li][base..base + n * hd]);
+                attention::attend_group(qg, keys, vals, n, hd, out);
             });
             // Large chunks (prefill): matrix products per head.
             for (ci, c) in chunks_ro.iter().enumerate() {
@@ -191,11 +194,7 @@ impl Model {
 
             rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, d, &mut xn);
             forward_many(&[&layer.w_gate, &layer.w_up], &xn, t, &mut [&mut g, &mut u], path);
-            g.par_chunks_mut(ELEMS_PER_TASK).zip(u.par_chunks(ELEMS_PER_TASK)).for_each(|(gc, uc)| {
-                for (gi, ui) in gc.iter_mut().zip(uc) {
-                    *gi = *gi / (1.0 + (-*gi).exp()) * ui;
-                }
-            });
+            g.par_chunks_mut(ELEMS_PER_TASK).zip(u.par_chunks(ELEMS_PER_TASK)).for_each(|(gc, uc)| attention::silu_mul(gc, uc));
             forward_many(&[&layer.w_down], &g, t, &mut [&mut o], path);
             add_in_place(&mut x, &o);
         }
@@ -292,88 +291,6 @@ fn apply_rope(h: &mut [f32], pos: usize, rope: &super::Rope, style: RopeStyle) {
     }
 }
 
-/// Attention of the query heads of one group (`qg`: `g` heads of `hd` values,
-/// all using kv head `kv_head`) over the first `n` cached positions.
-/// Each head's arithmetic is the same as attending alone (dot products, softmax,
-/// then value rows added in position order), only the loops are interleaved.
-fn attend_group(qg: &[f32], cache: &KvCache, layer: usize, kv_head: usize, n: usize, hd: usize, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::quant::has_avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-        return unsafe { attend_group_avx2(qg, cache, layer, kv_head, n, hd, out) };
-    }
-    attend_group_with(qg, cache, layer, kv_head, n, hd, out, dot_f32, axpy)
-}
-
-/// [`attend_group`] with the SIMD dot product and axpy inlined (they are called
-/// for every cached position of every head: the call and dispatch cost as much
-/// as the arithmetic for 64-value heads).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn attend_group_avx2(qg: &[f32], cache: &KvCache, layer: usize, kv_head: usize, n: usize, hd: usize, out: &mut [f32]) {
-    use super::quant::avx2;
-    attend_group_with(
-        qg,
-        cache,
-        layer,
-        kv_head,
-        n,
-        hd,
-        out,
-        |a, b| unsafe { avx2::dot_f32(a, b) },
-        |alpha, x, y| unsafe { avx2::axpy(alpha, x, y) },
-    )
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn attend_group_with(
-    qg: &[f32],
-    cache: &KvCache,
-    layer: usize,
-    kv_head: usize,
-    n: usize,
-    hd: usize,
-    out: &mut [f32],
-    dot: impl Fn(&[f32], &[f32]) -> f32,
-    axpy: impl Fn(f32, &[f32], &mut [f32]),
-) {
-    let g = qg.len() / hd;
-    let base = kv_head * cache.capacity * hd;
-    let keys = &cache.k[layer][base..base + n * hd];
-    let vals = &cache.v[layer][base..base + n * hd];
-    let scale = 1.0 / (hd as f32).sqrt();
-    // scores[h * n + p]
-    let mut scores = vec![0f32; g * n];
-    for (p, kr) in keys.chunks_exact(hd).enumerate() {
-        for (h, qh) in qg.chunks_exact(hd).enumerate() {
-            scores[h * n + p] = dot(qh, kr) * scale;
-        }
-    }
-    for s in scores.chunks_exact_mut(n) {
-        softmax(s);
-    }
-    out.fill(0.0);
-    for (p, vr) in vals.chunks_exact(hd).enumerate() {
-        for (h, oh) in out.chunks_exact_mut(hd).enumerate() {
-            axpy(scores[h * n + p], vr, oh);
-        }
-    }
-}
-
-fn softmax(s: &mut [f32]) {
-    let max = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for v in s.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    for v in s.iter_mut() {
-        *v *= inv;
-    }
-}
-
 /// Causal attention for all tokens of a long chunk, with matrix products:
 /// per query head, `S = Q K^T` over the cache, masked, softmaxed, then `S V`.
 #[allow(clippy::too_many_arguments)]
@@ -408,7 +325,7 @@ fn attend_chunk(
             for v in row[..valid].iter_mut() {
                 *v *= scale;
             }
-            softmax(&mut row[..valid]);
+            attention::softmax(&mut row[..valid]);
             row[valid..].fill(0.0);
         });
         // O_h[tq, hd] = S[tq, n] * V[n, hd], written into att at this head's columns.

@@ -11,6 +11,7 @@
 //! shared by every sequence; each sequence owns a preallocated [`KvCache`]
 //! (the candle `llama.rs` design, with the cache passed in rather than hidden in
 //! the model).
+pub mod attention;
 pub mod backend;
 pub mod device;
 pub mod forward;
