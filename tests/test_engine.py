@@ -42,6 +42,7 @@ def test_build_info_and_model_info(model: LogLM) -> None:
     assert i["n_layer"] == 30 and i["n_embd"] == 576 and i["vocab_size"] == 49152
     # the shipped adapter's merged projections are re-encoded as Q8_0; the rest stays Q4_1
     assert i["format"] == "gguf" and set(i["weight_types"]) <= {"q4_1", "q8_0"}
+    assert i["kv_cache_dtype"] == "f16"  # quantized weights: f16 keys and values, as llama.cpp keeps them
     assert [os.path.basename(a) for a in i["adapter"]] == ["smollm2-135m-loglm"]
     assert i["has_chat_template"]
     assert "SmolLM2" in repr(model)

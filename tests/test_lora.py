@@ -244,6 +244,7 @@ def test_peft_parity_hf_folder(peft_case: Dict[str, Any]) -> None:
         {"adapter_config.json", "adapter_model.safetensors"} <= set(files)
     base = LogLM.load(c["base"], adapter=None, threads=1)
     assert base.info["adapter"] == []
+    assert base.info["kv_cache_dtype"] == "f32"  # dense f32 weights keep an f32 cache (exact parity)
     got_base = base.logits(TOKENS)
     assert got_base.shape == (len(TOKENS), VOCAB) and got_base.dtype == np.float32
     assert _max_diff(got_base, c["base_logits"]) < 1e-4, "base model differs from transformers"

@@ -337,7 +337,8 @@ class LogLM(TaskMixin):
     @property
     def info(self) -> Dict[str, Any]:
         """Architecture, sizes, context length, threads, file path, ``adapter`` (the
-        LoRA adapter folders merged, in order; empty for the base model)..."""
+        LoRA adapter folders merged, in order; empty for the base model),
+        ``kv_cache_dtype`` (``"f16"`` for quantized weights, ``"f32"`` for dense f32 ones)..."""
         return dict(self._info)
 
     @property

@@ -2,54 +2,82 @@
 //!
 //! Decode attends one new token of a sequence to its whole cache: a few dot
 //! products and a weighted sum of value rows per head, too small for GEMM. With
-//! a batch of sequences this is the largest cost after the weight matrices, so
-//! it has its own AVX2 kernels:
-//! - scores: four cached positions at a time, each with two partial sums per
-//!   dot product (eight independent FMA chains), reduced together at the end;
-//! - values: one head's output row (up to 64 values, eight registers) kept in
-//!   registers while the value rows stream past, instead of an axpy per
-//!   position that loads and stores the output row each time;
-//! - `exp` as eight-lane polynomial (Cephes' `expf`, within 2 ulp of libm) for
-//!   the softmax and SwiGLU.
+//! a batch of sequences this is the largest cost after the weight matrices (the
+//! caches of eight sequences are more bytes than the weights), so it has its own
+//! AVX2 kernels, which read f16 caches (`vcvtph2ps` on load) or f32 ones:
+//! - scores: the query heads that share a kv head are served together, each
+//!   cached key row loaded (and converted) once for all of them, a few
+//!   positions at a time so that every head has independent FMA chains;
+//! - values: the output rows of all heads of the group held in registers, a
+//!   few 8-value chunks at a time, while the value rows stream past;
+//! - `exp` as an eight-lane polynomial (Cephes' `expf`) for the softmax and
+//!   SwiGLU.
 //!
 //! Every function computes each sequence's values the same way whatever else
 //! runs in the step, so batched decode stays equal to single decode.
+use half::f16;
+
+/// Cached keys or values of one kv head: `n * hd` elements.
+#[derive(Clone, Copy)]
+pub enum KvRows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+impl KvRows<'_> {
+    fn get(&self, i: usize) -> f32 {
+        match self {
+            KvRows::F32(v) => v[i],
+            KvRows::F16(v) => v[i].to_f32(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            KvRows::F32(v) => v.len(),
+            KvRows::F16(v) => v.len(),
+        }
+    }
+}
 
 /// Attention of the query heads of one group (`qg`: `g` heads of `hd` values,
 /// all sharing one kv head) over the first `n` cached positions of that kv
-/// head (`keys`, `vals`: `n * hd` values). `out`: `g * hd` values.
-pub fn attend_group(qg: &[f32], keys: &[f32], vals: &[f32], n: usize, hd: usize, out: &mut [f32]) {
+/// head. `out`: `g * hd` values.
+pub fn attend_group(qg: &[f32], keys: KvRows<'_>, vals: KvRows<'_>, n: usize, hd: usize, out: &mut [f32]) {
     let g = qg.len() / hd;
-    debug_assert!(keys.len() >= n * hd && vals.len() >= n * hd && out.len() == g * hd);
+    assert!(keys.len() >= n * hd && vals.len() >= n * hd && out.len() == g * hd);
     let scale = 1.0 / (hd as f32).sqrt();
     // scores[h * n + p]
     let mut scores = vec![0f32; g * n];
     #[cfg(target_arch = "x86_64")]
     if super::quant::has_avx2() && hd % 8 == 0 {
-        // SAFETY: the CPU has AVX2 and FMA (checked at run time); hd is a multiple of 8.
-        unsafe {
-            avx2::scores(qg, keys, n, hd, scale, &mut scores);
-            for s in scores.chunks_exact_mut(n) {
-                avx2::softmax(s);
+        // SAFETY: the CPU has AVX2, FMA and F16C (has_avx2 checks all three); hd is a
+        // multiple of 8 and the slices hold n * hd elements (asserted above).
+        let done = unsafe {
+            match (keys, vals) {
+                (KvRows::F32(k), KvRows::F32(v)) => avx2::attend(qg, k.as_ptr(), v.as_ptr(), n, hd, scale, &mut scores, out),
+                (KvRows::F16(k), KvRows::F16(v)) => avx2::attend(qg, k.as_ptr(), v.as_ptr(), n, hd, scale, &mut scores, out),
+                _ => false,
             }
-            avx2::weighted_rows(&scores, vals, n, hd, out);
+        };
+        if done {
+            return;
         }
-        return;
     }
-    for (p, kr) in keys[..n * hd].chunks_exact(hd).enumerate() {
+    for p in 0..n {
         for (h, qh) in qg.chunks_exact(hd).enumerate() {
-            scores[h * n + p] = qh.iter().zip(kr).map(|(a, b)| a * b).sum::<f32>() * scale;
+            scores[h * n + p] = qh.iter().enumerate().map(|(i, a)| a * keys.get(p * hd + i)).sum::<f32>() * scale;
         }
     }
     for s in scores.chunks_exact_mut(n) {
         softmax_scalar(s);
     }
     out.fill(0.0);
-    for (p, vr) in vals[..n * hd].chunks_exact(hd).enumerate() {
+    for p in 0..n {
         for (h, oh) in out.chunks_exact_mut(hd).enumerate() {
             let w = scores[h * n + p];
-            for (o, v) in oh.iter_mut().zip(vr) {
-                *o += w * v;
+            for (i, o) in oh.iter_mut().enumerate() {
+                *o += w * vals.get(p * hd + i);
             }
         }
     }
@@ -133,15 +161,6 @@ mod avx2 {
         _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
     }
 
-    /// Horizontal sums of four vectors, as one `[s0, s1, s2, s3]`.
-    #[inline(always)]
-    unsafe fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
-        let ab = _mm256_hadd_ps(a, b);
-        let cd = _mm256_hadd_ps(c, d);
-        let abcd = _mm256_hadd_ps(ab, cd);
-        _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps::<1>(abcd))
-    }
-
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn softmax(s: &mut [f32]) {
         let n = s.len();
@@ -202,72 +221,144 @@ mod avx2 {
         }
     }
 
-    /// `scores[h * n + p] = scale * q_h . k_p` for the `g` heads of `qg`.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn scores(qg: &[f32], keys: &[f32], n: usize, hd: usize, scale: f32, scores: &mut [f32]) {
-        let g = qg.len() / hd;
-        let chunks = hd / 8;
-        let k = keys.as_ptr();
-        let sc = _mm_set1_ps(scale);
-        for h in 0..g {
-            let q = qg.as_ptr().add(h * hd);
-            let out = scores.as_mut_ptr().add(h * n);
-            let mut p = 0;
-            while p + 4 <= n {
-                // Two partial sums per position (even / odd chunks): eight FMA chains.
-                let mut a = [_mm256_setzero_ps(); 8];
-                let mut c = 0;
-                while c < chunks {
-                    let half = c & 1;
-                    let qv = _mm256_loadu_ps(q.add(8 * c));
-                    for j in 0..4 {
-                        a[2 * j + half] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k.add((p + j) * hd + 8 * c)), a[2 * j + half]);
-                    }
-                    c += 1;
+    /// Eight cached values as f32.
+    pub trait Load8: Copy {
+        unsafe fn load8(p: *const Self) -> __m256;
+    }
+    impl Load8 for f32 {
+        #[inline(always)]
+        unsafe fn load8(p: *const f32) -> __m256 {
+            _mm256_loadu_ps(p)
+        }
+    }
+    impl Load8 for half::f16 {
+        #[inline(always)]
+        unsafe fn load8(p: *const half::f16) -> __m256 {
+            _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+        }
+    }
+
+    /// The whole of [`super::attend_group`] for `g` heads per kv head; false (nothing
+    /// done) for group sizes without a kernel.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn attend<T: Load8>(qg: &[f32], k: *const T, v: *const T, n: usize, hd: usize, scale: f32, scores: &mut [f32], out: &mut [f32]) -> bool {
+        // Registers: G * P score accumulators + P key chunks + 1 query chunk, and
+        // G * C value accumulators + C value chunks + 1 weight: at most 16.
+        macro_rules! run {
+            ($g:literal, $p:literal, $c:literal) => {{
+                scores_g::<T, $g, $p>(qg, k, v, n, hd, scale, scores);
+                for s in scores.chunks_exact_mut(n) {
+                    softmax(s);
                 }
-                let s = hsum4(
-                    _mm256_add_ps(a[0], a[1]),
-                    _mm256_add_ps(a[2], a[3]),
-                    _mm256_add_ps(a[4], a[5]),
-                    _mm256_add_ps(a[6], a[7]),
-                );
-                _mm_storeu_ps(out.add(p), _mm_mul_ps(s, sc));
-                p += 4;
+                values_g::<T, $g, $c>(scores, v, n, hd, out);
+                true
+            }};
+        }
+        match qg.len() / hd {
+            1 => run!(1, 7, 7),
+            2 => run!(2, 5, 5),
+            3 => run!(3, 3, 3),
+            4 => run!(4, 3, 3),
+            5 => run!(5, 2, 2),
+            6 => run!(6, 2, 2),
+            7 => run!(7, 1, 1),
+            8 => run!(8, 1, 1),
+            _ => false,
+        }
+    }
+
+    /// `scores[h * n + p] = scale * q_h . k_p` for the `G` heads of `qg`, `P` positions per pass.
+    #[inline(always)]
+    unsafe fn scores_g<T: Load8, const G: usize, const P: usize>(qg: &[f32], k: *const T, v: *const T, n: usize, hd: usize, scale: f32, scores: &mut [f32]) {
+        for p in 0..PREFETCH_ROWS.min(n) {
+            prefetch_row(k, p, hd);
+            prefetch_row(v, p, hd);
+        }
+        let mut p = 0;
+        while p + P <= n {
+            score_block::<T, G, P>(qg, k, v, p, n, hd, scale, scores);
+            p += P;
+        }
+        while p < n {
+            score_block::<T, G, 1>(qg, k, v, p, n, hd, scale, scores);
+            p += 1;
+        }
+    }
+
+    /// Positions ahead of the one being scored whose key and value rows are
+    /// prefetched: a task reads its sequence's rows once, as short streams the
+    /// hardware prefetcher picks up too late (measured: half the attention time).
+    const PREFETCH_ROWS: usize = 16;
+
+    /// Prefetch row `p` (`hd` elements) of `rows`, whose end may be passed (a prefetch does not fault).
+    #[inline(always)]
+    unsafe fn prefetch_row<T>(rows: *const T, p: usize, hd: usize) {
+        let start = rows.wrapping_add(p * hd) as *const i8;
+        let bytes = hd * std::mem::size_of::<T>();
+        let mut o = 0;
+        while o < bytes {
+            _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(o));
+            o += 64;
+        }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn score_block<T: Load8, const G: usize, const P: usize>(qg: &[f32], k: *const T, v: *const T, p: usize, n: usize, hd: usize, scale: f32, scores: &mut [f32]) {
+        // The value rows are read right after the scores: fetch them along with the keys.
+        for j in 0..P {
+            prefetch_row(k, p + j + PREFETCH_ROWS, hd);
+            prefetch_row(v, p + j + PREFETCH_ROWS, hd);
+        }
+        let q = qg.as_ptr();
+        let mut acc = [[_mm256_setzero_ps(); P]; G];
+        for c in 0..hd / 8 {
+            let kv: [__m256; P] = std::array::from_fn(|j| T::load8(k.add((p + j) * hd + 8 * c)));
+            for (h, ah) in acc.iter_mut().enumerate() {
+                let qv = _mm256_loadu_ps(q.add(h * hd + 8 * c));
+                for j in 0..P {
+                    ah[j] = _mm256_fmadd_ps(qv, kv[j], ah[j]);
+                }
             }
-            while p < n {
-                let mut a = [_mm256_setzero_ps(); 2];
-                for c in 0..chunks {
-                    a[c & 1] = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(8 * c)), _mm256_loadu_ps(k.add(p * hd + 8 * c)), a[c & 1]);
-                }
-                *out.add(p) = hsum(_mm256_add_ps(a[0], a[1])) * scale;
-                p += 1;
+        }
+        for (h, ah) in acc.iter().enumerate() {
+            for (j, a) in ah.iter().enumerate() {
+                *scores.get_unchecked_mut(h * n + p + j) = hsum(*a) * scale;
             }
         }
     }
 
-    /// `out_h = sum_p w[h * n + p] * v_p` for each head `h` of `out` (`g * hd`):
-    /// 64 output values at a time held in registers over all positions.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn weighted_rows(w: &[f32], vals: &[f32], n: usize, hd: usize, out: &mut [f32]) {
-        let g = out.len() / hd;
-        let v = vals.as_ptr();
-        for h in 0..g {
-            let wh = w.as_ptr().add(h * n);
-            let mut c0 = 0;
-            while c0 < hd {
-                let width = (hd - c0).min(64) / 8;
-                let mut acc = [_mm256_setzero_ps(); 8];
-                for p in 0..n {
-                    let s = _mm256_broadcast_ss(&*wh.add(p));
-                    let row = v.add(p * hd + c0);
-                    for (c, a) in acc.iter_mut().enumerate().take(width) {
-                        *a = _mm256_fmadd_ps(s, _mm256_loadu_ps(row.add(8 * c)), *a);
-                    }
+    /// `out_h = sum_p w[h * n + p] * v_p` for the `G` heads of `out` (`G * hd`), `C` chunks of 8 per pass.
+    #[inline(always)]
+    unsafe fn values_g<T: Load8, const G: usize, const C: usize>(w: &[f32], v: *const T, n: usize, hd: usize, out: &mut [f32]) {
+        let chunks = hd / 8;
+        let mut c0 = 0;
+        while c0 + C <= chunks {
+            value_block::<T, G, C>(w, v, c0, n, hd, out);
+            c0 += C;
+        }
+        while c0 < chunks {
+            value_block::<T, G, 1>(w, v, c0, n, hd, out);
+            c0 += 1;
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn value_block<T: Load8, const G: usize, const C: usize>(w: &[f32], v: *const T, c0: usize, n: usize, hd: usize, out: &mut [f32]) {
+        let mut acc = [[_mm256_setzero_ps(); C]; G];
+        for p in 0..n {
+            let vv: [__m256; C] = std::array::from_fn(|i| T::load8(v.add(p * hd + 8 * (c0 + i))));
+            for (h, ah) in acc.iter_mut().enumerate() {
+                let s = _mm256_broadcast_ss(w.get_unchecked(h * n + p));
+                for i in 0..C {
+                    ah[i] = _mm256_fmadd_ps(s, vv[i], ah[i]);
                 }
-                for (c, a) in acc.iter().enumerate().take(width) {
-                    _mm256_storeu_ps(out.as_mut_ptr().add(h * hd + c0 + 8 * c), *a);
-                }
-                c0 += 64;
+            }
+        }
+        for (h, ah) in acc.iter().enumerate() {
+            for (i, a) in ah.iter().enumerate() {
+                _mm256_storeu_ps(out.as_mut_ptr().add(h * hd + 8 * (c0 + i)), *a);
             }
         }
     }
@@ -295,12 +386,20 @@ mod tests {
 
     #[test]
     fn attend_group_matches_reference() {
-        for (g, hd, n) in [(3, 64, 1), (3, 64, 7), (3, 64, 130), (7, 64, 33), (1, 128, 50), (2, 16, 5), (2, 6, 9)] {
+        for (g, hd, n) in [(3, 64, 1), (3, 64, 7), (3, 64, 130), (7, 64, 33), (1, 128, 50), (2, 16, 5), (2, 6, 9), (4, 72, 11), (5, 64, 9), (12, 64, 5)] {
             let q = rand_vec(g * hd, 1 + n as u64, 1.0);
             let keys = rand_vec(n * hd, 2 + n as u64, 1.0);
             let vals = rand_vec(n * hd, 3 + n as u64, 1.0);
             let mut out = vec![0f32; g * hd];
-            attend_group(&q, &keys, &vals, n, hd, &mut out);
+            attend_group(&q, KvRows::F32(&keys), KvRows::F32(&vals), n, hd, &mut out);
+            // An f16 cache: the same as f32 rows holding the f16 values.
+            let (k16, v16): (Vec<f16>, Vec<f16>) = (keys.iter().map(|&x| f16::from_f32(x)).collect(), vals.iter().map(|&x| f16::from_f32(x)).collect());
+            let (kr, vr): (Vec<f32>, Vec<f32>) = (k16.iter().map(|x| x.to_f32()).collect(), v16.iter().map(|x| x.to_f32()).collect());
+            let mut out16 = vec![0f32; g * hd];
+            attend_group(&q, KvRows::F16(&k16), KvRows::F16(&v16), n, hd, &mut out16);
+            let mut outr = vec![0f32; g * hd];
+            attend_group(&q, KvRows::F32(&kr), KvRows::F32(&vr), n, hd, &mut outr);
+            assert_eq!(out16, outr, "g {g} hd {hd} n {n}: f16 rows");
             for h in 0..g {
                 let want = reference(&q[h * hd..(h + 1) * hd], &keys, &vals, n, hd);
                 for (i, w) in want.iter().enumerate() {

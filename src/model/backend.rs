@@ -130,6 +130,13 @@ impl Backend {
             Backend::Device(m) => m.threads,
         }
     }
+    /// Element type of the per-sequence KV caches.
+    pub fn kv_cache_dtype(&self) -> &'static str {
+        match self {
+            Backend::Cpu(m) if m.cfg.kv_f16 => "f16",
+            _ => "f32",
+        }
+    }
     /// Bytes of the weight matrices as stored.
     pub fn weight_bytes(&self) -> usize {
         match self {

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::linear::{forward_many, gemm_strided, Path, GEMM_MIN_ROWS};
 use super::attention;
-use super::{KvCache, Model, RopeStyle};
+use super::{KvCache, KvData, Model, RopeStyle};
 use crate::error::{Error, Result};
 
 /// Token rows per parallel task in the cheap per-row steps (embedding look-up,
@@ -148,8 +148,8 @@ impl Model {
                 for h in 0..cfg.n_head_kv {
                     let dst = (h * cap + pos) * hd;
                     let src = r * kvd + h * hd;
-                    cache.k[li][dst..dst + hd].copy_from_slice(&k[src..src + hd]);
-                    cache.v[li][dst..dst + hd].copy_from_slice(&v[src..src + hd]);
+                    cache.k[li].write(dst, &k[src..src + hd]);
+                    cache.v[li].write(dst, &v[src..src + hd]);
                 }
             }
             // Attention, chunk by chunk.
@@ -170,8 +170,8 @@ impl Model {
                 let qg = &q[r * qd + kvh * group * hd..r * qd + (kvh + 1) * group * hd];
                 let base = kvh * cache.capacity * hd;
                 let n = pos + 1;
-                let (keys, vals) = (&cache.k[li][base..base + n * hd], &cache.v[li][base..base + n * hd]);
-                attention::attend_group(qg, keys, vals, n, hd, out);
+                let range = base..base + n * hd;
+                attention::attend_group(qg, cache.k[li].rows(range.clone()), cache.v[li].rows(range), n, hd, out);
             });
             // Large chunks (prefill): matrix products per head.
             for (ci, c) in chunks_ro.iter().enumerate() {
@@ -312,11 +312,17 @@ fn attend_chunk(
     let scale = 1.0 / (hd as f32).sqrt();
     let group = n_head / n_head_kv;
     let mut s = vec![0f32; tq * n];
+    let (mut kb, mut vb) = (Vec::new(), Vec::new());
     for h in 0..n_head {
         let kvh = h / group;
         let base = kvh * cap * hd;
-        let keys = &c.cache.k[layer][base..base + n * hd];
-        let vals = &c.cache.v[layer][base..base + n * hd];
+        // (An f16 cache is converted once per kv head: the heads of a group follow each other.)
+        if h % group == 0 || matches!(c.cache.k[layer], KvData::F32(_)) {
+            kb.clear();
+            vb.clear();
+        }
+        let keys = if kb.is_empty() { c.cache.k[layer].f32_range(base..base + n * hd, &mut kb) } else { &kb[..] };
+        let vals = if vb.is_empty() { c.cache.v[layer].f32_range(base..base + n * hd, &mut vb) } else { &vb[..] };
         let qh = &q[row0 * qd + h * hd..];
         // S[tq, n] = Q_h[tq, hd] * K^T[hd, n]
         gemm_strided(tq, n, hd, &mut s, n, qh, qd, 1, keys, 1, hd);

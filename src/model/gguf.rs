@@ -252,6 +252,7 @@ pub fn load(g: &mut GgufFile) -> Result<(Config, Weights)> {
         },
         rms_eps: g.md_f(&format!("{a}.attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
         train_context: g.md_u(&format!("{a}.context_length"))?.unwrap_or(4096),
+        kv_f16: false,
     };
     cfg.validate()?;
     let embed = g.linear("token_embd.weight")?;

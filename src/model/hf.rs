@@ -145,6 +145,7 @@ pub fn load(dir: &Path, dense_as: DenseAs) -> Result<(Config, Weights)> {
         rope_style: RopeStyle::Neox,
         rms_eps: c.get("rms_norm_eps").and_then(|v| v.as_f64()).unwrap_or(1e-6) as f32,
         train_context: get_usize(&c, "max_position_embeddings").unwrap_or(4096),
+        kv_f16: false,
     };
     cfg.validate()?;
     let tied = c.get("tie_word_embeddings").and_then(|v| v.as_bool()).unwrap_or(false);

@@ -256,6 +256,18 @@ pub fn forward_many(layers: &[&Linear], x: &[f32], m: usize, outs: &mut [&mut [f
     }
     let needs_q = dot_layers.iter().any(|&i| !matches!(layers[i].weight, Weight::F32(_)));
     let xq = if needs_q { quantize_rows(x, m, k) } else { Vec::new() };
+    if m == 1 {
+        // One row (single-sequence decode): each task's columns are a contiguous
+        // piece of the output, written in place.
+        let mut pieces: Vec<(usize, usize, &mut [f32])> = Vec::new();
+        for (i, out) in outs.iter_mut().enumerate() {
+            if dot_layers.contains(&i) {
+                pieces.extend(out.chunks_mut(COLS_PER_TASK).enumerate().map(|(t, o)| (i, t * COLS_PER_TASK, o)));
+            }
+        }
+        pieces.into_par_iter().for_each(|(i, j0, o)| layers[i].col_dots(j0, o.len(), x, &xq, 1, o));
+        return;
+    }
     let tasks: Vec<(usize, usize, usize)> = dot_layers
         .iter()
         .flat_map(|&i| {

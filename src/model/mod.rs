@@ -65,6 +65,10 @@ pub struct Config {
     pub rms_eps: f32,
     /// Context the model was trained with.
     pub train_context: usize,
+    /// KV caches hold f16 (set by [`Model::new`] when the block matrices are
+    /// quantized: decode attention then streams half the bytes, and the
+    /// rounding is far below the weights' own; dense f32 models keep f32 caches).
+    pub kv_f16: bool,
 }
 
 impl Config {
@@ -133,6 +137,13 @@ impl Weights {
     /// Bytes of the matrices as stored (quantized or dense).
     pub fn bytes(&self) -> usize {
         self.sum_linears(Linear::weight_bytes)
+    }
+
+    /// Whether any matrix of the blocks is stored quantized.
+    pub fn quantized(&self) -> bool {
+        self.layers.iter().any(|l| {
+            [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down].iter().any(|lin| lin.kind() != "f32")
+        })
     }
 
     /// Number of matrix weights.
@@ -211,21 +222,79 @@ impl Weights {
 
 /// Per-sequence key/value cache, preallocated for `capacity` positions.
 /// Layout per layer: `[n_head_kv][capacity][head_dim]`, so that one head's keys
-/// are contiguous for the attention dot products.
+/// are contiguous for the attention dot products. Elements are f16 or f32
+/// ([`Config::kv_f16`]).
 #[derive(Clone)]
 pub struct KvCache {
-    pub k: Vec<Vec<f32>>,
-    pub v: Vec<Vec<f32>>,
+    pub k: Vec<KvData>,
+    pub v: Vec<KvData>,
     pub capacity: usize,
     pub len: usize,
+}
+
+/// The keys (or values) of one layer.
+#[derive(Clone)]
+pub enum KvData {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+}
+
+impl KvData {
+    fn zeros(n: usize, f16: bool) -> Self {
+        if f16 {
+            KvData::F16(vec![half::f16::ZERO; n])
+        } else {
+            KvData::F32(vec![0f32; n])
+        }
+    }
+
+    /// Store `src` at element `at`.
+    pub fn write(&mut self, at: usize, src: &[f32]) {
+        match self {
+            KvData::F32(d) => d[at..at + src.len()].copy_from_slice(src),
+            KvData::F16(d) => {
+                use half::slice::HalfFloatSliceExt;
+                d[at..at + src.len()].convert_from_f32_slice(src)
+            }
+        }
+    }
+
+    /// Elements `range` as f32, borrowed when stored so, else converted into `buf`.
+    pub fn f32_range<'a>(&'a self, range: std::ops::Range<usize>, buf: &'a mut Vec<f32>) -> &'a [f32] {
+        match self {
+            KvData::F32(d) => &d[range],
+            KvData::F16(d) => {
+                use half::slice::HalfFloatSliceExt;
+                buf.resize(range.len(), 0.0);
+                d[range].convert_to_f32_slice(buf);
+                buf
+            }
+        }
+    }
+
+    /// Elements `range`, as stored (for decode attention).
+    pub fn rows(&self, range: std::ops::Range<usize>) -> attention::KvRows<'_> {
+        match self {
+            KvData::F32(d) => attention::KvRows::F32(&d[range]),
+            KvData::F16(d) => attention::KvRows::F16(&d[range]),
+        }
+    }
+
+    fn copy_range(&mut self, dst: usize, src: &KvData, from: usize, n: usize) {
+        match (self, src) {
+            (KvData::F32(a), KvData::F32(b)) => a[dst..dst + n].copy_from_slice(&b[from..from + n]),
+            (KvData::F16(a), KvData::F16(b)) => a[dst..dst + n].copy_from_slice(&b[from..from + n]),
+            _ => unreachable!("caches of one model share their element type"),
+        }
+    }
 }
 
 impl KvCache {
     pub fn new(cfg: &Config, capacity: usize) -> Self {
         let per_layer = cfg.n_head_kv * capacity * cfg.head_dim;
         KvCache {
-            k: (0..cfg.n_layer).map(|_| vec![0f32; per_layer]).collect(),
-            v: (0..cfg.n_layer).map(|_| vec![0f32; per_layer]).collect(),
+            k: (0..cfg.n_layer).map(|_| KvData::zeros(per_layer, cfg.kv_f16)).collect(),
+            v: (0..cfg.n_layer).map(|_| KvData::zeros(per_layer, cfg.kv_f16)).collect(),
             capacity,
             len: 0,
         }
@@ -240,8 +309,8 @@ impl KvCache {
                 let src = h * self.capacity * hd;
                 let dst = h * out.capacity * hd;
                 let n = self.len * hd;
-                out.k[l][dst..dst + n].copy_from_slice(&self.k[l][src..src + n]);
-                out.v[l][dst..dst + n].copy_from_slice(&self.v[l][src..src + n]);
+                out.k[l].copy_range(dst, &self.k[l], src, n);
+                out.v[l].copy_range(dst, &self.v[l], src, n);
             }
         }
         out.len = self.len;
@@ -285,8 +354,9 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn new(cfg: Config, weights: Weights, context_length: Option<usize>, threads: Option<usize>) -> Result<Self> {
+    pub fn new(mut cfg: Config, weights: Weights, context_length: Option<usize>, threads: Option<usize>) -> Result<Self> {
         cfg.validate()?;
+        cfg.kv_f16 = weights.quantized();
         weights.validate(&cfg)?;
         let ctx = context_length.unwrap_or(cfg.train_context.min(8192)).max(1);
         if ctx > 1 << 20 {

@@ -403,13 +403,15 @@ mod x86 {
             let hi = c.map(|v| _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask));
             for r in 0..R {
                 let y = a[r].get_unchecked(i);
-                let mut s0 = _mm512_setzero_si512();
-                let mut s1 = _mm512_setzero_si512();
+                // One chain: integer sums are exact in any order, and the
+                // rows of the pass keep the units busy.
+                let mut isum = _mm512_setzero_si512();
                 for k in 0..4 {
-                    s0 = _mm512_dpbusd_epi32(s0, lo[k], bcast16(y, k));
-                    s1 = _mm512_dpbusd_epi32(s1, hi[k], bcast16(y, 4 + k));
+                    isum = _mm512_dpbusd_epi32(isum, lo[k], bcast16(y, k));
                 }
-                let isum = _mm512_add_epi32(s0, s1);
+                for k in 0..4 {
+                    isum = _mm512_dpbusd_epi32(isum, hi[k], bcast16(y, 4 + k));
+                }
                 let t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, _mm512_set1_ps(y.d)), acc[r]);
                 acc[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(y.s), t);
             }
@@ -441,13 +443,11 @@ mod x86 {
             }
             for r in 0..R {
                 let y = a[r].get_unchecked(i);
-                let mut s0 = _mm512_setzero_si512();
-                let mut s1 = _mm512_setzero_si512();
-                for k in 0..4 {
-                    s0 = _mm512_dpbusd_epi32(s0, v[k], bcast16(y, k));
-                    s1 = _mm512_dpbusd_epi32(s1, v[4 + k], bcast16(y, 4 + k));
+                // Start from -128 * sum(a) (the offset of the flipped weights), one chain.
+                let mut isum = _mm512_set1_epi32(-128 * y.sum);
+                for (k, vk) in v.iter().enumerate() {
+                    isum = _mm512_dpbusd_epi32(isum, *vk, bcast16(y, k));
                 }
-                let isum = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_set1_epi32(128 * y.sum));
                 acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, _mm512_set1_ps(y.d)), acc[r]);
             }
         }
@@ -564,32 +564,39 @@ pub fn group_rows<P: Packed>(w: &[P], step: usize, xq: &[BlockQ8_1], bpr: usize,
 /// `c < 16`. Uses the 16-column kernels where there are some, else
 /// [`group_rows`] once per group: the values are the same either way.
 pub fn group_pair_rows<P: Packed>(w: &[P], xq: &[BlockQ8_1], bpr: usize, m: usize, out: &mut [f32], stride: usize) {
-    let row = |r: usize| &xq[r * bpr..(r + 1) * bpr];
     let mut r = 0;
     while r < m {
         let left = m - r;
-        let got = if left >= 8 {
-            P::dot_rows_x16::<8>(w, std::array::from_fn(|t| row(r + t))).map(|v| v.to_vec())
+        let done = if left >= 8 {
+            pair_pass::<P, 8>(w, xq, bpr, r, out, stride)
         } else if left >= 4 {
-            P::dot_rows_x16::<4>(w, std::array::from_fn(|t| row(r + t))).map(|v| v.to_vec())
+            pair_pass::<P, 4>(w, xq, bpr, r, out, stride)
         } else if left >= 2 {
-            P::dot_rows_x16::<2>(w, std::array::from_fn(|t| row(r + t))).map(|v| v.to_vec())
+            pair_pass::<P, 2>(w, xq, bpr, r, out, stride)
         } else {
-            P::dot_rows_x16::<1>(w, [row(r)]).map(|v| v.to_vec())
+            pair_pass::<P, 1>(w, xq, bpr, r, out, stride)
         };
-        match got {
-            Some(v) => {
-                for (t, o) in v.iter().enumerate() {
-                    out[(r + t) * stride..(r + t) * stride + 2 * COLS].copy_from_slice(o);
-                }
-                r += v.len();
-            }
-            None => {
-                group_rows(w, 2, &xq[r * bpr..], bpr, m - r, &mut out[r * stride..], stride);
-                group_rows(&w[1..], 2, &xq[r * bpr..], bpr, m - r, &mut out[r * stride + COLS..], stride);
-                r = m;
-            }
+        if done == 0 {
+            group_rows(w, 2, &xq[r * bpr..], bpr, m - r, &mut out[r * stride..], stride);
+            group_rows(&w[1..], 2, &xq[r * bpr..], bpr, m - r, &mut out[r * stride + COLS..], stride);
+            return;
         }
+        r += done;
+    }
+}
+
+/// Rows `r..r + R` of [`group_pair_rows`] with the 16-column kernel: `R`, or 0 where there is none.
+#[inline]
+fn pair_pass<P: Packed, const R: usize>(w: &[P], xq: &[BlockQ8_1], bpr: usize, r: usize, out: &mut [f32], stride: usize) -> usize {
+    let rows: [&[BlockQ8_1]; R] = std::array::from_fn(|t| &xq[(r + t) * bpr..(r + t + 1) * bpr]);
+    match P::dot_rows_x16::<R>(w, rows) {
+        Some(v) => {
+            for (t, o) in v.iter().enumerate() {
+                out[(r + t) * stride..(r + t) * stride + 2 * COLS].copy_from_slice(o);
+            }
+            R
+        }
+        None => 0,
     }
 }
 

@@ -31,6 +31,7 @@ pub(crate) fn tiny_config(arch: Arch) -> Config {
         },
         rms_eps: 1e-5,
         train_context: 256,
+        kv_f16: false,
     }
 }
 
@@ -179,9 +180,17 @@ pub(crate) fn reference_logits(m: &Model, tokens: &[u32]) -> Vec<Vec<f32>> {
             for h in k.chunks_mut(hd) {
                 rope_ref(h, p, cfg.rope_theta, cfg.rope_style);
             }
+            // The engine's cache holds f16 for quantized models: the reference rounds the same way.
+            let kv = |v: Vec<f32>| -> Vec<f32> {
+                if cfg.kv_f16 {
+                    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+                } else {
+                    v
+                }
+            };
             qs.push(q);
-            ks.push(k);
-            vs.push(add(matvec(&wv, &xn), &l.bv));
+            ks.push(kv(k));
+            vs.push(kv(add(matvec(&wv, &xn), &l.bv)));
         }
         for p in 0..xs.len() {
             let mut att = vec![0f32; cfg.q_dim()];

@@ -204,6 +204,7 @@ impl PyEngine {
         d.set_item("adapter", e.adapters.iter().map(|p| p.to_string_lossy().to_string()).collect::<Vec<_>>())?;
         d.set_item("weight_bytes", e.backend.weight_bytes())?;
         d.set_item("weight_types", e.backend.weight_types())?;
+        d.set_item("kv_cache_dtype", e.backend.kv_cache_dtype())?;
         d.set_item("has_chat_template", e.tokenizer.has_chat_template())?;
         d.set_item("eos_token_ids", e.tokenizer.eos_token_ids().to_vec())?;
         d.set_item("bos_token_id", e.tokenizer.bos_token_id())?;
