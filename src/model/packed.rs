@@ -124,43 +124,42 @@ pub fn pack_q8_0(blocks: &[BlockQ8_0], out_dim: usize, bpr: usize) -> Vec<PackQ8
     })
 }
 
-/// The row-major Q4_1 blocks back from [`pack_q4_1`]'s layout (for candle).
-pub fn unpack_q4_1(w: &[PackQ4_1x8], bpr: usize) -> Vec<BlockQ4_1> {
+fn unpack<P, B: Copy>(w: &[P], bpr: usize, zero: B, take: impl Fn(&P, usize) -> B) -> Vec<B> {
     let groups = w.len() / bpr.max(1);
-    let mut out = vec![BlockQ4_1 { d: f16::ZERO, m: f16::ZERO, qs: [0; QK / 2] }; groups * COLS * bpr];
+    let mut out = vec![zero; groups * COLS * bpr];
     for g in 0..groups {
         for i in 0..bpr {
             let p = &w[block_index(g, i, groups, bpr)];
             for l in 0..COLS {
-                let b = &mut out[(g * COLS + l) * bpr + i];
-                b.d = p.d[l];
-                b.m = p.m[l];
-                for c in 0..4 {
-                    b.qs[4 * c..4 * c + 4].copy_from_slice(&p.qs[c * 32 + l * 4..c * 32 + l * 4 + 4]);
-                }
+                out[(g * COLS + l) * bpr + i] = take(p, l);
             }
         }
     }
     out
 }
 
+/// The row-major Q4_1 blocks back from [`pack_q4_1`]'s layout (for candle).
+pub fn unpack_q4_1(w: &[PackQ4_1x8], bpr: usize) -> Vec<BlockQ4_1> {
+    let zero = BlockQ4_1 { d: f16::ZERO, m: f16::ZERO, qs: [0; QK / 2] };
+    unpack(w, bpr, zero, |p, l| {
+        let mut b = BlockQ4_1 { d: p.d[l], m: p.m[l], qs: [0; QK / 2] };
+        for c in 0..4 {
+            b.qs[4 * c..4 * c + 4].copy_from_slice(&p.qs[c * 32 + l * 4..c * 32 + l * 4 + 4]);
+        }
+        b
+    })
+}
+
 /// The row-major Q8_0 blocks back from [`pack_q8_0`]'s layout (for candle).
 pub fn unpack_q8_0(w: &[PackQ8_0x8], bpr: usize) -> Vec<BlockQ8_0> {
-    let groups = w.len() / bpr.max(1);
-    let mut out = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; QK] }; groups * COLS * bpr];
-    for g in 0..groups {
-        for i in 0..bpr {
-            let p = &w[block_index(g, i, groups, bpr)];
-            for l in 0..COLS {
-                let b = &mut out[(g * COLS + l) * bpr + i];
-                b.d = p.d[l];
-                for j in 0..8 {
-                    b.qs[4 * j..4 * j + 4].copy_from_slice(&p.qs[j * 32 + l * 4..j * 32 + l * 4 + 4]);
-                }
-            }
+    let zero = BlockQ8_0 { d: f16::ZERO, qs: [0; QK] };
+    unpack(w, bpr, zero, |p, l| {
+        let mut b = BlockQ8_0 { d: p.d[l], qs: [0; QK] };
+        for j in 0..8 {
+            b.qs[4 * j..4 * j + 4].copy_from_slice(&p.qs[j * 32 + l * 4..j * 32 + l * 4 + 4]);
         }
-    }
-    out
+        b
+    })
 }
 
 /// Row `r` of a packed Q4_1 matrix as f32 (the same values as `quant::dequantize_q4_1`).
