@@ -126,6 +126,7 @@ mod avx2 {
     /// parts, degree-5 polynomial, exponent bits added). Inputs are clamped to
     /// [-88, 88] (`e^88` is still a finite `f32`, `e^-88` rounds to 0 here).
     #[inline(always)]
+    #[allow(clippy::excessive_precision)] // Cephes' coefficients as published
     pub unsafe fn exp8(x: __m256) -> __m256 {
         let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.0)), _mm256_set1_ps(88.0));
         let fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), _mm256_set1_ps(0.5)));
