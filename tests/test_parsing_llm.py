@@ -100,6 +100,21 @@ def test_rejected_templates_fall_back_and_are_flagged():
     assert "<*>" not in set(df["EventTemplate"])
 
 
+def test_ghost_wildcards_are_rejected_so_values_do_not_split_an_event():
+    # A model that keeps each line's number and adds a `<*>` matching nothing would make a
+    # template per value; such answers are rejected and the tree's template is kept.
+    lines = [f"{n} double-hummer alignment exceptions" for n in (199680, 1969920, 2576000, 6182400)]
+    model = TableModel({l: l + "<*>" for l in lines})
+    tm = TemplateMiner(model=model)
+    df = tm.parse(lines)
+    assert df["LlmRejected"][0]  # the pattern's one model call; the other lines follow the tree
+    assert tm.counters["llm_accepted"] == 0 and tm.counters["llm_rejected"] >= 1
+    assert set(df["EventTemplate"]) == {"<*> double-hummer alignment exceptions"}
+    # the same line with a real variable is accepted
+    tm2 = TemplateMiner(model=TableModel({lines[0]: "<*> double-hummer alignment exceptions"}))
+    assert not tm2.add_log_message(lines[0])["llm_rejected"]
+
+
 def test_model_must_return_one_template_per_line():
     class Short:
         def propose_templates(self, lines, examples):

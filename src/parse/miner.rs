@@ -131,7 +131,12 @@ impl Parser {
         let norm = normalize_ws(line);
         // An all-wildcard template is never cached, even for a one-token line where it is
         // technically right: once cached, `<*>` matches every later line of any shape.
-        if is_degenerate(&tmpl, &p) || match_spans(&tmpl, &norm, &p, true).is_none() {
+        // Each `<*>` must stand for some text of the line it was proposed for: a wildcard
+        // matching nothing there is not a variable of that line, and a template made of such
+        // a ghost plus constants kept from the line (`199680 alignment exceptions<*>`) would
+        // split one event into a template per value. (Cache look-ups still let a `<*>`
+        // match empty text, for variables that are empty in later lines.)
+        if is_degenerate(&tmpl, &p) || match_spans(&tmpl, &norm, &p, false).is_none() {
             self.counters.llm_rejected += 1;
             return Accept::Rejected;
         }
@@ -229,11 +234,14 @@ mod tests {
         assert_eq!(m.accept("Failed password for invalid user bob from 1.2.3.4", "Failed password for <*> from <*>"), Accept::Created(0));
         assert_eq!(m.accept("x y", "z <*>"), Accept::Rejected);
         assert_eq!(m.accept("x y", "<*> <*>"), Accept::Rejected);
+        // a wildcard that matches nothing in its own line
+        assert_eq!(m.accept("199680 double-hummer alignment exceptions", "199680 double-hummer alignment exceptions<*>"), Accept::Rejected);
+        assert_eq!(m.accept("user= uid=0 gone", "user=<*> uid=<*> gone"), Accept::Rejected);
         // different token count: found through the index, not the tree
         assert_eq!(m.hit("Failed password for root from 5.6.7.8"), Some(0));
         assert_eq!(m.tree.clusters[0].size, 2);
         assert_eq!(m.accept("Failed password for root from 9.9.9.9", "Failed password for <*> from <*>"), Accept::Joined(0));
-        assert_eq!(m.counters.llm_rejected, 2);
+        assert_eq!(m.counters.llm_rejected, 4);
         let ex = m.similar_examples("Failed password for x from y", 3);
         assert_eq!(ex.len(), 1);
         assert_eq!(ex[0].1, "Failed password for <*> from <*>");
