@@ -56,6 +56,19 @@ pub fn match_spans(template: &str, line: &str, param: &str, allow_empty: bool) -
     Some(spans)
 }
 
+/// Whether a parameter of `template` matched empty text (span from [`match_spans`]) while
+/// glued to a word of the template: `exceptions<*>` or `<*>ms` over nothing is a wildcard
+/// that stands for no variable of the line; `(<*>)` or `user=<*> ` over nothing is an
+/// empty value, as loghub's own templates have them.
+pub fn glued_empty_param(template: &str, spans: &[(usize, usize)], param: &str) -> bool {
+    let parts: Vec<&str> = template.split(param).collect();
+    spans.iter().enumerate().any(|(i, &(s, e))| {
+        s == e
+            && (parts[i].chars().next_back().is_some_and(char::is_alphanumeric)
+                || parts.get(i + 1).and_then(|p| p.chars().next()).is_some_and(char::is_alphanumeric))
+    })
+}
+
 fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() {
         return Some(0);

@@ -4,7 +4,7 @@
 //! first, sends misses to the model, and hands the answers to [`Parser::accept`], which
 //! verifies each template against its line before it enters the cache (LILAC-style loop).
 use super::cache::TemplateIndex;
-use super::matching::{is_degenerate, match_spans, normalize_ws};
+use super::matching::{glued_empty_param, is_degenerate, match_spans, normalize_ws};
 use super::tree::{Change, Tree};
 use super::{content_id, ParserConfig};
 use serde::{Deserialize, Serialize};
@@ -131,12 +131,13 @@ impl Parser {
         let norm = normalize_ws(line);
         // An all-wildcard template is never cached, even for a one-token line where it is
         // technically right: once cached, `<*>` matches every later line of any shape.
-        // Each `<*>` must stand for some text of the line it was proposed for: a wildcard
-        // matching nothing there is not a variable of that line, and a template made of such
-        // a ghost plus constants kept from the line (`199680 alignment exceptions<*>`) would
-        // split one event into a template per value. (Cache look-ups still let a `<*>`
-        // match empty text, for variables that are empty in later lines.)
-        if is_degenerate(&tmpl, &p) || match_spans(&tmpl, &norm, &p, false).is_none() {
+        // A `<*>` glued to a word that matches nothing in the line it was proposed for is
+        // not a variable of that line, and a template made of such a ghost plus constants
+        // kept from the line (`199680 alignment exceptions<*>`) would split one event into
+        // a template per value. Empty values between delimiters (`(<*>)`) stay allowed.
+        let verified = match_spans(&tmpl, &norm, &p, false).is_some()
+            || match_spans(&tmpl, &norm, &p, true).is_some_and(|s| !glued_empty_param(&tmpl, &s, &p));
+        if is_degenerate(&tmpl, &p) || !verified {
             self.counters.llm_rejected += 1;
             return Accept::Rejected;
         }
@@ -228,20 +229,29 @@ mod tests {
         assert_ne!(a, d);
     }
     #[test]
+    fn empty_wildcards_glued_to_words_are_rejected() {
+        let mut m = p();
+        // a wildcard that matches nothing in its own line, next to a word
+        assert_eq!(m.accept("199680 double-hummer alignment exceptions", "199680 double-hummer alignment exceptions<*>"), Accept::Rejected);
+        assert_eq!(m.accept("took ms", "took <*>ms"), Accept::Rejected);
+        assert_eq!(m.counters.llm_rejected, 2);
+        // empty values between delimiters are fine (loghub: `connection from <*> (<*>) at ...`)
+        assert!(matches!(m.accept("connection from 1.2.3.4 () at noon", "connection from <*> (<*>) at <*>"), Accept::Created(_)));
+        assert!(matches!(m.accept("user= uid=0 gone", "user=<*> uid=<*> gone"), Accept::Created(_)));
+        assert_eq!(m.counters.llm_accepted, 2);
+    }
+    #[test]
     fn llm_cache() {
         let mut m = p();
         assert_eq!(m.lookup("Failed password for invalid user bob from 1.2.3.4"), None);
         assert_eq!(m.accept("Failed password for invalid user bob from 1.2.3.4", "Failed password for <*> from <*>"), Accept::Created(0));
         assert_eq!(m.accept("x y", "z <*>"), Accept::Rejected);
         assert_eq!(m.accept("x y", "<*> <*>"), Accept::Rejected);
-        // a wildcard that matches nothing in its own line
-        assert_eq!(m.accept("199680 double-hummer alignment exceptions", "199680 double-hummer alignment exceptions<*>"), Accept::Rejected);
-        assert_eq!(m.accept("user= uid=0 gone", "user=<*> uid=<*> gone"), Accept::Rejected);
         // different token count: found through the index, not the tree
         assert_eq!(m.hit("Failed password for root from 5.6.7.8"), Some(0));
         assert_eq!(m.tree.clusters[0].size, 2);
         assert_eq!(m.accept("Failed password for root from 9.9.9.9", "Failed password for <*> from <*>"), Accept::Joined(0));
-        assert_eq!(m.counters.llm_rejected, 4);
+        assert_eq!(m.counters.llm_rejected, 2);
         let ex = m.similar_examples("Failed password for x from y", 3);
         assert_eq!(ex.len(), 1);
         assert_eq!(ex[0].1, "Failed password for <*> from <*>");
