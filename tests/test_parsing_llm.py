@@ -104,7 +104,7 @@ def test_ghost_wildcards_are_rejected_so_values_do_not_split_an_event():
     # A model that keeps each line's number and adds a `<*>` matching nothing would make a
     # template per value; such answers are rejected and the tree's template is kept.
     lines = [f"{n} double-hummer alignment exceptions" for n in (199680, 1969920, 2576000, 6182400)]
-    model = TableModel({l: l + "<*>" for l in lines})
+    model = TableModel({line: line + "<*>" for line in lines})
     tm = TemplateMiner(model=model)
     df = tm.parse(lines)
     assert df["LlmRejected"][0]  # the pattern's one model call; the other lines follow the tree
