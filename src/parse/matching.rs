@@ -56,13 +56,21 @@ pub fn match_spans(template: &str, line: &str, param: &str, allow_empty: bool) -
     Some(spans)
 }
 
-/// Whether a parameter of `template` matched empty text (span from [`match_spans`]) while
-/// glued to a word of the template: `exceptions<*>` or `<*>ms` over nothing is a wildcard
-/// that stands for no variable of the line; `(<*>)` or `user=<*> ` over nothing is an
-/// empty value, as loghub's own templates have them.
-pub fn glued_empty_param(template: &str, spans: &[(usize, usize)], param: &str) -> bool {
+/// Whether a model's `template` (whitespace-normalised) verifies against the `line` it
+/// was proposed for: it matches, and no `<*>` glued to a word of the template matches
+/// empty text there. `exceptions<*>` or `<*>ms` over nothing stands for no variable of the
+/// line (and a template of such a ghost plus constants kept from the line would split one
+/// event into a template per value); `(<*>)` or `user=<*> ` over nothing is an empty
+/// value, as loghub's own templates have them.
+pub fn verifies(template: &str, line: &str, param: &str) -> bool {
+    if match_spans(template, line, param, false).is_some() {
+        return true;
+    }
+    let Some(spans) = match_spans(template, line, param, true) else {
+        return false;
+    };
     let parts: Vec<&str> = template.split(param).collect();
-    spans.iter().enumerate().any(|(i, &(s, e))| {
+    !spans.iter().enumerate().any(|(i, &(s, e))| {
         s == e
             && (parts[i].chars().next_back().is_some_and(char::is_alphanumeric)
                 || parts.get(i + 1).and_then(|p| p.chars().next()).is_some_and(char::is_alphanumeric))

@@ -4,7 +4,7 @@
 //! first, sends misses to the model, and hands the answers to [`Parser::accept`], which
 //! verifies each template against its line before it enters the cache (LILAC-style loop).
 use super::cache::TemplateIndex;
-use super::matching::{glued_empty_param, is_degenerate, match_spans, normalize_ws};
+use super::matching::{is_degenerate, match_spans, normalize_ws, verifies};
 use super::tree::{Change, Tree};
 use super::{content_id, ParserConfig};
 use serde::{Deserialize, Serialize};
@@ -131,13 +131,7 @@ impl Parser {
         let norm = normalize_ws(line);
         // An all-wildcard template is never cached, even for a one-token line where it is
         // technically right: once cached, `<*>` matches every later line of any shape.
-        // A `<*>` glued to a word that matches nothing in the line it was proposed for is
-        // not a variable of that line, and a template made of such a ghost plus constants
-        // kept from the line (`199680 alignment exceptions<*>`) would split one event into
-        // a template per value. Empty values between delimiters (`(<*>)`) stay allowed.
-        let verified = match_spans(&tmpl, &norm, &p, false).is_some()
-            || match_spans(&tmpl, &norm, &p, true).is_some_and(|s| !glued_empty_param(&tmpl, &s, &p));
-        if is_degenerate(&tmpl, &p) || !verified {
+        if is_degenerate(&tmpl, &p) || !verifies(&tmpl, &norm, &p) {
             self.counters.llm_rejected += 1;
             return Accept::Rejected;
         }
