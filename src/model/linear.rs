@@ -39,8 +39,9 @@ pub enum Path {
     /// sequences: each row's result is independent of the others in the step).
     Rows,
 }
-/// Output columns per parallel task on the dot-product path (a multiple of 16:
-/// tasks never split a pair of packed column groups).
+/// Output columns per parallel task on the dot-product path for one row, and the
+/// least for several (see [`batch_task_cols`]); a multiple of 16: tasks never
+/// split a pair of packed column groups.
 const COLS_PER_TASK: usize = 32;
 const _: () = assert!(COLS_PER_TASK % (2 * packed::COLS) == 0);
 
@@ -268,11 +269,12 @@ pub fn forward_many(layers: &[&Linear], x: &[f32], m: usize, outs: &mut [&mut [f
         pieces.into_par_iter().for_each(|(i, j0, o)| layers[i].col_dots(j0, o.len(), x, &xq, 1, o));
         return;
     }
+    let per = batch_task_cols(dot_layers.iter().map(|&i| layers[i].out_dim).sum(), threads());
     let tasks: Vec<(usize, usize, usize)> = dot_layers
         .iter()
         .flat_map(|&i| {
             let n = layers[i].out_dim;
-            (0..n).step_by(COLS_PER_TASK).map(move |j| (i, j, COLS_PER_TASK.min(n - j)))
+            (0..n).step_by(per).map(move |j| (i, j, per.min(n - j)))
         })
         .collect();
     let results: Vec<Vec<f32>> = tasks
@@ -290,6 +292,14 @@ pub fn forward_many(layers: &[&Linear], x: &[f32], m: usize, outs: &mut [&mut [f
             out[r * width + j0..r * width + j0 + n].copy_from_slice(&buf[r * n..(r + 1) * n]);
         }
     }
+}
+
+/// Output columns per task when several rows share a step: about eight tasks per
+/// thread over all the layers of the call (enough to balance the threads), in
+/// whole pairs of packed column groups, from [`COLS_PER_TASK`] to 256.
+fn batch_task_cols(total_cols: usize, threads: usize) -> usize {
+    let pair = 2 * packed::COLS;
+    (total_cols / (8 * threads.max(1))).div_ceil(pair).clamp(COLS_PER_TASK / pair, 256 / pair) * pair
 }
 
 fn quantize_rows(x: &[f32], m: usize, k: usize) -> Vec<BlockQ8_1> {
