@@ -339,13 +339,27 @@ mod x86 {
                     let hi = c.map(|v| _mm256_and_si256(_mm256_srli_epi16(v, 4), mask));
                     for r in 0..R {
                         let y = a[r].get_unchecked(i);
-                        let mut s0 = _mm256_setzero_si256();
-                        let mut s1 = _mm256_setzero_si256();
-                        for k in 0..4 {
-                            s0 = $dp(s0, lo[k], bcast(y, k));
-                            s1 = $dp(s1, hi[k], bcast(y, 4 + k));
-                        }
-                        let isum = _mm256_add_epi32(s0, s1);
+                        let isum = if $vnni {
+                            let mut s0 = _mm256_setzero_si256();
+                            let mut s1 = _mm256_setzero_si256();
+                            for k in 0..4 {
+                                s0 = $dp(s0, lo[k], bcast(y, k));
+                                s1 = $dp(s1, hi[k], bcast(y, 4 + k));
+                            }
+                            _mm256_add_epi32(s0, s1)
+                        } else {
+                            // Without VNNI: the eight `maddubs` results summed in 16 bits
+                            // before one widening `madd`, instead of widening each of them
+                            // (16 products of a nibble and an i8 per lane: |sum| <= 16 * 15
+                            // * 128 = 30720, no overflow). The integer sum, and so every
+                            // output bit, is the same.
+                            let mut p = _mm256_setzero_si256();
+                            for k in 0..4 {
+                                p = _mm256_add_epi16(p, _mm256_maddubs_epi16(lo[k], bcast(y, k)));
+                                p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi[k], bcast(y, 4 + k)));
+                            }
+                            _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+                        };
                         let t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(y.d)), acc[r]);
                         acc[r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(y.s), t);
                     }
@@ -775,6 +789,45 @@ mod tests {
                 assert_eq!(bits(&p8x[r][..COLS]), bits(&want8[r]), "x16 q8_0 row {r} group 0");
                 assert_eq!(bits(&p8x[r][COLS..]), bits(&want8[8 + r]), "x16 q8_0 row {r} group 1");
             }
+        }
+    }
+
+    /// The largest integer sums a Q4_1 block can give (every nibble 15, activations
+    /// all +127 or all -128) come out exactly on every SIMD level: the AVX2 kernel
+    /// sums its products in 16 bits before widening them.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn extreme_q4_1_sums_do_not_overflow() {
+        let (out_dim, k) = (16, 64);
+        let bpr = k / QK;
+        let b4: Vec<BlockQ4_1> = (0..out_dim * bpr).map(|_| BlockQ4_1 { d: f16::ONE, m: f16::ZERO, qs: [0xFF; QK / 2] }).collect();
+        let p4 = pack_q4_1(&b4, out_dim, bpr);
+        let mut xq = vec![BlockQ8_1::ZERO; 8 * bpr];
+        for (r, y) in xq.iter_mut().enumerate() {
+            let v: i8 = if (r / bpr) % 2 == 0 { 127 } else { -128 };
+            *y = BlockQ8_1 { d: 1.0, s: 0.0, sum: 32 * v as i32, qs: [v; QK] };
+        }
+        let rows: [&[BlockQ8_1]; 8] = std::array::from_fn(|r| &xq[r * bpr..(r + 1) * bpr]);
+        let (w, step) = group_blocks(&p4, 0, out_dim / COLS, bpr);
+        let want: Vec<[f32; COLS]> = rows.iter().map(|a| dot_q4_1x8_scalar(w, step, a)).collect();
+        assert_eq!(want[0][0], (bpr * 32 * 15 * 127) as f32);
+        assert_eq!(want[1][0], -((bpr * 32 * 15 * 128) as f32));
+        let check = |name: &str, got: [[f32; COLS]; 8]| {
+            for r in 0..8 {
+                assert_eq!(got[r], want[r], "{name} row {r}");
+            }
+        };
+        // SAFETY (all blocks below): each kernel runs only when the CPU has its features.
+        if quant::has_avx2() {
+            check("avx2", unsafe { x86::q4_1x8_avx2::<8>(w, step, rows) });
+            let four = unsafe { x86::q4_1x8_avx2::<4>(w, step, [rows[0], rows[1], rows[2], rows[3]]) };
+            assert_eq!(four[1], want[1]);
+        }
+        if quant::has_avx2() && is_x86_feature_detected!("avxvnni") {
+            check("avxvnni", unsafe { x86::q4_1x8_vnni::<8>(w, step, rows) });
+        }
+        if quant::has_avx512_vnni() {
+            check("avx512", unsafe { x86::q4_1x8_v512::<8>(w, step, rows) });
         }
     }
 
