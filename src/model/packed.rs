@@ -80,9 +80,7 @@ fn pack<B, P: Copy>(blocks: &[B], out_dim: usize, bpr: usize, zero: P, make: imp
     debug_assert_eq!(out_dim % COLS, 0);
     debug_assert_eq!(blocks.len(), out_dim * bpr);
     let groups = out_dim / COLS;
-    let mut out: Vec<P> = Vec::with_capacity(groups * bpr);
-    advise_huge_pages(out.as_ptr() as *const u8, groups * bpr * std::mem::size_of::<P>());
-    out.resize(groups * bpr, zero);
+    let mut out = filled_on_huge_pages(groups * bpr, zero);
     for g in 0..groups {
         for i in 0..bpr {
             // Block i of the group's eight columns.
@@ -92,25 +90,29 @@ fn pack<B, P: Copy>(blocks: &[B], out_dim: usize, bpr: usize, zero: P, make: imp
     out
 }
 
-/// Ask the kernel to back `len` bytes at `p` (an allocation not yet written) with
-/// transparent huge pages where it allows that (`madvise` mode): a decode step
-/// streams every weight once, and with 4 KiB pages a 30 MB output layer needs
-/// thousands of page walks per step. Advice only: nothing changes where it is refused.
-pub fn advise_huge_pages(p: *const u8, len: usize) {
+/// `n` copies of `zero` in an allocation the kernel is asked, before anything is
+/// written to it, to back with transparent huge pages where it allows that
+/// (`madvise` mode): a decode step streams every weight once, and with 4 KiB pages
+/// a 30 MB output layer needs thousands of page walks per step. Advice only:
+/// nothing changes where it is refused, or for the parts smaller than 2 MB.
+fn filled_on_huge_pages<P: Copy>(n: usize, zero: P) -> Vec<P> {
+    let mut out: Vec<P> = Vec::with_capacity(n);
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
-        let start = (p as usize).div_ceil(HUGE) * HUGE;
-        let end = (p as usize + len) / HUGE * HUGE;
+        let p = out.as_ptr() as usize;
+        let start = p.div_ceil(HUGE) * HUGE;
+        let end = (p + n * std::mem::size_of::<P>()) / HUGE * HUGE;
         if end > start {
-            // SAFETY: the range lies inside one live allocation of ours, and
+            // SAFETY: the range lies inside the allocation just made, and
             // MADV_HUGEPAGE changes no contents (it only picks the page size).
             unsafe {
                 libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
             }
         }
     }
-    let _ = (p, len);
+    out.resize(n, zero);
+    out
 }
 
 /// Interleave a row-major `[out_dim, bpr]` matrix of Q4_1 blocks (`out_dim % 8 == 0`)
