@@ -298,16 +298,23 @@ def loglm_model(pytestconfig: pytest.Config) -> Any:
     from loglm.errors import LoglmError, ModelNotFoundError
     from loglm.model import LogLM
 
+    # (skip / fail outside the except blocks, so that no exception chain is printed)
+    skip = fail = None
     try:
         model = LogLM.load(s.model, adapter=adapter, threads=threads)
     except ModelNotFoundError as e:
         if s.model is None:
-            pytest.skip(f"loglm_model: the default model is not installed ({' '.join(str(e).split())})")
-        pytest.fail(f"loglm_model ({s.model_source}={s.model}): {e}", pytrace=False)
+            skip = f"loglm_model: the default model is not installed ({' '.join(str(e).split())})"
+        else:
+            fail = f"loglm_model ({s.model_source}={s.model}): {e}"
     except (LoglmError, OSError, ValueError) as e:
         where = ", ".join(x for x in (f"{s.model_source}={s.model}" if s.model else "",
                                       f"{s.adapter_source}={adapter}" if s.adapter_source else "") if x)
-        pytest.fail(f"loglm_model{' (' + where + ')' if where else ''}: {type(e).__name__}: {e}", pytrace=False)
+        fail = f"loglm_model{' (' + where + ')' if where else ''}: {type(e).__name__}: {e}"
+    if skip is not None:
+        pytest.skip(skip)
+    if fail is not None:
+        pytest.fail(fail, pytrace=False)
     info = model.info
     ads = [Path(a).name for a in info.get("adapter", [])]
     st.model_desc = (f"{Path(str(info.get('path', '?'))).name}"
@@ -483,7 +490,8 @@ def _data_call(what: str, fn: Any, *args: Any, **kw: Any) -> Any:
     try:
         return fn(*args, **kw)
     except (LoglmError, OSError, ValueError, KeyError) as e:
-        pytest.fail(f"{what}: {e}", pytrace=False)
+        msg = f"{what}: {e}"
+    pytest.fail(msg, pytrace=False)  # outside the except block: no exception chain in the report
 
 
 # ----------------------------------------------------------------------------- recording
@@ -564,10 +572,13 @@ def _compare(st: _State, item: pytest.Item, recorded: List[_Metric]) -> List[str
         if not path.is_file():
             st.baselines[path] = {}
         else:
+            msg = None
             try:
                 st.baselines[path] = _read_baseline(path)
             except _BaselineError as e:
-                pytest.fail(str(e), pytrace=False)
+                msg = str(e)
+            if msg is not None:
+                pytest.fail(msg, pytrace=False)
     base = st.baselines[path].get(_test_key(item))
     if base is None:
         return []
