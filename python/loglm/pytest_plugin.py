@@ -33,8 +33,8 @@ i.e. 0.01 for scores in [0, 1] and one point for BLEU / ROUGE on 0-100).
 
 The metrics are those of :mod:`loglm.metrics` (loghub-2.0 GA / PA / FGA / FTA,
 scikit-learn precision / recall / F1, sacrebleu BLEU, rouge-score ROUGE-L); the plugin
-only gathers, compares and reports them. Under pytest-xdist each worker reports its own
-metrics and the baseline files are not written.
+only gathers, compares and reports them. Under pytest-xdist the metrics reach the JUnit XML
+properties but not the table (they are recorded on the workers), and no baseline is written.
 
 PYTEST_DONT_REWRITE (the helpers raise their own messages; this also keeps pytest from
 warning when a test session imports this module a second time, e.g. under ``pytester``).
