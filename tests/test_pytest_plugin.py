@@ -89,6 +89,38 @@ def test_bad_ini_value_is_a_usage_error(run, pytester):
     assert "ini loglm_threads: expected a number of threads, got 'many'" in _text(r)
 
 
+def test_settings_precedence(run, pytester, monkeypatch):
+    # command line over ini file over environment; LOGLM_ADAPTER holds os.pathsep-separated paths
+    pytester.makepyfile("""
+        import json
+        from loglm.pytest_plugin import _state
+
+        def test_settings(pytestconfig):
+            s = _state(pytestconfig).settings
+            print("SETTINGS", json.dumps([s.model, s.adapter, s.threads, s.remote, s.tolerance]))
+    """)
+
+    def settings(*args):
+        r = run("-s", *args)
+        r.assert_outcomes(passed=1)
+        line = next(x for x in r.outlines if "SETTINGS " in x)
+        return json.loads(line.split("SETTINGS ", 1)[1].rstrip(".").strip())
+
+    assert settings() == [None, "auto", None, None, 0.01]
+    monkeypatch.setenv("LOGLM_MODEL", "env.gguf")
+    monkeypatch.setenv("LOGLM_ADAPTER", os.pathsep.join(["a1", "a2"]))
+    monkeypatch.setenv("LOGLM_REMOTE", "http://env:1")
+    monkeypatch.setenv("LOGLM_BASELINE_TOLERANCE", "0.05")
+    assert settings() == ["env.gguf", ["a1", "a2"], None, "http://env:1", 0.05]
+    pytester.makeini("[pytest]\nloglm_model = ini.gguf\nloglm_adapter =\n    i1\n    i2\nloglm_threads = 3\n"
+                     "loglm_remote = http://ini:2\nloglm_tolerance = 0.1\n")
+    assert settings() == ["ini.gguf", ["i1", "i2"], 3, "http://ini:2", 0.1]
+    assert settings("--loglm-model", "cli.gguf", "--loglm-adapter", "c1", "--loglm-adapter", "c2", "--loglm-threads", "2",
+                    "--loglm-remote", "https://cli:3", "--loglm-tolerance", "0.2") == [
+        "cli.gguf", ["c1", "c2"], 2, "https://cli:3", 0.2]
+    assert settings("--loglm-adapter", "NONE")[1] is None
+
+
 def test_unused_plugin_changes_nothing(run, pytester, monkeypatch):
     # invalid environment variables do not disturb a run that does not use them, no model
     # is loaded, nothing is written and nothing is added to the output

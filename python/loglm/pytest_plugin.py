@@ -45,7 +45,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pytest
 
@@ -237,6 +237,7 @@ class _State:
         self.baselines: Dict[Path, Dict[str, Dict[str, float]]] = {}
         self.written: List[Tuple[Path, int, int]] = []
         self.not_saved: List[str] = []
+        self.write_errors: List[str] = []
         self.model_desc: Optional[str] = None
         self.xdist_worker = hasattr(config, "workerinput")
 
@@ -905,8 +906,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 "written": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "model": st.model_desc, "tests": {k: old[k] for k in sorted(old)}}
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+            tmp.replace(path)
+        except OSError as e:
+            st.write_errors.append(f"cannot write the loglm baseline {path}: {e}")
+            continue
         st.written.append((path, len(tests), sum(len(v) for v in tests.values())))
 
 
@@ -931,6 +936,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line("  ".join(cells).rstrip(), red=k > 0 and r[6] == "FAIL")
     for path, n_tests, n_metrics in st.written:
         tr.write_line(f"loglm baseline written: {path} ({n_metrics} metrics of {n_tests} tests)")
+    for msg in st.write_errors:
+        tr.write_line(msg, red=True)
     if st.not_saved:
         tr.write_line(f"loglm baseline: not saved for {len(st.not_saved)} tests that did not pass: "
                       + ", ".join(st.not_saved[:5]) + (" ..." if len(st.not_saved) > 5 else ""))
