@@ -367,8 +367,9 @@ class Report:
     the report could not do or had to assume: no timestamps, invalid UTF-8...),
     ``time_format``, ``timeline`` (bins and counts), ``templates`` / ``records`` /
     ``sessions`` (DataFrames), ``bursts``, ``claims`` (list of :class:`Claim`, the
-    dropped ones excluded), ``dropped_claims``, ``timings`` (seconds per stage) and
-    ``model`` (model description or None).
+    dropped ones excluded), ``dropped_claims``, ``timings`` (seconds per stage),
+    ``model`` (model description or None) and ``line_scores`` (per line, its template's
+    score, NaN where not scored; not in ``to_dict``).
     """
 
     source: str
@@ -384,6 +385,7 @@ class Report:
     dropped_claims: List[Claim]
     timings: Dict[str, float]
     model: Optional[str]
+    line_scores: Optional[np.ndarray] = None
 
     # ---- data ------------------------------------------------------------------------
     def evidence_line_ids(self) -> List[int]:
@@ -715,7 +717,7 @@ def build_report(logs: Any, model: Any = None, *, sessions: Any = "auto", window
     timings["total"] = time.perf_counter() - t0
     return Report(source=src, n_lines=n, notes=notes, time_format=fmt, timeline=timeline, templates=tdf,
                   records=records, sessions=sdf, bursts=bursts, claims=claims, dropped_claims=dropped,
-                  timings=timings, model=model_name)
+                  timings=timings, model=model_name, line_scores=scores[cluster])
 
 
 class _Stages:
