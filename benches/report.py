@@ -3,6 +3,7 @@
     LOGLM_DATA_DIR=../shared/data python benches/report.py scale --sizes 10000 100000 1000000 [--no-llm]
     LOGLM_DATA_DIR=../shared/data python benches/report.py evidence
     LOGLM_DATA_DIR=../shared/data python benches/report.py faithfulness --claims 5
+    LOGLM_DATA_DIR=../shared/data python benches/report.py sessions
 
 ``scale`` writes a BGL-like file of N lines (the 2,000 loghub BGL lines without their
 label field, repeated with every timestamp shifted by the span of the sample per copy),
@@ -11,7 +12,9 @@ times and peak memory (ru_maxrss). ``evidence`` builds the report of BGL 2k (lab
 removed; they are only used to score) and of HDFS 5k (block sessions) and prints the
 precision of the report's evidence lines against the abnormal lines, next to the baseline
 "the same number of lines with the highest anomaly score". ``faithfulness`` generates
-claims on the 7 loghub systems and counts how many pass the check.
+claims on the 7 loghub systems and counts how many pass the check. ``sessions`` runs the
+ablation on constructed sessions (3 normal BGL lines and one alert) with both session
+scores (the model reading the session, and 1 - prod(1 - p) of the line scores).
 """
 from __future__ import annotations
 
@@ -128,6 +131,7 @@ def cmd_evidence(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     r = build_report(lines, m, progress=False)
     secs = time.perf_counter() - t0
+    r.save(Path(tempfile.gettempdir()) / "loglm_report_bgl2k.html")
     ev = r.evidence_line_ids()
     cited = [i for c in r.claims if c.verified for i in c.line_ids]
     ablated = [i for e in r.sessions["Evidence"] for x in e for i in x["line_ids"]]
@@ -183,6 +187,36 @@ def cmd_faithfulness(args: argparse.Namespace) -> None:
                       "pass_after_checker_drop": 1.0 if total.get("verified") else None}), flush=True)
 
 
+def cmd_sessions(args: argparse.Namespace) -> None:
+    """Ablation on constructed sessions (3 normal BGL lines + 1 alert line, the alert second):
+    which line each session score names first."""
+    import loglm
+    from loglm.report import _session_scorer, ablation_attribution
+
+    m = loglm.LogLM.load(threads=args.threads)
+    lines, labels = bgl()
+    normal = [lines[i] for i in (0, 4, 88)]
+    p_normal = m.anomaly_scores(normal)
+    for kind in ("KERNDTLB", "APPREAD", "KERNSTOR", "APPSEV"):
+        bad = lines[labels.index(kind)]
+        sess = normal[:1] + [bad] + normal[1:]
+        p = dict(zip(normal, p_normal))
+        p[bad] = m.anomaly_scores([bad])[0]
+
+        def lines_score(vs):
+            return [1 - float(np.prod([1 - p[x] for x in v])) for v in vs]
+
+        t0 = time.perf_counter()
+        full_m, drops_m = ablation_attribution(sess, _session_scorer(m), top=4)
+        secs = time.perf_counter() - t0
+        full_l, drops_l = ablation_attribution(sess, lines_score, top=4)
+        print(json.dumps({"alert": kind, "line_scores": [round(p[x], 3) for x in sess],
+                          "model_session_score": round(full_m, 4), "model_first": drops_m[0][0] if drops_m else None,
+                          "model_drops": [(i, round(d, 4)) for i, d in drops_m], "model_s": round(secs, 1),
+                          "lines_session_score": round(full_l, 4), "lines_first": drops_l[0][0] if drops_l else None}),
+              flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -198,6 +232,9 @@ def main() -> int:
     p.add_argument("--claims", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_faithfulness)
+    p = sub.add_parser("sessions")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_sessions)
     args = ap.parse_args()
     args.func(args)
     return 0

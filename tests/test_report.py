@@ -107,6 +107,8 @@ def test_check_claim_verifies_citations_and_facts():
     assert ok.status == "verified" and {"R30-M0-N9-C:J16-U01", "FATAL", "KERNEL"} <= set(ok.facts)
     wrong_id = check_claim(Claim("Node R30-M0-N9-C:J16-U01 reported a FATAL data TLB error.", [2, 9]), LINES)
     assert wrong_id.status == "bad-citation" and wrong_id.bad_ids == [9]
+    part_of_word = check_claim(Claim("The CIO stream failed.", [3]), LINES)  # "ciod:", "CioStream"
+    assert part_of_word.status == "unsupported" and part_of_word.missing == ["CIO"]
     zero = check_claim(Claim("A FATAL error.", [0]), LINES)
     assert zero.status == "bad-citation"
     absent = check_claim(Claim("The socket to 172.16.96.117:33569 failed in ciod.", [3]), LINES)
@@ -175,6 +177,8 @@ def test_ablation_picks_the_line_that_carries_the_score():
     assert full == pytest.approx(0.8 + 2 * 0.05 + 2 * 0.01)
     assert drops[0][0] == 2 and drops[0][1] == pytest.approx(0.8)
     assert drops[1][0] in (1, 3)
+    # min_share keeps only the lines that matter about as much as the first
+    assert [i for i, _ in ablation_attribution(session, score, top=3, min_share=0.5)[1]] == [2]
     # a score that removal never lowers gives no evidence
     assert ablation_attribution(session, lambda vs: [1.0] * len(vs))[1] == []
 

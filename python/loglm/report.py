@@ -313,8 +313,9 @@ def check_claim(claim: Claim, lines: Sequence[str], *, counts: Optional[Dict[int
         allowed_numbers |= {str(counts[i]) for i in good if i in counts}
     missing = []
     for f in claim.facts:
-        fl = _norm(f)
-        if any(fl in c for c in cited):
+        # the fact as a whole word of a cited line ("CIO" is not in "ciod:")
+        rx = re.compile(r"(?<![a-z0-9])" + re.escape(_norm(f)) + r"(?![a-z0-9])")
+        if any(rx.search(c) for c in cited):
             continue
         if _NUMBER.match(f) and f.replace(",", "") in allowed_numbers:
             continue
@@ -336,11 +337,12 @@ def check_claim(claim: Claim, lines: Sequence[str], *, counts: Optional[Dict[int
 
 
 def ablation_attribution(items: Sequence[str], score_batch: Callable[[List[List[str]]], Sequence[float]], *,
-                         top: int = 3) -> Tuple[float, List[Tuple[int, float]]]:
+                         top: int = 3, min_share: float = 0.0) -> Tuple[float, List[Tuple[int, float]]]:
     """Attribution by ablation: the score of the whole ``items`` list and, for the
     ``top`` items whose removal lowers it the most, ``(index, drop)`` pairs (drop =
-    full score - score without the item; only positive drops). ``score_batch`` scores a
-    list of item lists in one call (the full list first, then each ablation)."""
+    full score - score without the item; only positive drops, and only drops of at least
+    ``min_share`` times the largest one). ``score_batch`` scores a list of item lists in
+    one call (the full list first, then each ablation)."""
     items = list(items)
     if not items:
         return float("nan"), []
@@ -349,7 +351,8 @@ def ablation_attribution(items: Sequence[str], score_batch: Callable[[List[List[
     full = scores[0]
     drops = [(i, full - s) for i, s in enumerate(scores[1:])]
     drops.sort(key=lambda x: (-x[1], x[0]))
-    return full, [(i, d) for i, d in drops[:top] if d > 0]
+    best = drops[0][1] if drops else 0.0
+    return full, [(i, d) for i, d in drops[:top] if d > 0 and d >= min_share * best]
 
 
 # ------------------------------------------------------------------------------------
@@ -534,6 +537,9 @@ def _sessions_of(lines: Sequence[str], sessions: Any, window: int) -> Tuple[np.n
     return out, ids, how
 
 
+#: a session's evidence: lines whose removal lowers its score at least this share of what
+#: removing its most important line does
+_EVIDENCE_SHARE = 0.5
 #: characters of a line kept in a session's prompt (ablation rescoring is the costly part)
 _SESSION_LINE_CHARS = 200
 
@@ -575,7 +581,8 @@ def build_report(logs: Any, model: Any = None, *, sessions: Any = "auto", window
     session read as one log (``session_lines`` distinct lines; one model call per line
     per session for the ablation, and the 135M default model does not respond to it
     well, see EVALUATION.md). The evidence of the ``top_sessions`` first sessions is the
-    lines whose removal lowers that score the most. ``on_fail``: ``"mark"`` keeps a claim that
+    lines whose removal lowers that score the most (up to 3, each lowering it at least
+    half as much as the first). ``on_fail``: ``"mark"`` keeps a claim that
     fails the check, marked, ``"drop"`` moves it to ``dropped_claims``.
 
     Raises:
@@ -745,9 +752,10 @@ class _Stages:
 def _model_name(model: Any) -> str:
     try:
         info = model.info
-        return str(info.get("name") or info.get("path") or type(model).__name__)
+        name = str(info.get("name") or info.get("path") or type(model).__name__)
     except Exception:  # a remote or duck-typed model
         return type(model).__name__
+    return name.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def _timeline(ctx: _Ctx, bins: int, fmt: Optional[str]) -> Tuple[Dict[str, Any], List[Dict[str, Any]], np.ndarray, np.ndarray]:
@@ -891,7 +899,7 @@ def _sessions(ctx: _Ctx, model: Any, sessions: Any, window: int, top: int, top_s
                     j = int(ctx.cluster[i[0] - 1])
                     p = ctx.scores[j] if model is not None else ctx.rarity[j] / max_rarity
                     scorer.index[x] = float(p) if np.isfinite(p) else 0.0  # type: ignore[attr-defined]
-            score, drops = ablation_attribution(items, scorer, top=3)
+            score, drops = ablation_attribution(items, scorer, top=3, min_share=_EVIDENCE_SHARE)
             evidence = [{"line_ids": ids[i][:5], "count": len(ids[i]), "drop": d, "Content": items[i]}
                         for i, d in drops]
         rows.append({"SessionId": str(sids[s]), "Lines": int(size[s]), "FirstLine": int(sfirst[s]) + 1,
@@ -1041,7 +1049,7 @@ def _render(rep: Report, standalone: bool) -> str:
         row = tdf[tdf["EventId"] == tid]
         tmpl = row["EventTemplate"].iloc[0] if len(row) else ""
         legend.append(f'<span class="swatch" style="background:{_COLORS[c % len(_COLORS)]}"></span>'
-                      f'<code>{_e(tid)}</code> {_e(tmpl[:90])}')
+                      f'<code>{_e(tid)}</code> {_e(re.sub(r"^(<[*]>[ ]+)+", "… ", tmpl)[:100])}')
     o.append("<p style='font-size:.8em'>" + "<br>".join(legend)
              + "<br>grey bars: all lines per bin (red: a burst); ▲ new template; ● rare template; "
                "red ring: burst of one template</p>")
