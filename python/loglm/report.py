@@ -155,12 +155,25 @@ def detect_timestamps(lines: Sequence[str]) -> Tuple[Optional[str], np.ndarray]:
         return None, out
     _, rx, conv = best
     search = rx.search
+    # many lines share their time to the second: convert each distinct second once
+    # (the fraction, group 7 of the ISO pattern, is added after the look-up)
+    cache: Dict[str, Optional[float]] = {}
+    has_frac = rx.groups >= 7
     for i, line in enumerate(lines):
         m = search(line[:100])
-        if m is not None:
-            v = conv(m)
-            if v is not None:
-                out[i] = v
+        if m is None:
+            continue
+        key = m.string[m.start():m.end(6)] if has_frac else m.group(0)
+        v = cache.get(key, -1.0)
+        if v == -1.0:
+            if has_frac:
+                v = _epoch(int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5]), int(m[6]))
+            else:
+                v = conv(m)
+            if len(cache) < 1_000_000:
+                cache[key] = v
+        if v is not None:
+            out[i] = v + (float("0." + m[7]) if has_frac and m[7] else 0.0)
     return best[0], out
 
 
