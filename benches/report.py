@@ -121,22 +121,45 @@ def baseline(rep, k: int) -> list[int]:
     return [int(i) + 1 for i in order[:k]]
 
 
+class _Memo:
+    """The model with its line scores memoised, so that one log's report can be rebuilt
+    with other evidence settings without scoring again (scores do not depend on the batch)."""
+
+    def __init__(self, m):
+        self.m, self.memo, self.info = m, {}, m.info
+
+    def anomaly_scores(self, lines, progress=None):
+        todo = list(dict.fromkeys(x for x in lines if x not in self.memo))
+        if todo:
+            self.memo.update(zip(todo, self.m.anomaly_scores(todo)))
+        return [self.memo[x] for x in lines]
+
+    def generate(self, *a, **kw):
+        return self.m.generate(*a, **kw)
+
+
 def cmd_evidence(args: argparse.Namespace) -> None:
     import loglm
+
+    m = _Memo(loglm.LogLM.load(threads=args.threads))
+    for share in args.shares:
+        evidence(m, share)
+
+
+def evidence(m, share: float) -> None:
     from loglm.report import build_report
 
-    m = loglm.LogLM.load(threads=args.threads)
     lines, labels = bgl()
     abnormal = {i + 1 for i, lab in enumerate(labels) if lab != "-"}
     t0 = time.perf_counter()
-    r = build_report(lines, m, progress=False)
+    r = build_report(lines, m, progress=False, evidence_share=share)
     secs = time.perf_counter() - t0
     r.save(Path(tempfile.gettempdir()) / "loglm_report_bgl2k.html")
     ev = r.evidence_line_ids()
     cited = [i for c in r.claims if c.verified for i in c.line_ids]
     ablated = [i for e in r.sessions["Evidence"] for x in e for i in x["line_ids"]]
     all_cited = [i for c in r.claims for i in c.line_ids if 1 <= i <= len(lines)]
-    print(json.dumps({"log": "BGL 2k", "seconds": round(secs, 1), "abnormal_share": len(abnormal) / len(lines),
+    print(json.dumps({"log": "BGL 2k", "evidence_share": share, "seconds": round(secs, 1), "abnormal_share": len(abnormal) / len(lines),
                       "evidence_lines": len(ev), "evidence_precision": precision(ev, abnormal),
                       "baseline_precision": precision(baseline(r, len(ev)), abnormal),
                       "verified_cited": len(cited), "verified_cited_precision": precision(cited, abnormal),
@@ -154,11 +177,11 @@ def cmd_evidence(args: argparse.Namespace) -> None:
     rx = re.compile(r"blk_-?\d+")
     ab = {i + 1 for i, x in enumerate(hl) if any(b in bad_blocks for b in rx.findall(x))}
     t0 = time.perf_counter()
-    r = build_report(hl, m, progress=False, top=10)
+    r = build_report(hl, m, progress=False, top=10, evidence_share=share)
     secs = time.perf_counter() - t0
     ev = r.evidence_line_ids()
     top_sessions = list(r.sessions["SessionId"])
-    print(json.dumps({"log": "HDFS 5k", "seconds": round(secs, 1), "sessions": r.sessions.attrs.get("how"),
+    print(json.dumps({"log": "HDFS 5k", "evidence_share": share, "seconds": round(secs, 1), "sessions": r.sessions.attrs.get("how"),
                       "abnormal_share": len(ab) / len(hl), "abnormal_blocks": len(bad_blocks),
                       "blocks": int(lab.shape[0]),
                       "top10_sessions_precision": sum(s in bad_blocks for s in top_sessions) / max(len(top_sessions), 1),
@@ -226,6 +249,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_scale)
     p = sub.add_parser("evidence")
+    p.add_argument("--shares", type=float, nargs="+", default=[0.5, 0.0], help="evidence_share values")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_evidence)
     p = sub.add_parser("faithfulness")

@@ -265,6 +265,8 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(InvalidInputError):
         build_report(["a"], window=0)
     with pytest.raises(InvalidInputError):
+        build_report(["a"], evidence_share=1.5)
+    with pytest.raises(InvalidInputError):
         build_report(["a", "b"], sessions=["x"])
 
 

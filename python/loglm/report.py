@@ -550,9 +550,6 @@ def _sessions_of(lines: Sequence[str], sessions: Any, window: int) -> Tuple[np.n
     return out, ids, how
 
 
-#: a session's evidence: lines whose removal lowers its score at least this share of what
-#: removing its most important line does
-_EVIDENCE_SHARE = 0.5
 #: characters of a line kept in a session's prompt (ablation rescoring is the costly part)
 _SESSION_LINE_CHARS = 200
 
@@ -577,7 +574,7 @@ def _session_items(ctx: _Ctx, members: np.ndarray, max_items: int) -> Tuple[List
 def build_report(logs: Any, model: Any = None, *, sessions: Any = "auto", window: int = 100,
                  bins: int = 60, top: int = 10, top_sessions: int = 3, summary: bool = True,
                  n_claims: int = 3, on_fail: str = "mark", max_scored: int = 300,
-                 session_lines: int = 6, session_score: str = "lines", progress: Optional[bool] = None, source: Optional[str] = None,
+                 session_lines: int = 6, session_score: str = "lines", evidence_share: float = 0.5, progress: Optional[bool] = None, source: Optional[str] = None,
                  max_new_tokens: int = 64) -> Report:
     """Build a :class:`Report` of ``logs`` (a ``pathlib.Path``, a list / Series of lines,
     or log text).
@@ -595,13 +592,15 @@ def build_report(logs: Any, model: Any = None, *, sessions: Any = "auto", window
     per session for the ablation, and the 135M default model does not respond to it
     well, see EVALUATION.md). The evidence of the ``top_sessions`` first sessions is the
     lines whose removal lowers that score the most (up to 3, each lowering it at least
-    half as much as the first). ``on_fail``: ``"mark"`` keeps a claim that
+    ``evidence_share`` times as much as the first). ``on_fail``: ``"mark"`` keeps a claim that
     fails the check, marked, ``"drop"`` moves it to ``dropped_claims``.
 
     Raises:
         InvalidInputError: empty input, a binary file, bad arguments.
         FileNotFoundError: no such file.
     """
+    if not 0.0 <= float(evidence_share) <= 1.0:
+        raise InvalidInputError(f"evidence_share must be in [0, 1], got {evidence_share!r}")
     if session_score not in ("lines", "model"):
         raise InvalidInputError(f"session_score must be 'lines' or 'model', got {session_score!r}")
     if on_fail not in _ON_FAIL:
@@ -713,7 +712,8 @@ def build_report(logs: Any, model: Any = None, *, sessions: Any = "auto", window
 
     # ---- sessions + ablation ----
     t = time.perf_counter()
-    sdf = _sessions(ctx, model, sessions, window, top, top_sessions, session_lines, session_score, notes)
+    sdf = _sessions(ctx, model, sessions, window, top, top_sessions, session_lines, session_score,
+                    float(evidence_share), notes)
     timings["sessions"] = time.perf_counter() - t
     stages.step("sessions")
 
@@ -877,7 +877,7 @@ def _session_scorer(model: Any) -> Callable[[List[List[str]]], List[float]]:
 
 
 def _sessions(ctx: _Ctx, model: Any, sessions: Any, window: int, top: int, top_sessions: int,
-              session_lines: int, session_score: str, notes: List[str]) -> Any:
+              session_lines: int, session_score: str, evidence_share: float, notes: List[str]) -> Any:
     import pandas as pd
 
     sidx, sids, how = _sessions_of(ctx.lines, sessions, window)
@@ -912,7 +912,7 @@ def _sessions(ctx: _Ctx, model: Any, sessions: Any, window: int, top: int, top_s
                     j = int(ctx.cluster[i[0] - 1])
                     p = ctx.scores[j] if model is not None else ctx.rarity[j] / max_rarity
                     scorer.index[x] = float(p) if np.isfinite(p) else 0.0  # type: ignore[attr-defined]
-            score, drops = ablation_attribution(items, scorer, top=3, min_share=_EVIDENCE_SHARE)
+            score, drops = ablation_attribution(items, scorer, top=3, min_share=evidence_share)
             evidence = [{"line_ids": ids[i][:5], "count": len(ids[i]), "drop": d, "Content": items[i]}
                         for i, d in drops]
         rows.append({"SessionId": str(sids[s]), "Lines": int(size[s]), "FirstLine": int(sfirst[s]) + 1,
