@@ -116,6 +116,11 @@ def test_check_claim_verifies_citations_and_facts():
     other_line = check_claim(Claim("Node R30-M0-N9-C:J16-U01 reported a FATAL data TLB error.", [1]), LINES)
     assert other_line.status == "unsupported" and "R30-M0-N9-C:J16-U01" in other_line.missing
     assert check_claim(Claim("Something failed.", []), LINES).status == "uncited"
+    # citing lines but quoting nothing checkable is not verification
+    assert check_claim(Claim("Something went wrong there.", [2]), LINES).status == "vague"
+    # a name inside the sentence is a fact: the kernel lines say nothing of Linux
+    linux = check_claim(Claim("A data TLB error interrupt hit the Linux KERNEL.", [2]), LINES)
+    assert linux.status == "unsupported" and linux.missing == ["Linux"]
     # a number may be the count the model was told, not in the line
     counted = check_claim(Claim("The TLB error appeared 60 times.", [2]), LINES, counts={2: 60})
     assert counted.status == "verified"
@@ -126,8 +131,8 @@ def test_parse_claims_and_facts():
     cs = parse_claims("The kernel hit a data TLB error [L2]. The ciod socket failed (lines 3 and 1). It is fine.")
     assert [c.line_ids for c in cs] == [[2], [3, 1], []]
     assert cs[0].text == "The kernel hit a data TLB error." and "[" not in cs[1].text
-    f = claim_facts("The CIO server's file, `RSAAP`, dfs.DataNode and PacketResponder on 10.0.0.1 (KERNEL)")
-    assert f == ["RSAAP", "CIO", "dfs.DataNode", "PacketResponder", "10.0.0.1", "KERNEL"]
+    f = claim_facts("The CIO server's file, `RSAAP`, dfs.DataNode and PacketResponder on 10.0.0.1 (KERNEL) in Chrome")
+    assert f == ["RSAAP", "CIO", "dfs.DataNode", "PacketResponder", "10.0.0.1", "KERNEL", "Chrome"]
 
 
 class _ScriptedModel:

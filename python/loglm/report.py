@@ -213,6 +213,8 @@ _TOKEN = re.compile(r"[A-Za-z0-9_./:$\-]+")
 _NUMBER = re.compile(r"^-?(?:0x[0-9a-fA-F]+|\d+(?:[.,]\d+)*)$")
 _CAMEL = re.compile(r"^[A-Za-z]*[a-z][A-Z][A-Za-z]*$")
 _CAPS_STOP = {"THE", "AND", "LOG", "LOGS", "LINE", "LINES", "NOT", "FOR", "THIS", "THAT", "ALL"}
+_PROPER = re.compile(r"^[A-Z][a-z]{2,}$")
+_PROPER_STOP = {"The", "This", "These", "That", "Those", "Then", "There", "They", "Line", "Lines", "Log", "Logs"}
 
 
 @dataclass
@@ -220,7 +222,8 @@ class Claim:
     """One sentence of the summary and the LineIds it rests on.
 
     ``status``: ``"verified"`` (every cited LineId exists and every quoted fact is in a
-    cited line), ``"unsupported"`` (a fact is in no cited line: ``missing`` lists them),
+    cited line), ``"vague"`` (it quotes nothing the check could look up: not verified),
+    ``"unsupported"`` (a fact is in no cited line: ``missing`` lists them),
     ``"bad-citation"`` (a cited LineId is not a line of the log: ``bad_ids``) or
     ``"uncited"`` (no LineId). ``facts`` are the facts the check looked for.
     """
@@ -283,7 +286,8 @@ def claim_facts(text: str) -> List[str]:
     """The facts a claim quotes, which the check looks up in the cited lines: quoted
     text, numbers, identifiers with digits or inner punctuation (``blk_42``,
     ``dfs.DataNode``, ``10.0.0.1``, ``R02-M1-N0``), CamelCase and ALL-CAPS names
-    (``PacketResponder``, ``KERNEL``)."""
+    (``PacketResponder``, ``KERNEL``) and capitalised names after the first word
+    (``Chrome``, ``Kerberos``)."""
     facts: List[str] = []
 
     def add(f: str) -> None:
@@ -294,9 +298,12 @@ def claim_facts(text: str) -> List[str]:
     for m in _QUOTED.finditer(text):
         add(m.group(1) or m.group(2))
     rest = _QUOTED.sub(" ", text)
-    for tok in _TOKEN.findall(rest):
+    for k, tok in enumerate(_TOKEN.findall(rest)):
         tok = tok.strip(".,;:!?-/")
         if not tok:
+            continue
+        if k > 0 and _PROPER.match(tok) and tok not in _PROPER_STOP:  # a name inside the sentence
+            add(tok)
             continue
         has_digit = any(c.isdigit() for c in tok)
         inner_punct = any(c in "_./:$" for c in tok[1:-1]) or ("-" in tok[1:-1] and has_digit)
@@ -340,6 +347,8 @@ def check_claim(claim: Claim, lines: Sequence[str], *, counts: Optional[Dict[int
         claim.status = "bad-citation"
     elif missing:
         claim.status = "unsupported"
+    elif not claim.facts:
+        claim.status = "vague"
     else:
         claim.status = "verified"
     return claim
@@ -1083,7 +1092,8 @@ def _render(rep: Report, standalone: bool) -> str:
             if c.verified:
                 o.append(f'<li>{_e(c.text)} <code>[{_e(cites)}]</code> <span class="ok">✓ verified</span></li>')
             else:
-                why = {"uncited": "cites no line", "bad-citation": "cites lines that do not exist: "
+                why = {"uncited": "cites no line", "vague": "quotes no value or name that could be checked",
+                       "bad-citation": "cites lines that do not exist: "
                        + ", ".join(map(str, c.bad_ids)), "unsupported": "not in the cited lines: "
                        + ", ".join(c.missing[:6])}.get(c.status, c.status)
                 o.append(f'<li><span class="failed">{_e(c.text)}</span> <code>[{_e(cites)}]</code> '
