@@ -80,11 +80,12 @@ def test_timestamp_formats():
 
 def test_html_is_standalone_and_escaped(tmp_path):
     lines = [f"2024-01-01 00:00:{i % 60:02d} worker ok job {i}" for i in range(120)]
-    lines[70] = "2024-01-01 00:01:10 <script>alert(1)</script> FAILED disk /dev/sda3"
+    lines[70] = "2024-01-01 00:01:10 <script>alert(1)</script> FAILED disk /dev/sda3 \x00\x1b[31m"
     r = build_report(lines, progress=False)
     page = r.to_html()
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "</html>" in page
     assert "<script" not in page and "&lt;script&gt;" in page
+    assert "\x00" not in page and "\x1b" not in page and "/dev/sda3 \ufffd\ufffd[31m" in page
     assert not re.search(r"""(src|href)\s*=|url\(|@import""", page)
     assert not re.search(r"(https?|ftp)://", page.replace('xmlns="http://www.w3.org/2000/svg"', ""))
     assert r._repr_html_().count("<svg") == 1 and "<!DOCTYPE" not in r._repr_html_()

@@ -990,8 +990,12 @@ _CSS = """
 _COLORS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#4b5563"]
 
 
+_CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
+    """Escaped for HTML, control characters (never valid in a page) shown as U+FFFD."""
+    return html.escape(_CTRL.sub("\ufffd", str(x)), quote=True)
 
 
 def _score_cell(v: float) -> str:
