@@ -853,7 +853,9 @@ def _lines_scorer(ctx: _Ctx, model: Any) -> Callable[[List[List[str]]], List[flo
     def p_of(line: str) -> float:
         v = index.get(line)
         if v is None:
-            raise InvalidInputError("internal: session item not indexed")
+            from loglm.errors import InternalError
+
+            raise InternalError("a session line has no score (report ablation)")
         return v
 
     def score(variants: List[List[str]]) -> List[float]:
