@@ -4,6 +4,7 @@
     loglm detect app.log --threshold 0.6
     loglm explain app.log --task root-cause --system nginx --context "after an upgrade"
     loglm ask "Summarise this session" app.log
+    loglm report app.log -o report.html # incident report: timeline, templates, checked summary
     loglm eval all --limit 50           # paper tables, JSON + Markdown in ./eval_results
     loglm serve --port 8000             # OpenAI-compatible server (loopback by default)
     loglm eval all --adapter none       # the base model, without the shipped LoRA adapter
@@ -142,6 +143,33 @@ def _cmd_ask(args: argparse.Namespace) -> int:
                                                 max_new_tokens=args.max_new_tokens), args)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from loglm.report import build_report
+
+    src = Path(args.file)
+    _check_file(args.file)
+    model = None if args.no_llm else _model(args)
+    rep = build_report(src, model, window=args.window, top=args.top, summary=not args.no_summary,
+                       progress=None if sys.stderr.isatty() else False)
+    out = Path(args.output) if args.output else Path(src.name + ".report.html")
+    rep.save(out)
+    if args.json:
+        print(rep.to_json())
+    else:
+        nv = sum(c.verified for c in rep.claims)
+        print(f"{rep.n_lines} lines, {len(rep.templates)} templates, {len(rep.bursts)} bursts, "
+              f"{len(rep.claims)} claims ({nv} verified)")
+        for note in rep.notes:
+            print(f"note: {note}")
+        for c in rep.claims:
+            mark = "verified" if c.verified else c.status
+            print(f"- {c.text} [{', '.join(f'L{i}' for i in c.line_ids)}] ({mark})")
+    print(f"report written to {out}", file=sys.stderr)
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from loglm.datasets import loghub_systems
     from loglm.evaluate import evaluate, to_markdown, write_partial, write_results
@@ -262,6 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=256)
     common(p)
     p.set_defaults(func=_cmd_ask)
+
+    p = sub.add_parser("report", help="incident report of a log file (standalone HTML)")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", default=None, help="HTML (or .json) file to write (default FILE.report.html here)")
+    p.add_argument("--window", type=int, default=100, help="lines per session when the log has no session ids")
+    p.add_argument("--top", type=int, default=10, help="records and sessions listed")
+    p.add_argument("--no-summary", action="store_true", help="no model summary (scores and ablation only)")
+    p.add_argument("--no-llm", action="store_true", help="no model at all (deterministic parts, ranked by rarity)")
+    common(p, "print the report as JSON too")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("eval", help="evaluate a model on the LogLM test splits (paper tables)")
     p.add_argument("what", choices=["parsing", "anomaly", "irs", "all"])

@@ -369,6 +369,17 @@ class TaskMixin:
                          "Score": max(s), "Label": "abnormal" if n_ab else "normal"})
         return pd.DataFrame(rows)
 
+    # ---- incident report -----------------------------------------------------------
+    def report(self, logs: Any, **options: Any) -> Any:
+        """An incident report of ``logs`` (a ``pathlib.Path``, a list / Series of lines, or
+        log text): timeline, templates, most anomalous records and sessions with their
+        ablation evidence, and a summary whose claims cite checked LineIds. Returns a
+        :class:`loglm.report.Report` (renders in Jupyter; ``save(path)``, ``to_dict()``).
+        ``options`` as for :func:`loglm.report.build_report`."""
+        from loglm.report import build_report
+
+        return build_report(logs, self, **options)
+
     # ---- text capabilities ---------------------------------------------------------
     def _text_task(self, prompt_of: Any, log: Union[str, Sequence[str]], *, stream: bool,
                    max_new_tokens: int, **gen: Any) -> Any:
