@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import List, Optional
 
+from loglm.errors import require_str
 from loglm.parsing import template_matches
 
 __all__ = ["extract_template", "normalize_template", "parse_label", "clean_text"]
@@ -34,7 +35,7 @@ _QUOTES = [('"', '"'), ("'", "'"), ("`", "`"), ("“", "”"), ("‘", "’"), (
 def normalize_template(template: str) -> str:
     """Normalise placeholder spellings (``< * >``, ``{*}``, ``<VAR>``, ``[*]``) to ``<*>``,
     merge adjacent ``<*><*>`` into one, collapse whitespace and strip."""
-    t = _PLACEHOLDER.sub("<*>", template)
+    t = _PLACEHOLDER.sub("<*>", require_str(template, "template"))
     t = _ADJ.sub("<*>", t)
     return " ".join(t.split())
 
@@ -93,7 +94,8 @@ def extract_template(answer: str, line: str) -> str:
     exists; an answer that only repeats the input gives ``""`` (rejected by the tree,
     which keeps its own template and flags the line).
     """
-    norm_line = " ".join(line.split())
+    require_str(answer, "answer")
+    norm_line = " ".join(require_str(line, "line").split())
     cands = [normalize_template(c) for c in _candidates(answer, line)]
     cands = [c for c in cands if c]
     if not cands:
@@ -123,7 +125,7 @@ def parse_label(answer: str) -> Optional[str]:
     """``"abnormal"`` / ``"normal"`` from a free-text classification answer (the first
     verdict word wins, "abnormal"/"anomaly"/"not normal" before "normal"), ``None`` when
     the answer has neither. Choice scoring should be preferred to this."""
-    a = _ABNORMAL.search(answer)
+    a = _ABNORMAL.search(require_str(answer, "answer"))
     n = _NORMAL.search(answer)
     if a and (not n or a.start() <= n.start()):
         return "abnormal"
@@ -135,7 +137,9 @@ def parse_label(answer: str) -> Optional[str]:
 def clean_text(answer: str, *, prompt_input: Optional[str] = None) -> str:
     """A free-text answer without surrounding whitespace, a leading ``Answer:`` /
     ``Output:`` label, or a leading verbatim repeat of ``prompt_input``."""
-    s = answer.strip()
+    s = require_str(answer, "answer").strip()
+    if prompt_input is not None:
+        require_str(prompt_input, "prompt_input")
     if prompt_input:
         p = prompt_input.strip()
         if p and s.startswith(p) and len(s) > len(p):

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from loglm.errors import InvalidInputError
+from loglm.errors import DatasetNotFoundError, InvalidInputError, MissingDependencyError
 
 __all__ = [
     "DEFAULT_TARGET_MODULES",
@@ -80,7 +80,7 @@ def _require_train_deps() -> Tuple[Any, Any, Any]:
         import torch
         import transformers
     except ImportError as e:
-        raise ImportError(
+        raise MissingDependencyError(
             f"loglm.train needs PyTorch, transformers and peft ({e.name or e} is missing); "
             f"install them with:\n    {INSTALL_HINT}"
         ) from e
@@ -116,7 +116,7 @@ def load_records(data: Union[PathLike, Sequence[Dict[str, Any]], None] = None) -
         path = None
     if path is not None:
         if not path.exists():
-            raise FileNotFoundError(f"instruction data not found: {path}")
+            raise DatasetNotFoundError(f"instruction data not found: {path}")
         if path.is_dir():
             raise InvalidInputError(f"instruction data must be a JSON file, not a folder: {path}")
         raw = path.read_bytes()
@@ -284,7 +284,7 @@ def _load_torch_model(path: Path, torch: Any, transformers: Any, device: str) ->
         try:
             import gguf  # noqa: F401
         except ImportError as e:
-            raise ImportError(f"training from a GGUF file needs the gguf package; {INSTALL_HINT}") from e
+            raise MissingDependencyError(f"training from a GGUF file needs the gguf package; {INSTALL_HINT}") from e
         model = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, **kw)
     else:
         model = transformers.AutoModelForCausalLM.from_pretrained(str(path), **kw)
