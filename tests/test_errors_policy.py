@@ -47,6 +47,7 @@ NO_BAD_CALL = {
     "models.qwen25_coder_path": "takes only a cache folder, created when missing (the call joins 400 MB)",
     "evaluate.to_markdown": "formats the result dict evaluate() returns",
     "evaluate.write_results": "writes the result dict evaluate() returns",
+    "answers.Verdict": "a record parse_verdict fills in",
     "train.Example": "a record the tokenizer step fills in",
     "train.FinetuneResult": "a record finetune fills in",
     "train.end_of_turn_id": "takes a loaded LogLM (checked by tests/test_train.py)",
@@ -110,6 +111,7 @@ def _calls() -> List[Call]:
         ("answers.extract_template", lambda t: answers.extract_template(None, "x"), bad_type),  # type: ignore[arg-type]
         ("answers.normalize_template", lambda t: answers.normalize_template(3), bad_type),  # type: ignore[arg-type]
         ("answers.parse_label", lambda t: answers.parse_label(3), bad_type),  # type: ignore[arg-type]
+        ("answers.parse_verdict", lambda t: answers.parse_verdict(b"normal"), bad_type),  # type: ignore[arg-type]
         ("answers.clean_text", lambda t: answers.clean_text(b"x"), bad_type),  # type: ignore[arg-type]
         # prompts
         ("prompts.alpaca_prompt", lambda t: prompts.alpaca_prompt(None), bad_type),  # type: ignore[arg-type]
