@@ -74,8 +74,8 @@ def _candidates(answer: str, line: str = "") -> List[str]:
             s = s[m.end():]
         elif m:  # "Template:" alone on its line
             continue
-        elif _ECHO.match(s):
-            s = s[_ECHO.match(s).end():]  # type: ignore[union-attr]
+        elif (echo := _ECHO.match(s)) is not None:
+            s = s[echo.end():]
         s = _unquote(s)
         if s.startswith("`") and s.count("`") == 1:
             s = s[1:]

@@ -220,7 +220,7 @@ def parse_dataset(ds: Any, *, column: str = "text", model: ModelSpec = None, wor
     _check_workers(workers, threads)
     _check_column(ds, column)
     own = pool is None
-    if own:
+    if pool is None:
         pool = ModelPool(model, workers=workers, threads=threads, **load_kwargs)
     try:
         tm = miner if miner is not None else TemplateMiner(model=pool, few_shot=few_shot, batch_size=batch_size)

@@ -106,6 +106,7 @@ def load_records(data: Union[PathLike, Sequence[Dict[str, Any]], None] = None) -
         InvalidInputError: not valid JSON, no records, or a record without a string
             ``instruction`` / ``output`` (the message names the record).
     """
+    given: Sequence[Dict[str, Any]] = ()
     if data is None:
         from loglm.datasets import dataset_file
 
@@ -113,7 +114,7 @@ def load_records(data: Union[PathLike, Sequence[Dict[str, Any]], None] = None) -
     elif isinstance(data, (str, os.PathLike)):
         path = Path(os.fspath(data)).expanduser()
     else:
-        path = None
+        path, given = None, data
     if path is not None:
         if not path.exists():
             raise DatasetNotFoundError(f"instruction data not found: {path}")
@@ -130,7 +131,7 @@ def load_records(data: Union[PathLike, Sequence[Dict[str, Any]], None] = None) -
             raise InvalidInputError(f"{path} is not valid JSON: {e}") from None
         source, digest = str(path), _sha256_bytes(raw)
     else:
-        recs = list(data)  # type: ignore[arg-type]
+        recs = list(given)
         source = "<records>"
         digest = _sha256_bytes(json.dumps(recs, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8"))
     if not isinstance(recs, list):
@@ -295,10 +296,7 @@ def _load_engine(path: Path) -> Any:
     """loglm's own engine for the base, without any adapter (tokenization + checks)."""
     from loglm.model import LogLM
 
-    try:
-        return LogLM.load(path, adapter=None, threads=1)  # type: ignore[call-arg]
-    except TypeError:  # a loglm without adapter support
-        return LogLM.load(path, threads=1)
+    return LogLM.load(path, adapter=None, threads=1)
 
 
 def _base_agreement(engine: Any, model: Any, torch: Any, device: str) -> Dict[str, Any]:
