@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loglm.answers import clean_text, extract_template, normalize_template, parse_label
+from loglm.answers import clean_text, extract_template, normalize_template, parse_label, parse_verdict
 from loglm.parsing import template_matches
 
 LINE = "PacketResponder 1 for block blk_38865049064139660 terminating"
@@ -81,3 +81,45 @@ def test_clean_text():
     assert clean_text("  Answer: the disk is full.  ") == "the disk is full."
     assert clean_text("disk full error\nThe disk is full.", prompt_input="disk full error") == "The disk is full."
     assert clean_text("The disk is full.", prompt_input="disk full") == "The disk is full."
+
+
+# ---------------------------------------------------------------- the one verdict parser
+
+@pytest.mark.parametrize("answer,verdict", [
+    ('{"reason": "disk failed", "label": "abnormal"}', (1, "disk failed")),
+    ('Step 1: read it. {"label": "Normal", "explanation": "a routine restart"} done', (0, "a routine restart")),
+    ('{"verdict": "anomalous", "reason": "x"}', (1, "x")),
+    ('{"label": 1}', (1, "")), ('{"label": false, "reason": "ok"}', (0, "ok")),
+    ('{"reason": "missing ack", "label": "abnormal"', (1, "missing ack")),  # unclosed
+    ('{"reason": "x", "label": normal}', (0, "x")),  # not JSON: the "label" field still counts
+    ('{"label": "unsure"} but it looks anomalous', (1, '{"label": "unsure"} but it looks anomalous')),
+    ("The session is not normal: the ack is missing", (1, "The session is not normal: the ack is missing")),
+    ("This looks normal.", (0, "This looks normal.")),
+    ("I cannot tell", (None, "I cannot tell")), ("", (None, "")), (None, (None, "")),
+])
+def test_parse_verdict(answer, verdict):
+    v = parse_verdict(answer)
+    assert v == verdict and (v.label, v.reason) == verdict
+
+
+def test_parse_label_reads_a_json_verdict_first():
+    """The label field decides, not the first verdict word of the reason."""
+    assert parse_label('{"reason": "no abnormal events", "label": "normal"}') == "normal"
+    assert parse_label('{"reason": "looks normal but the ack is missing", "label": "abnormal"}') == "abnormal"
+    assert parse_label('{"label": "unsure"}') is None
+
+
+def test_long_reasons_are_cut():
+    assert parse_verdict("x" * 1000 + " normal") == (0, "x" * 300)
+
+
+def test_collab_uses_the_same_parser():
+    from loglm import collab
+
+    assert collab.parse_verdict is parse_verdict
+
+
+@given(st.text(alphabet='abnormlty {}":,.01', max_size=40))
+@settings(max_examples=150, deadline=None)
+def test_label_is_the_verdict_as_a_word(text):
+    assert parse_label(text) == {1: "abnormal", 0: "normal", None: None}[parse_verdict(text).label]

@@ -8,6 +8,7 @@ CLI checks run everywhere.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 
 import loglm
 from loglm.prompts import ANOMALY_INSTRUCTION, PARSING_INSTRUCTION, alpaca_prompt
-from loglm.train import IGNORE, build_example, end_of_turn_id, load_records, split_heldout
+from loglm.train import IGNORE, FinetuneSettings, build_example, end_of_turn_id, load_records, split_heldout
 
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
           "+ '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
@@ -210,8 +211,11 @@ def test_continue_from_an_adapter(trained: Dict[str, Any], tiny_base: Path, tmp_
     from loglm.train import finetune
 
     stage1 = trained["out"]
-    fresh = finetune(tiny_base, RECORDS, tmp_path / "fresh", max_steps=1, batch_size=8, lr=1e-9, rank=4,
-                     heldout=0.0, threads=1, progress=False, check_base=False)
+    fresh = finetune(tiny_base, RECORDS, tmp_path / "fresh",
+                     settings=FinetuneSettings(max_steps=1, batch_size=8, lr=1e-9, rank=4, heldout=0.0, threads=1,
+                                               progress=False, check_base=False))
+    fresh_args = json.loads(fresh.log_path.read_text())["args"]
+    assert (fresh_args["lr"], fresh_args["rank"], fresh_args["max_steps"], fresh_args["heldout"]) == (1e-9, 4, 1, 0.0)
     cont = finetune(tiny_base, RECORDS, tmp_path / "cont", max_steps=2, batch_size=8, lr=1e-3, rank=16,
                     heldout=0.0, threads=1, progress=False, check_base=False, init_adapter=stage1)
     log = json.loads(cont.log_path.read_text())
@@ -289,6 +293,58 @@ def test_bad_arguments_fail_before_loading_anything(tmp_path: Path) -> None:
         finetune(tmp_path / "no-model.gguf", data, tmp_path / "out")
     with pytest.raises(FileNotFoundError):
         finetune(tmp_path / "no-model.gguf", tmp_path / "no-data.json", tmp_path / "out")
+
+
+def test_settings_object_matches_the_keyword_arguments() -> None:
+    """``finetune``'s keyword arguments are exactly ``FinetuneSettings``' fields, with the
+    same defaults, so the two ways to configure a run cannot drift apart."""
+    import inspect
+
+    from loglm.train import finetune
+
+    params = {n: p.default for n, p in inspect.signature(finetune).parameters.items()
+              if p.kind is inspect.Parameter.KEYWORD_ONLY and n != "settings"}
+    fields = {f.name: f.default for f in dataclasses.fields(FinetuneSettings)}
+    assert params == fields
+
+
+def test_settings_are_checked_when_built(tmp_path: Path) -> None:
+    for kw in ({"lr": 0}, {"epochs": float("inf")}, {"max_steps": 0}, {"dropout": -0.1}, {"heldout": 1.0},
+               {"dtype": "float16"}, {"max_seconds": 0}, {"save_dtype": "int8"}, {"target_modules": ()},
+               {"threads": 0}, {"rank": "8"}):
+        with pytest.raises(loglm.InvalidInputError):
+            FinetuneSettings(**kw)  # type: ignore[arg-type]
+    s = FinetuneSettings(lr=1e-3, max_steps=2)
+    assert (s.lr, s.max_steps, s.rank) == (1e-3, 2, 8)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.lr = 1.0  # type: ignore[misc]
+
+
+def test_settings_or_keywords_not_both(tmp_path: Path) -> None:
+    from loglm.train import finetune
+
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps(RECORDS))
+    with pytest.raises(loglm.InvalidInputError, match="not both.*lr"):
+        finetune(tmp_path / "no-model.gguf", data, tmp_path / "out", settings=FinetuneSettings(), lr=1e-3)
+    with pytest.raises(loglm.InvalidInputError, match="FinetuneSettings"):
+        finetune(tmp_path / "no-model.gguf", data, tmp_path / "out", settings={"lr": 1e-3})  # type: ignore[arg-type]
+    # keywords left at their defaults are fine: the settings object decides (and the base is missing)
+    with pytest.raises(FileNotFoundError):
+        finetune(tmp_path / "no-model.gguf", data, tmp_path / "out", settings=FinetuneSettings(lr=1e-3),
+                 rank=8, target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+
+
+def test_schedule_warms_up_then_decays() -> None:
+    from loglm.train import _schedule
+
+    sch = _schedule(10, FinetuneSettings(batch_size=2, grad_accum=1, epochs=2, warmup_ratio=0.2))
+    assert (sch.steps_per_epoch, sch.total) == (5, 10)
+    lrs = [sch.lr_at(i) for i in range(sch.total)]
+    assert lrs[:3] == [1 / 3, 2 / 3, 1.0]  # two warm-up steps, then the peak
+    assert all(a > b for a, b in zip(lrs[2:], lrs[3:]))  # cosine decay
+    assert _schedule(10, FinetuneSettings(batch_size=4, grad_accum=2, max_steps=7)).total == 7
+    assert _schedule(10, FinetuneSettings(batch_size=4, grad_accum=2)).steps_per_epoch == 2
 
 
 def test_import_loglm_does_not_import_torch() -> None:

@@ -3,15 +3,21 @@
 Small models wrap answers in chatter ("Sure! Here is the template:"), code fences,
 quotes, ``Template:`` prefixes, or repeat the input; these helpers extract the part
 that is the answer and never trust it blindly (a template must match its line).
+
+This is the one place that reads a normal / abnormal verdict out of a model's text
+(:func:`parse_verdict`, with :func:`parse_label` its word form); the collaborative
+detector's ``collab.parse_verdict`` is the same function.
 """
 from __future__ import annotations
 
+import json
 import re
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
+from loglm.errors import require_str
 from loglm.parsing import template_matches
 
-__all__ = ["extract_template", "normalize_template", "parse_label", "clean_text"]
+__all__ = ["Verdict", "extract_template", "normalize_template", "parse_label", "parse_verdict", "clean_text"]
 
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,})[\w+-]*\s*$")
 _PREFIX = re.compile(
@@ -34,7 +40,7 @@ _QUOTES = [('"', '"'), ("'", "'"), ("`", "`"), ("“", "”"), ("‘", "’"), (
 def normalize_template(template: str) -> str:
     """Normalise placeholder spellings (``< * >``, ``{*}``, ``<VAR>``, ``[*]``) to ``<*>``,
     merge adjacent ``<*><*>`` into one, collapse whitespace and strip."""
-    t = _PLACEHOLDER.sub("<*>", template)
+    t = _PLACEHOLDER.sub("<*>", require_str(template, "template"))
     t = _ADJ.sub("<*>", t)
     return " ".join(t.split())
 
@@ -68,8 +74,8 @@ def _candidates(answer: str, line: str = "") -> List[str]:
             s = s[m.end():]
         elif m:  # "Template:" alone on its line
             continue
-        elif _ECHO.match(s):
-            s = s[_ECHO.match(s).end():]  # type: ignore[union-attr]
+        elif (echo := _ECHO.match(s)) is not None:
+            s = s[echo.end():]
         s = _unquote(s)
         if s.startswith("`") and s.count("`") == 1:
             s = s[1:]
@@ -93,7 +99,8 @@ def extract_template(answer: str, line: str) -> str:
     exists; an answer that only repeats the input gives ``""`` (rejected by the tree,
     which keeps its own template and flags the line).
     """
-    norm_line = " ".join(line.split())
+    require_str(answer, "answer")
+    norm_line = " ".join(require_str(line, "line").split())
     cands = [normalize_template(c) for c in _candidates(answer, line)]
     cands = [c for c in cands if c]
     if not cands:
@@ -119,23 +126,76 @@ _ABNORMAL = re.compile(r"\b(?:abnormal|anomal\w*|not normal)\b", re.IGNORECASE)
 _NORMAL = re.compile(r"\bnormal\b", re.IGNORECASE)
 
 
-def parse_label(answer: str) -> Optional[str]:
-    """``"abnormal"`` / ``"normal"`` from a free-text classification answer (the first
-    verdict word wins, "abnormal"/"anomaly"/"not normal" before "normal"), ``None`` when
-    the answer has neither. Choice scoring should be preferred to this."""
-    a = _ABNORMAL.search(answer)
-    n = _NORMAL.search(answer)
+_JSON_OBJECT = re.compile(r"\{.*?\}", re.S)
+_JSON_LABEL = re.compile(r'"label"\s*:\s*"?\s*(abnormal|anomal\w*|normal)', re.IGNORECASE)
+_JSON_REASON = re.compile(r'"reason"\s*:\s*"([^"]*)')
+_ABNORMAL_VALUES = ("abnormal", "anomaly", "anomalous", "1", "true")
+_NORMAL_VALUES = ("normal", "0", "false")
+
+
+class Verdict(NamedTuple):
+    """A verdict read from a model's answer (a plain ``(label, reason)`` tuple too)."""
+
+    label: Optional[int]
+    """1 anomalous, 0 normal, ``None`` when the answer gives neither."""
+    reason: str
+    """The JSON ``reason`` (or ``explanation``), else the answer's first 300 characters."""
+
+
+def _verdict_word(text: str) -> Optional[int]:
+    """The first verdict word: "abnormal" / "anomaly..." / "not normal" (1) before
+    "normal" (0); ``None`` without one."""
+    a = _ABNORMAL.search(text)
+    n = _NORMAL.search(text)
     if a and (not n or a.start() <= n.start()):
-        return "abnormal"
+        return 1
     if n:
-        return "normal"
+        return 0
     return None
+
+
+def parse_verdict(answer: Optional[str]) -> Verdict:
+    """Defensive parse of a model's verdict. In order: the first JSON object (an
+    unclosed last brace is closed) whose ``label`` (or ``verdict`` / ``answer``) is
+    abnormal / anomaly / anomalous / 1 / true or normal / 0 / false, with its
+    ``reason`` (or ``explanation``); a ``"label": ...`` in broken JSON; the first
+    verdict word of the text. ``None`` is read as an empty answer."""
+    text = "" if answer is None else require_str(answer, "answer")
+    for m in _JSON_OBJECT.finditer(text + ("}" if text.count("{") > text.count("}") else "")):
+        try:
+            obj = json.loads(m.group(0))
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            lab = str(obj.get("label", obj.get("verdict", obj.get("answer", "")))).strip().lower()
+            reason = str(obj.get("reason", obj.get("explanation", ""))).strip()
+            if lab in _ABNORMAL_VALUES:
+                return Verdict(1, reason)
+            if lab in _NORMAL_VALUES:
+                return Verdict(0, reason)
+    reason_m = _JSON_REASON.search(text)
+    reason = reason_m.group(1).strip() if reason_m else text.strip()[:300]
+    lab_m = _JSON_LABEL.search(text)
+    if lab_m:
+        return Verdict(0 if lab_m.group(1).lower() == "normal" else 1, reason)
+    return Verdict(_verdict_word(text), reason)
+
+
+def parse_label(answer: str) -> Optional[str]:
+    """``"abnormal"`` / ``"normal"`` from a free-text classification answer, ``None``
+    when the answer has neither: :func:`parse_verdict`'s label as a word (a JSON verdict
+    first, else the first verdict word, "abnormal"/"anomaly"/"not normal" before
+    "normal"). Choice scoring should be preferred to this."""
+    label = parse_verdict(require_str(answer, "answer")).label
+    return None if label is None else ("abnormal" if label else "normal")
 
 
 def clean_text(answer: str, *, prompt_input: Optional[str] = None) -> str:
     """A free-text answer without surrounding whitespace, a leading ``Answer:`` /
     ``Output:`` label, or a leading verbatim repeat of ``prompt_input``."""
-    s = answer.strip()
+    s = require_str(answer, "answer").strip()
+    if prompt_input is not None:
+        require_str(prompt_input, "prompt_input")
     if prompt_input:
         p = prompt_input.strip()
         if p and s.startswith(p) and len(s) > len(p):

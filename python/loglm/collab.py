@@ -231,39 +231,7 @@ def max_similarity(memory: Any, queries: Any) -> np.ndarray:
 
 # --------------------------------------------------------------------------- LLM verdicts
 
-_JSON_RE = re.compile(r"\{.*?\}", re.S)
-
-
-def parse_verdict(text: str) -> Tuple[Optional[int], str]:
-    """Defensive parse of an LLM verdict: a JSON object with ``label`` (and
-    ``reason``) if one is found, else the words abnormal/anomal(y|ous) or
-    normal in the text. Returns (1 anomalous / 0 normal / None, reason)."""
-    text = text or ""
-    for m in _JSON_RE.finditer(text + ("}" if text.count("{") > text.count("}") else "")):
-        try:
-            obj = json.loads(m.group(0))
-        except (ValueError, TypeError):
-            continue
-        if isinstance(obj, dict):
-            lab = str(obj.get("label", obj.get("verdict", obj.get("answer", "")))).strip().lower()
-            reason = str(obj.get("reason", obj.get("explanation", ""))).strip()
-            if lab in ("abnormal", "anomaly", "anomalous", "1", "true"):
-                return 1, reason
-            if lab in ("normal", "0", "false"):
-                return 0, reason
-    low = text.lower()
-    reason_m = re.search(r'"reason"\s*:\s*"([^"]*)', text)
-    reason = reason_m.group(1).strip() if reason_m else text.strip()[:300]
-    lab_m = re.search(r'"label"\s*:\s*"?\s*(abnormal|anomal\w*|normal)', low)
-    if lab_m:
-        return (0 if lab_m.group(1) == "normal" else 1), reason
-    a = re.search(r"\b(abnormal|anomal\w*)\b", low)
-    n = re.search(r"\bnormal\b", low)
-    if a and (not n or a.start() <= n.start()):
-        return 1, reason
-    if n:
-        return 0, reason
-    return None, reason
+from loglm.answers import parse_verdict  # noqa: E402  (the one verdict parser: JSON label/reason, then words)
 
 
 def _session_text(lines: Sequence[str], max_lines: int) -> str:

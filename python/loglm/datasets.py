@@ -27,6 +27,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from loglm.errors import DatasetNotFoundError, InvalidInputError
+
 __all__ = [
     "SYSTEMS", "IRS_TASKS", "DatasetNotFoundError", "data_root", "dataset_file",
     "load_instructions", "load_irs_test", "load_loghub", "load_parsing", "loghub_systems",
@@ -114,11 +116,7 @@ def _url(rel: str) -> str:
         return _LOGPROMPT_RAW + rest
     if top == "hdfs":
         return (_LOGAI_RAW + "HDFS/" + rest) if rest.startswith("HDFS_5k") else _DEEPLOG_RAW + rest
-    raise ValueError(f"no known source for {rel}")
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset file is missing and could not be downloaded."""
+    raise InvalidInputError(f"no known source for {rel}")
 
 
 def _cache_root() -> Path:
@@ -169,7 +167,7 @@ def download(rel: str, dest_root: Path, *, fetch: Optional[Callable[[str], bytes
     want = CHECKSUMS.get(rel)
     got = hashlib.sha256(data).hexdigest()
     if want is not None and got != want:
-        raise ValueError(f"checksum mismatch for {rel} downloaded from {src}: sha256 {got}, expected {want}")
+        raise InvalidInputError(f"checksum mismatch for {rel} downloaded from {src}: sha256 {got}, expected {want}")
     dest = dest_root / rel
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
@@ -241,7 +239,7 @@ def load_instructions(root: Optional[PathLike] = None, *, capability: Optional[s
     if capability is not None:
         names = set(df["capability"])
         if capability not in names:
-            raise ValueError(f"unknown capability {capability!r}; expected one of {sorted(names)}")
+            raise InvalidInputError(f"unknown capability {capability!r}; expected one of {sorted(names)}")
         df = df[df["capability"] == capability]
     return df
 
@@ -252,7 +250,7 @@ def load_irs_test(task: str, root: Optional[PathLike] = None) -> Any:
     import pandas as pd
 
     if task not in IRS_TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {list(IRS_TASKS)}")
+        raise InvalidInputError(f"unknown task {task!r}; expected one of {list(IRS_TASKS)}")
     recs = json.loads(_read_text(dataset_file(IRS_TASKS[task], root)))
     return pd.DataFrame(recs, columns=["instruction", "input", "output"])
 
@@ -272,7 +270,7 @@ def loghub_systems(root: Optional[PathLike] = None) -> List[str]:
 def _check_system(system: str, root: Optional[PathLike]) -> None:
     known = loghub_systems(root)
     if system not in known:
-        raise ValueError(f"unknown system {system!r}; available: {', '.join(known)}")
+        raise InvalidInputError(f"unknown system {system!r}; available: {', '.join(known)}")
 
 
 def _split(df: Any, split: str, train_lines: Optional[int]) -> Any:
@@ -283,7 +281,7 @@ def _split(df: Any, split: str, train_lines: Optional[int]) -> Any:
         return df.iloc[:n_train].reset_index(drop=True)
     if split == "test":
         return df.iloc[n_train:].reset_index(drop=True)
-    raise ValueError(f"split must be 'train', 'test' or 'all', not {split!r}")
+    raise InvalidInputError(f"split must be 'train', 'test' or 'all', not {split!r}")
 
 
 def load_loghub(system: str, root: Optional[PathLike] = None, *, corrected: bool = False,
@@ -299,7 +297,7 @@ def load_loghub(system: str, root: Optional[PathLike] = None, *, corrected: bool
     df = _read_csv(dataset_file(rel, root))
     missing = {"Content", "EventTemplate"} - set(df.columns)
     if missing:
-        raise ValueError(f"{rel} lacks columns {sorted(missing)}")
+        raise InvalidInputError(f"{rel} lacks columns {sorted(missing)}")
     if "LineId" in df:
         df["LineId"] = df["LineId"].astype(int)
     n_train = max(1, round(len(df) * 0.1)) if len(df) != 2000 else _TRAIN_LINES
@@ -318,7 +316,7 @@ def load_parsing(system: str, root: Optional[PathLike] = None, *, split: str = "
         out["EventTemplateCorrected"] = out["EventTemplate"]
         return out
     if len(corr) != len(orig) or not (corr["Content"].str.strip() == orig["Content"].str.strip()).all():
-        raise ValueError(f"{system}: original and corrected ground truth have different lines")
+        raise InvalidInputError(f"{system}: original and corrected ground truth have different lines")
     out["EventTemplateCorrected"] = corr["EventTemplate"].to_numpy()
     return out
 
@@ -330,7 +328,7 @@ def load_logprompt(system: str, root: Optional[PathLike] = None) -> Any:
     (``"normal"``/``"abnormal"``)."""
     s = system.lower()
     if s not in _AD_TRAIN:
-        raise ValueError(f"unknown anomaly-detection system {system!r}; expected 'bgl' or 'spirit'")
+        raise InvalidInputError(f"unknown anomaly-detection system {system!r}; expected 'bgl' or 'spirit'")
     df = _read_csv(dataset_file(f"logprompt/templates_{s}.csv", root))
     df["label"] = df["label"].astype(int)
     df["Label"] = df["label"].map({0: "normal", 1: "abnormal"})
@@ -357,7 +355,7 @@ def load_anomaly(system: str, root: Optional[PathLike] = None, *, split: str = "
         return allt[~allt["log"].isin(train_logs)].reset_index(drop=True)
     if split == "all":
         return allt
-    raise ValueError(f"split must be 'train', 'test' or 'all', not {split!r}")
+    raise InvalidInputError(f"split must be 'train', 'test' or 'all', not {split!r}")
 
 
 def load_hdfs_sessions(root: Optional[PathLike] = None, *, split: Optional[str] = None) -> Any:
@@ -367,7 +365,7 @@ def load_hdfs_sessions(root: Optional[PathLike] = None, *, split: Optional[str] 
     df["EventSequence"] = df["EventSequence"].str.split()
     if split is not None:
         if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+            raise InvalidInputError(f"split must be 'train' or 'test', not {split!r}")
         df = df[df["Split"] == split].reset_index(drop=True)
     return df
 
@@ -415,7 +413,7 @@ def _label(v: Any) -> str:
             return "abnormal"
         if s in ("normal", "0", "false", "no"):
             return "normal"
-        raise ValueError(f"unknown anomaly label {v!r}")
+        raise InvalidInputError(f"unknown anomaly label {v!r}")
     return "abnormal" if bool(v) else "normal"
 
 

@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from loglm import _loglm
-from loglm.errors import ModelNotFoundError
+from loglm.errors import InvalidTypeError, ModelNotFoundError
 
 __all__ = ["SentenceEncoder", "default_encoder_dir", "DEFAULT_ENCODER_PACKAGE"]
 
@@ -79,7 +79,7 @@ class SentenceEncoder:
     def encode(self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
         """Unit-norm float32 vectors of ``texts``, shape ``(len(texts), dim)``."""
         if isinstance(texts, (str, bytes)):
-            raise TypeError("texts must be a sequence of strings, not a single string")
+            raise InvalidTypeError("texts must be a sequence of strings, not a single string")
         texts = list(texts)
         if not progress or len(texts) <= 4 * batch_size:
             return self._inner.encode(texts, batch_size)

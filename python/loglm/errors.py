@@ -6,9 +6,15 @@ and ``except FileNotFoundError`` keep working:
 
 - :class:`InvalidInputError` (``ValueError``): bad arguments or unusable input
   text (empty batch, ``max_new_tokens=0``, non-UTF-8 bytes, length mismatch...).
+- :class:`InvalidTypeError` (an :class:`InvalidInputError`, also ``TypeError``): an
+  argument of the wrong type (a single string where a list of strings is expected...).
 - :class:`ContextLengthError` (``ValueError``): a prompt does not fit the context.
 - :class:`ModelNotFoundError` (``FileNotFoundError``): a model path that does not
   exist, or the default model package that is not installed.
+- :class:`DatasetNotFoundError` (``FileNotFoundError``): a data file (a dataset under
+  ``LOGLM_DATA_DIR`` that could not be downloaded, instruction records to tune on).
+- :class:`MissingDependencyError` (``ImportError``): an optional extra is not installed
+  (``loglm[train]``, ``loglm[ray]``...); the message says what to install.
 - :class:`ModelLoadError`: a model file that is truncated, corrupt or incomplete;
   :class:`UnsupportedModelError` for a well-formed model loglm cannot run.
 - :class:`AdapterError` (a :class:`ModelLoadError`): a LoRA adapter that is malformed,
@@ -27,7 +33,8 @@ The Rust core raises these same classes (the remote ones come from Python only).
 """
 from __future__ import annotations
 
-from typing import Optional
+import os
+from typing import Any, Optional
 
 
 class LoglmError(Exception):
@@ -38,12 +45,26 @@ class InvalidInputError(LoglmError, ValueError):
     """An argument or input text loglm cannot use."""
 
 
+class InvalidTypeError(InvalidInputError, TypeError):
+    """An argument of the wrong type. Also a ``TypeError`` (and, as an
+    :class:`InvalidInputError`, a ``ValueError``)."""
+
+
 class ContextLengthError(InvalidInputError):
     """A prompt (plus ``max_new_tokens``) does not fit the model's context window."""
 
 
 class ModelNotFoundError(LoglmError, FileNotFoundError):
     """A model file or folder, or the default model package, is missing."""
+
+
+class DatasetNotFoundError(LoglmError, FileNotFoundError):
+    """A data file is missing: a dataset that is neither under ``LOGLM_DATA_DIR`` nor
+    downloadable, or a file of instruction records."""
+
+
+class MissingDependencyError(LoglmError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
 
 
 class ModelLoadError(LoglmError):
@@ -99,6 +120,21 @@ class BadRequestError(RemoteError, InvalidInputError):
     bad parameters, an unknown model, a body or a prompt that is too large."""
 
 
+def require_str(value: Any, name: str) -> str:
+    """``value`` when it is a ``str``; else :class:`InvalidTypeError` naming ``name``
+    (the one check behind "must be a str" messages)."""
+    if not isinstance(value, str):
+        raise InvalidTypeError(f"{name} must be a str, not {type(value).__name__}")
+    return value
+
+
+def require_path(value: Any, name: str) -> "os.PathLike[str] | str":
+    """``value`` when it is a ``str`` or ``os.PathLike``; else :class:`InvalidTypeError`."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise InvalidTypeError(f"{name} must be a path (str or os.PathLike), not {type(value).__name__}")
+    return value
+
+
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
@@ -107,12 +143,17 @@ __all__ = [
     "AdapterError",
     "AdapterNotFoundError",
     "ContextLengthError",
+    "DatasetNotFoundError",
     "DeviceError",
     "InternalError",
     "InvalidInputError",
+    "InvalidTypeError",
     "LoglmError",
+    "MissingDependencyError",
     "ModelLoadError",
     "ModelNotFoundError",
     "TokenizerError",
     "UnsupportedModelError",
+    "require_path",
+    "require_str",
 ]

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
+from loglm.errors import InvalidInputError
+
 __all__ = [
     "TASKS", "evaluate", "evaluate_parsing", "evaluate_anomaly", "evaluate_irs",
     "to_markdown", "write_results", "ROUGE_SIGNATURE",
@@ -194,7 +196,7 @@ def evaluate(task: str = "all", *, model: Any = None, model_path: Union[str, os.
     from loglm.models import adapter_sha256, sha256_file
 
     if task not in TASKS + ("all",):
-        raise ValueError(f"unknown evaluation {task!r}; expected one of {', '.join(TASKS + ('all',))}")
+        raise InvalidInputError(f"unknown evaluation {task!r}; expected one of {', '.join(TASKS + ('all',))}")
     if model is None:
         _say(log, f"loading model {model_path or '(default)'}")
         model = loglm.LogLM.load(model_path, adapter=adapter, threads=threads)

@@ -21,6 +21,7 @@ from typing import Any, Dict, Hashable, Iterable, List, Sequence, Union
 import numpy as np
 
 from loglm import _loglm
+from loglm.errors import InvalidInputError, InvalidTypeError
 
 __all__ = [
     "parsing_scores",
@@ -38,19 +39,19 @@ StrArray = Union[Sequence[str], "np.ndarray", "Any"]
 def _as_list(x: Any, name: str) -> List[Any]:
     """Turn a list / tuple / numpy array / pandas Series into a plain list."""
     if x is None:
-        raise ValueError(f"{name} must not be None")
+        raise InvalidInputError(f"{name} must not be None")
     if isinstance(x, (str, bytes)):
-        raise TypeError(f"{name} must be a sequence of strings, not a single string")
+        raise InvalidTypeError(f"{name} must be a sequence of strings, not a single string")
     if isinstance(x, np.ndarray):
         if x.ndim != 1:
-            raise ValueError(f"{name} must be one-dimensional, got shape {x.shape}")
+            raise InvalidInputError(f"{name} must be one-dimensional, got shape {x.shape}")
         out = x.tolist()
     elif hasattr(x, "to_numpy") and hasattr(x, "dtype"):  # pandas Series / Index
         out = x.to_numpy(dtype=object).tolist()
     else:
         out = list(x)
     if len(out) == 0:
-        raise ValueError(f"{name} must not be empty")
+        raise InvalidInputError(f"{name} must not be empty")
     return out
 
 
@@ -58,7 +59,7 @@ def _check_same_len(**kw: List[Any]) -> None:
     lens = {k: len(v) for k, v in kw.items()}
     if len(set(lens.values())) > 1:
         desc = ", ".join(f"{k}={n}" for k, n in lens.items())
-        raise ValueError(f"length mismatch: {desc}")
+        raise InvalidInputError(f"length mismatch: {desc}")
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -114,7 +115,7 @@ def variable_mask(log: str, template: str) -> List[bool]:
     :func:`parsing_scores` (see there for the definition).
     """
     if not isinstance(log, str) or not isinstance(template, str):
-        raise TypeError("log and template must be str")
+        raise InvalidTypeError("log and template must be str")
     return list(_loglm._variable_mask(log, template))
 
 
@@ -133,7 +134,7 @@ def _rand_pair(labels_true: Any, labels_pred: Any):
     for name, vals in (("labels_true", lt), ("labels_pred", lp)):
         for i, v in enumerate(vals):
             if v is None or (isinstance(v, float) and v != v):
-                raise ValueError(f"{name}[{i}] is a missing value (None/NaN)")
+                raise InvalidInputError(f"{name}[{i}] is a missing value (None/NaN)")
     codes_t = _factorize(lt)
     codes_p = _factorize(lp)
     return _loglm._rand_scores_int(codes_t, codes_p)
@@ -162,7 +163,7 @@ def _binary(values: Any, name: str, pos_label: Any) -> np.ndarray:
     out = np.empty(len(vals), dtype=bool)
     for i, v in enumerate(vals):
         if v is None or (isinstance(v, float) and v != v):
-            raise ValueError(f"{name}[{i}] is a missing value (None/NaN)")
+            raise InvalidInputError(f"{name}[{i}] is a missing value (None/NaN)")
         out[i] = v == pos_label
     return out
 
@@ -182,7 +183,7 @@ def classification_scores(
     t = _binary(y_true, "y_true", pos_label)
     p = _binary(y_pred, "y_pred", pos_label)
     if len(t) != len(p):
-        raise ValueError(f"length mismatch: y_true={len(t)}, y_pred={len(p)}")
+        raise InvalidInputError(f"length mismatch: y_true={len(t)}, y_pred={len(p)}")
     return dict(_loglm._binary_scores(t, p))
 
 
@@ -197,10 +198,10 @@ def session_labels(
     ids = _as_list(session_ids, "session_ids")
     lab = _binary(labels, "labels", pos_label)
     if len(ids) != len(lab):
-        raise ValueError(f"length mismatch: session_ids={len(ids)}, labels={len(lab)}")
+        raise InvalidInputError(f"length mismatch: session_ids={len(ids)}, labels={len(lab)}")
     codes, uniques = pd.factorize(pd.Series(ids, dtype=object))
     if (codes < 0).any():
-        raise ValueError("session_ids contains missing values (None/NaN)")
+        raise InvalidInputError("session_ids contains missing values (None/NaN)")
     first, agg = _loglm._session_labels(codes.astype(np.int64), lab)
     return pd.Series(agg, index=pd.Index(np.asarray(uniques, dtype=object)[first]), name="abnormal")
 
@@ -224,10 +225,10 @@ def session_scores(
     t = _binary(y_true, "y_true", pos_label)
     p = _binary(y_pred, "y_pred", pos_label)
     if not (len(ids) == len(t) == len(p)):
-        raise ValueError(f"length mismatch: session_ids={len(ids)}, y_true={len(t)}, y_pred={len(p)}")
+        raise InvalidInputError(f"length mismatch: session_ids={len(ids)}, y_true={len(t)}, y_pred={len(p)}")
     codes, _ = pd.factorize(pd.Series(ids, dtype=object))
     if (codes < 0).any():
-        raise ValueError("session_ids contains missing values (None/NaN)")
+        raise InvalidInputError("session_ids contains missing values (None/NaN)")
     return dict(_loglm._session_scores(codes.astype(np.int64), t, p))
 
 
@@ -237,7 +238,7 @@ def session_scores(
 def _hyps_refs(hypotheses: Any, references: Any):
     hyps = _as_list(hypotheses, "hypotheses")
     if isinstance(references, (str, bytes)):
-        raise TypeError("references must be a sequence of strings or of reference streams")
+        raise InvalidTypeError("references must be a sequence of strings or of reference streams")
     if isinstance(references, np.ndarray) and references.ndim == 2:
         streams = [list(r) for r in references.tolist()]
     else:
@@ -250,10 +251,10 @@ def _hyps_refs(hypotheses: Any, references: Any):
     for k, s in enumerate(streams):
         if len(s) != len(hyps):
             where = "references" if len(streams) == 1 else f"reference stream {k}"
-            raise ValueError(f"length mismatch: {len(hyps)} hypotheses but {len(s)} in {where}")
+            raise InvalidInputError(f"length mismatch: {len(hyps)} hypotheses but {len(s)} in {where}")
     if len(streams) == 1 and any(r is None for r in streams[0]):
         i = next(i for i, r in enumerate(streams[0]) if r is None)
-        raise ValueError(f"references[{i}] is None; every element must be a string")
+        raise InvalidInputError(f"references[{i}] is None; every element must be a string")
     return hyps, streams
 
 
@@ -322,7 +323,7 @@ def bleu(
     """
     hyps, streams = _hyps_refs(hypotheses, references)
     if int(max_ngram_order) < 1:
-        raise ValueError("max_ngram_order must be >= 1")
+        raise InvalidInputError("max_ngram_order must be >= 1")
     ce = False if effective_order is None else bool(effective_order)
     se = True if effective_order is None else bool(effective_order)
     raw = _loglm._bleu(hyps, streams, str(tokenize), bool(lowercase), str(smooth_method),
@@ -387,7 +388,7 @@ def rouge(
         types = (types,)
     types = [str(t) for t in types]
     if not types:
-        raise ValueError("types must not be empty")
+        raise InvalidInputError("types must not be empty")
     hyps, streams = _hyps_refs(hypotheses, references)
     flat = _loglm._rouge(hyps, streams, types, bool(use_stemmer))
     return RougeResult(types, flat)

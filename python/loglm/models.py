@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Any, List, Optional
 
-from loglm.errors import InvalidInputError, ModelLoadError, ModelNotFoundError
+from loglm.errors import InvalidInputError, ModelLoadError, ModelNotFoundError, require_path
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -81,9 +81,16 @@ def default_model_path() -> Path:
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file."""
+    """Hex sha256 of a file.
+
+    Raises:
+        ModelNotFoundError: ``path`` is not a file (it is missing or a folder).
+    """
+    p = Path(os.fspath(require_path(path, "path")))
+    if not p.is_file():
+        raise ModelNotFoundError(f"cannot hash {p}: no such file")
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(p, "rb") as f:
         while True:
             b = f.read(chunk)
             if not b:
@@ -184,7 +191,7 @@ def resolve_adapters(adapter: Any, model_path: Any = None) -> List[Path]:
 
 def adapter_sha256(path: str | os.PathLike[str]) -> Optional[str]:
     """sha256 of an adapter folder's ``adapter_model.safetensors`` (``None`` if absent)."""
-    f = Path(path) / ADAPTER_WEIGHTS
+    f = Path(os.fspath(require_path(path, "path"))) / ADAPTER_WEIGHTS
     return sha256_file(f) if f.is_file() else None
 
 

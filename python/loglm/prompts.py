@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from loglm.errors import InvalidInputError, InvalidTypeError, require_str
 from loglm.parsing import PARSING_INSTRUCTION
 
 __all__ = [
@@ -55,12 +56,15 @@ Message = Dict[str, str]
 def alpaca_prompt(instruction: str, input: str = "") -> str:
     """The user turn LLaMA-Factory builds from an Alpaca record: ``instruction\\ninput``
     (just the instruction when ``input`` is empty)."""
+    require_str(instruction, "instruction")
+    require_str(input, "input")
     return f"{instruction}\n{input}" if input else instruction
 
 
 def fence(text: str) -> str:
     """``text`` inside a Markdown code fence longer than any backtick run in it, so the
     log cannot close the fence (the training set quotes multi-line logs this way)."""
+    require_str(text, "text")
     longest, run = 0, 0
     for ch in text:
         run = run + 1 if ch == "`" else 0
@@ -110,7 +114,7 @@ def explain_prompt(task: str, log: str, *, system: Optional[str] = None,
     for ``log``, with the user's system name and problem description when given.
     ``instruction`` replaces the default training instruction."""
     if task not in _TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(_TASKS)}")
+        raise InvalidInputError(f"unknown task {task!r}; expected one of {sorted(_TASKS)}")
     plain, with_ctx = _TASKS[task]
     block = _context_block(system, context)
     instr = instruction or (with_ctx if block else plain)
@@ -121,6 +125,10 @@ def explain_prompt(task: str, log: str, *, system: Optional[str] = None,
 def ask_prompt(instruction: str, logs: Sequence[str]) -> str:
     """Prompt of a free-form instruction about one or more logs: the instruction, then
     the logs in a code fence (numbered ``Log 1:``... when there are several)."""
+    if isinstance(logs, (str, bytes)) or not isinstance(logs, Sequence):
+        raise InvalidTypeError(f"logs must be a sequence of str, not {type(logs).__name__}")
+    if not logs:
+        raise InvalidInputError("logs is empty")
     if len(logs) == 1:
         body = fence(logs[0])
     else:

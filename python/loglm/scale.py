@@ -28,6 +28,8 @@ import contextlib
 import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+from loglm.errors import InvalidInputError, InvalidTypeError, MissingDependencyError
+
 __all__ = ["ModelPool", "parse_dataset", "detect_anomalies_dataset"]
 
 ModelSpec = Union[str, "os.PathLike[str]", Any, None]
@@ -39,7 +41,7 @@ def _ray() -> Any:
     try:
         import ray
     except ImportError as e:  # optional dependency
-        raise ImportError(_RAY_HINT) from e
+        raise MissingDependencyError(_RAY_HINT) from e
     return ray
 
 
@@ -60,14 +62,14 @@ def _model_args(model: ModelSpec, load_kwargs: Dict[str, Any]) -> Tuple[str, Dic
         adapters = resolve_adapters(kw.pop("adapter", "auto"), model)
         kw["adapter"] = [str(a) for a in adapters] or None
         return str(resolve(model)), kw
-    raise TypeError(f"model must be a path, a model name, a loglm.LogLM or None, not {type(model).__name__}")
+    raise InvalidTypeError(f"model must be a path, a model name, a loglm.LogLM or None, not {type(model).__name__}")
 
 
 def _check_workers(workers: int, threads: int) -> None:
     if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        raise InvalidInputError(f"workers must be an int >= 1, got {workers!r}")
     if not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+        raise InvalidInputError(f"threads must be an int >= 1, got {threads!r}")
 
 
 def _ensure_init(ray: Any) -> None:
@@ -98,7 +100,7 @@ def _ordered(ds: Any) -> Iterator[None]:
 def _check_column(ds: Any, column: str) -> None:
     names = ds.schema().names
     if column not in names:
-        raise ValueError(f"the dataset has no column {column!r} (columns: {', '.join(names)}); "
+        raise InvalidInputError(f"the dataset has no column {column!r} (columns: {', '.join(names)}); "
                          "pass column=... (ray.data.read_text names it 'text')")
 
 
@@ -108,8 +110,6 @@ def _clean(x: Any) -> Any:
         return x.rstrip("\r")
     if isinstance(x, bytes):
         return x.rstrip(b"\r")
-    from loglm.errors import InvalidInputError
-
     raise InvalidInputError(f"log lines must be str or bytes, got {type(x).__name__}")
 
 
@@ -150,8 +150,8 @@ class ModelPool:
                  **load_kwargs: Any) -> None:
         ray = _ray()
         _check_workers(workers, threads)
+        path, kw = _model_args(model, load_kwargs)  # a bad model fails before Ray starts
         _ensure_init(ray)
-        path, kw = _model_args(model, load_kwargs)
         cls = ray.remote(num_cpus=threads)(_TemplateWorker)
         self._ray = ray
         self.workers = workers
@@ -214,14 +214,13 @@ def parse_dataset(ds: Any, *, column: str = "text", model: ModelSpec = None, wor
         ValueError: no such column, bad ``workers`` / ``threads``.
         loglm.InvalidInputError: the dataset is empty or holds non-text values.
     """
-    from loglm.errors import InvalidInputError
     from loglm.parsing import TemplateMiner
 
     _ray()
     _check_workers(workers, threads)
     _check_column(ds, column)
     own = pool is None
-    if own:
+    if pool is None:
         pool = ModelPool(model, workers=workers, threads=threads, **load_kwargs)
     try:
         tm = miner if miner is not None else TemplateMiner(model=pool, few_shot=few_shot, batch_size=batch_size)
@@ -287,14 +286,12 @@ def detect_anomalies_dataset(ds: Any, *, column: str = "text", model: ModelSpec 
         ImportError: Ray is not installed.
         ValueError: no such column, bad ``workers`` / ``threads`` / ``threshold``.
     """
-    from loglm.errors import InvalidInputError
-
     ray = _ray()
     _check_workers(workers, threads)
     if not 0.0 <= threshold <= 1.0:
         raise InvalidInputError(f"threshold must be in [0, 1], got {threshold}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
     _check_column(ds, column)
     _ensure_init(ray)
     path, kw = _model_args(model, load_kwargs)

@@ -17,6 +17,11 @@ The result is a standard PEFT adapter folder (``adapter_config.json`` +
 ``adapter_model.safetensors``) that ``LogLM.load(..., adapter=...)`` and
 ``peft.PeftModel.from_pretrained`` both read, and a ``training_log.json`` with the
 arguments, per-step and held-out losses, timings and the sha256 of data and base.
+
+A run is four named steps over one :class:`FinetuneSettings`: ``_inputs`` (the data:
+records, base, adapter to continue from), ``_tokenize`` (prompt-masked examples and the
+held-out split), ``_train`` (the optimizer loop, with ``_build_lora`` and ``_schedule``
+before it) and ``_save`` (adapter and finished log); ``_run`` strings them together.
 """
 from __future__ import annotations
 
@@ -31,15 +36,16 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from loglm.errors import InvalidInputError
+from loglm.errors import DatasetNotFoundError, InvalidInputError, MissingDependencyError
 
 __all__ = [
     "DEFAULT_TARGET_MODULES",
     "INSTALL_HINT",
     "Example",
     "FinetuneResult",
+    "FinetuneSettings",
     "build_example",
     "end_of_turn_id",
     "finetune",
@@ -74,7 +80,7 @@ def _require_train_deps() -> Tuple[Any, Any, Any]:
         import torch
         import transformers
     except ImportError as e:
-        raise ImportError(
+        raise MissingDependencyError(
             f"loglm.train needs PyTorch, transformers and peft ({e.name or e} is missing); "
             f"install them with:\n    {INSTALL_HINT}"
         ) from e
@@ -100,6 +106,7 @@ def load_records(data: Union[PathLike, Sequence[Dict[str, Any]], None] = None) -
         InvalidInputError: not valid JSON, no records, or a record without a string
             ``instruction`` / ``output`` (the message names the record).
     """
+    given: Sequence[Dict[str, Any]] = ()
     if data is None:
         from loglm.datasets import dataset_file
 
@@ -107,10 +114,10 @@ def load_records(data: Union[PathLike, Sequence[Dict[str, Any]], None] = None) -
     elif isinstance(data, (str, os.PathLike)):
         path = Path(os.fspath(data)).expanduser()
     else:
-        path = None
+        path, given = None, data
     if path is not None:
         if not path.exists():
-            raise FileNotFoundError(f"instruction data not found: {path}")
+            raise DatasetNotFoundError(f"instruction data not found: {path}")
         if path.is_dir():
             raise InvalidInputError(f"instruction data must be a JSON file, not a folder: {path}")
         raw = path.read_bytes()
@@ -124,7 +131,7 @@ def load_records(data: Union[PathLike, Sequence[Dict[str, Any]], None] = None) -
             raise InvalidInputError(f"{path} is not valid JSON: {e}") from None
         source, digest = str(path), _sha256_bytes(raw)
     else:
-        recs = list(data)  # type: ignore[arg-type]
+        recs = list(given)
         source = "<records>"
         digest = _sha256_bytes(json.dumps(recs, ensure_ascii=False, sort_keys=True, default=str).encode("utf-8"))
     if not isinstance(recs, list):
@@ -278,7 +285,7 @@ def _load_torch_model(path: Path, torch: Any, transformers: Any, device: str) ->
         try:
             import gguf  # noqa: F401
         except ImportError as e:
-            raise ImportError(f"training from a GGUF file needs the gguf package; {INSTALL_HINT}") from e
+            raise MissingDependencyError(f"training from a GGUF file needs the gguf package; {INSTALL_HINT}") from e
         model = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, **kw)
     else:
         model = transformers.AutoModelForCausalLM.from_pretrained(str(path), **kw)
@@ -289,10 +296,7 @@ def _load_engine(path: Path) -> Any:
     """loglm's own engine for the base, without any adapter (tokenization + checks)."""
     from loglm.model import LogLM
 
-    try:
-        return LogLM.load(path, adapter=None, threads=1)  # type: ignore[call-arg]
-    except TypeError:  # a loglm without adapter support
-        return LogLM.load(path, threads=1)
+    return LogLM.load(path, adapter=None, threads=1)
 
 
 def _base_agreement(engine: Any, model: Any, torch: Any, device: str) -> Dict[str, Any]:
@@ -368,6 +372,66 @@ def _save_adapter(model: Any, out: Path, base_name: str, save_dtype: str, torch:
         readme.unlink()
 
 
+# --------------------------------------------------------------------------- settings
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """The settings of one :func:`finetune` run: everything but the base model, the data
+    and the output folder. Checked when built, so a bad value fails before anything is
+    loaded (:class:`loglm.InvalidInputError`). The fields and defaults are
+    :func:`finetune`'s keyword arguments, documented there."""
+
+    epochs: float = 1.0
+    max_steps: Optional[int] = None
+    lr: float = 2e-4
+    rank: int = 8
+    alpha: Optional[float] = None
+    dropout: float = 0.0
+    target_modules: Sequence[str] = DEFAULT_TARGET_MODULES
+    max_length: int = 512
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    heldout: float = 0.05
+    eval_steps: Optional[int] = None
+    save_steps: Optional[int] = None
+    checkpoint_dir: Optional[PathLike] = None
+    save_dtype: str = "float32"
+    threads: Optional[int] = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    max_seconds: Optional[float] = None
+    seed: int = 0
+    progress: bool = True
+    log_path: Optional[PathLike] = None
+    check_base: bool = True
+    notes: Optional[Dict[str, Any]] = None
+    init_adapter: Union[PathLike, Sequence[PathLike], None] = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "lr", "batch_size", "grad_accum", "rank", "max_length"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
+                raise InvalidInputError(f"{name} must be a positive number, got {v!r}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise InvalidInputError(f"max_steps must be >= 1, got {self.max_steps}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise InvalidInputError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.heldout < 1.0:
+            raise InvalidInputError(f"heldout must be in [0, 1), got {self.heldout}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise InvalidInputError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise InvalidInputError(f"max_seconds must be > 0, got {self.max_seconds!r}")
+        if self.save_dtype not in ("float32", "float16", "bfloat16"):
+            raise InvalidInputError(f"save_dtype must be float32, float16 or bfloat16, got {self.save_dtype!r}")
+        if not self.target_modules:
+            raise InvalidInputError("target_modules is empty")
+        if self.threads is not None and self.threads < 1:
+            raise InvalidInputError(f"threads must be >= 1, got {self.threads}")
+
+
 # --------------------------------------------------------------------------- finetune
 
 def finetune(
@@ -401,9 +465,15 @@ def finetune(
     log_path: Optional[PathLike] = None,
     check_base: bool = True,
     notes: Optional[Dict[str, Any]] = None,
-    init_adapter: Optional[PathLike] = None,
+    init_adapter: Union[PathLike, Sequence[PathLike], None] = None,
+    settings: Optional[FinetuneSettings] = None,
 ) -> FinetuneResult:
     """LoRA instruction tuning of ``base`` on ``data``; the adapter is written to ``out``.
+
+    The run is four steps: the data (:func:`load_records`, a seeded held-out split),
+    tokenisation with the prompt masked (:func:`build_example`, with loglm's own
+    engine), the training loop (AdamW, warm-up + cosine, gradient accumulation,
+    held-out losses and checkpoints) and the save (adapter + training log).
 
     Args:
         base: GGUF file, Hugging Face folder (``config.json`` + safetensors +
@@ -438,6 +508,8 @@ def finetune(
             ``None`` starts a new adapter.
         progress: tqdm progress bar; check_base: compare torch's and loglm's next-token
             log-probabilities of the base once (recorded in the log).
+        settings: all of the above as one :class:`FinetuneSettings` (then leave the
+            keyword arguments at their defaults).
 
     Returns:
         a :class:`FinetuneResult`.
@@ -446,79 +518,178 @@ def finetune(
         ImportError: torch / transformers / peft missing (``pip install 'loglm[train]'``).
         FileNotFoundError, InvalidInputError: bad data, base or arguments.
     """
-    settings = dict(locals())
-    for name, v in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size), ("grad_accum", grad_accum),
-                    ("rank", rank), ("max_length", max_length)):
-        if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
-            raise InvalidInputError(f"{name} must be a positive number, got {v!r}")
-    if max_steps is not None and max_steps < 1:
-        raise InvalidInputError(f"max_steps must be >= 1, got {max_steps}")
-    if not 0.0 <= dropout < 1.0:
-        raise InvalidInputError(f"dropout must be in [0, 1), got {dropout}")
-    if dtype not in ("float32", "bfloat16"):
-        raise InvalidInputError(f"dtype must be float32 or bfloat16, got {dtype!r}")
-    if max_seconds is not None and not max_seconds > 0:
-        raise InvalidInputError(f"max_seconds must be > 0, got {max_seconds!r}")
-    if save_dtype not in ("float32", "float16", "bfloat16"):
-        raise InvalidInputError(f"save_dtype must be float32, float16 or bfloat16, got {save_dtype!r}")
-    if not target_modules:
-        raise InvalidInputError("target_modules is empty")
-    if init_adapter is not None:
-        from loglm.models import resolve_adapters
-
-        init = resolve_adapters(init_adapter)
-        if len(init) != 1:
-            raise InvalidInputError("init_adapter must be one adapter folder")
-        if not (init[0] / "adapter_config.json").is_file():
-            from loglm.errors import AdapterNotFoundError
-
-            raise AdapterNotFoundError(f"init_adapter {init[0]} has no adapter_config.json (a peft "
-                                       "save_pretrained folder is needed)")
-        settings["init_adapter"] = init[0]
-    records, source, data_sha = load_records(data)
-    base_path = _resolve_base(base)
+    options = {k: v for k, v in locals().items() if k not in ("base", "data", "out", "settings")}
+    if settings is None:
+        settings = FinetuneSettings(**options)
+    else:
+        if not isinstance(settings, FinetuneSettings):
+            raise InvalidInputError(f"settings must be a FinetuneSettings, not {type(settings).__name__}")
+        defaults = FinetuneSettings()
+        given = sorted(k for k, v in options.items() if v is not getattr(defaults, k) and v != getattr(defaults, k))
+        if given:
+            raise InvalidInputError(f"pass either settings= or keyword settings, not both (got {', '.join(given)})")
+    inputs = _inputs(base, data, settings)
     torch, transformers, peft = _require_train_deps()
     with _quiet_libraries():
-        return _finetune(**settings, records=records, source=source, data_sha=data_sha, base_path=base_path,
-                         torch=torch, transformers=transformers, peft=peft)
+        return _run(settings, inputs, out, torch, transformers, peft)
 
 
-def _finetune(*, base: Any, data: Any, out: PathLike, epochs: float, max_steps: Optional[int], lr: float,
-              rank: int, alpha: Optional[float], dropout: float, target_modules: Sequence[str], max_length: int,
-              batch_size: int, grad_accum: int, warmup_ratio: float, weight_decay: float, heldout: float,
-              eval_steps: Optional[int], save_steps: Optional[int], checkpoint_dir: Optional[PathLike],
-              save_dtype: str, threads: Optional[int], device: str, dtype: str, max_seconds: Optional[float],
-              seed: int, progress: bool, log_path: Optional[PathLike], check_base: bool,
-              notes: Optional[Dict[str, Any]], init_adapter: Optional[Path], records: List[Dict[str, str]],
-              source: str, data_sha: str, base_path: Path, torch: Any, transformers: Any, peft: Any) -> FinetuneResult:
+@dataclass
+class _Inputs:
+    """The data step's product: the records and the base, checked before torch loads."""
 
+    base: Any
+    """``base`` as given (``None``, a path or a model name)."""
+    base_path: Path
+    init_adapter: Optional[Path]
+    records: List[Dict[str, str]]
+    source: str
+    data_sha: str
+
+
+def _inputs(base: Union[PathLike, None], data: Union[PathLike, Sequence[Dict[str, Any]], None],
+            s: FinetuneSettings) -> _Inputs:
+    """Step 1, the data: the adapter to continue from, the records and the base."""
+    init = _resolve_init_adapter(s.init_adapter)
+    records, source, data_sha = load_records(data)
+    return _Inputs(base=base, base_path=_resolve_base(base), init_adapter=init, records=records, source=source,
+                   data_sha=data_sha)
+
+
+def _resolve_init_adapter(init_adapter: Union[PathLike, Sequence[PathLike], None]) -> Optional[Path]:
+    """The one peft adapter folder to continue from, or ``None``."""
+    if init_adapter is None:
+        return None
+    from loglm.models import resolve_adapters
+
+    init = resolve_adapters(init_adapter)
+    if len(init) != 1:
+        raise InvalidInputError("init_adapter must be one adapter folder")
+    if not (init[0] / "adapter_config.json").is_file():
+        from loglm.errors import AdapterNotFoundError
+
+        raise AdapterNotFoundError(f"init_adapter {init[0]} has no adapter_config.json (a peft "
+                                   "save_pretrained folder is needed)")
+    return init[0]
+
+
+@dataclass
+class _Tokenized:
+    """The tokenise/mask step's product: the train and held-out examples."""
+
+    train: List[Example]
+    heldout: List[Example]
+    heldout_indices: List[int]
+    dropped: List[int]
+    """Records whose prompt alone does not fit ``max_length``."""
+    truncated: int
+    """Examples whose response was cut to fit."""
+    eot_id: int
+
+
+@dataclass
+class _Lora:
+    """The torch model with its LoRA adapter and the adapter's effective settings (an
+    ``init_adapter`` brings its own rank and target modules)."""
+
+    model: Any
+    rank: int
+    alpha: float
+    dropout: float
+    target_modules: List[str]
+    base_check: Optional[Dict[str, Any]]
+
+
+@dataclass
+class _Run:
+    """What the steps of one run share: settings, torch, where things go, the log."""
+
+    settings: FinetuneSettings
+    torch: Any
+    device: str
+    out_dir: Path
+    ckpt_dir: Path
+    log_file: Path
+    base_name: str
+    t_start: float
+    log: Dict[str, Any] = field(default_factory=dict)
+    bar: Any = None
+
+    def write_log(self) -> None:
+        """Write the training log atomically (a partial file, then a rename)."""
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.log_file.with_suffix(".json.partial")
+        tmp.write_text(json.dumps(self.log, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, self.log_file)
+
+    def evaluate(self, model: Any, heldout: List[Example], step: int) -> None:
+        """Record the held-out loss at ``step`` (nothing without a held-out split)."""
+        if not heldout:
+            return
+        t0 = time.perf_counter()
+        loss = _heldout_loss(model, heldout, self.settings.batch_size, self.torch, self.device)
+        self.log["heldout"].append({"step": step, "loss": round(loss, 5),
+                                    "seconds": round(time.perf_counter() - t0, 1)})
+        if self.bar is not None:
+            self.bar.write(f"step {step}: held-out loss {loss:.4f}")
+
+    def save(self, model: Any, folder: Path) -> None:
+        """Write the adapter to ``folder``."""
+        _save_adapter(model, folder, self.base_name, self.settings.save_dtype, self.torch)
+
+
+def _run(s: FinetuneSettings, inputs: _Inputs, out: PathLike, torch: Any, transformers: Any,
+         peft: Any) -> FinetuneResult:
+    """One fine-tuning run over checked inputs: tokenise/mask, model, loop, save."""
     t_start = time.perf_counter()
-    if threads is not None:
-        if threads < 1:
-            raise InvalidInputError(f"threads must be >= 1, got {threads}")
-        torch.set_num_threads(int(threads))
+    device = _setup_torch(s, torch)
+    engine = _load_engine(inputs.base_path)
+    data = _tokenize(engine, inputs.records, s)
+    lora = _build_lora(inputs, engine, data, s, torch, transformers, peft, device)
+    del engine
+    out_dir = Path(os.fspath(out))
+    run = _Run(settings=s, torch=torch, device=device, out_dir=out_dir,
+               ckpt_dir=Path(os.fspath(s.checkpoint_dir)) if s.checkpoint_dir is not None else out_dir / "checkpoints",
+               log_file=Path(os.fspath(s.log_path)) if s.log_path is not None else out_dir / "training_log.json",
+               base_name=_base_name(inputs.base, inputs.base_path), t_start=t_start)
+    schedule = _schedule(len(data.train), s)
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+                "python": platform.python_version()}
+    run.log = _start_log(run, inputs, lora, data, schedule, versions)
+    step, epoch_f, stopped_early, train_secs = _train(run, lora, data, schedule)
+    return _save(run, lora, data, step, epoch_f, stopped_early, train_secs)
+
+
+def _setup_torch(s: FinetuneSettings, torch: Any) -> str:
+    """Threads, the device (``"auto"`` resolved) and the seeds."""
+    if s.threads is not None:
+        torch.set_num_threads(int(s.threads))
+    device = s.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         from loglm.errors import DeviceError
 
         raise DeviceError(f"device {device!r} requested but torch sees no CUDA device")
-    random.seed(seed)
-    torch.manual_seed(seed)
+    random.seed(s.seed)
+    torch.manual_seed(s.seed)
+    return device
 
-    # -- tokenize with loglm's engine -----------------------------------------------
-    engine = _load_engine(base_path)
+
+def _tokenize(engine: Any, records: List[Dict[str, str]], s: FinetuneSettings) -> _Tokenized:
+    """Step 2: split the records and tokenise them with loglm's engine, prompt masked."""
     eot = end_of_turn_id(engine)
-    train_idx, held_idx = split_heldout(len(records), heldout, seed)
+    train_idx, held_idx = split_heldout(len(records), s.heldout, s.seed)
     dropped: List[int] = []
     n_trunc = 0
 
-    def tokenize(idx: List[int]) -> List[Example]:
+    def build(idx: List[int]) -> List[Example]:
         nonlocal n_trunc
         exs = []
         for i in idx:
             r = records[i]
-            ex = build_example(engine, r["instruction"], r["input"], r["output"], eot_id=eot, max_length=max_length)
+            ex = build_example(engine, r["instruction"], r["input"], r["output"], eot_id=eot,
+                               max_length=s.max_length)
             if ex is None:
                 dropped.append(i)
                 continue
@@ -526,26 +697,33 @@ def _finetune(*, base: Any, data: Any, out: PathLike, epochs: float, max_steps: 
             exs.append(ex)
         return exs
 
-    train_ex = tokenize(train_idx)
-    held_ex = tokenize(held_idx)
-    if not train_ex:
-        raise InvalidInputError(f"no training example fits max_length={max_length} tokens")
+    train = build(train_idx)
+    held = build(held_idx)
+    if not train:
+        raise InvalidInputError(f"no training example fits max_length={s.max_length} tokens")
+    return _Tokenized(train=train, heldout=held, heldout_indices=held_idx, dropped=dropped, truncated=n_trunc,
+                      eot_id=eot)
 
-    # -- base model + LoRA -----------------------------------------------------------
-    model = _load_torch_model(base_path, torch, transformers, device)
+
+def _build_lora(inputs: _Inputs, engine: Any, data: _Tokenized, s: FinetuneSettings, torch: Any, transformers: Any,
+                peft: Any, device: str) -> _Lora:
+    """The torch base (checked against the engine) with a new LoRA adapter, or the
+    ``init_adapter`` to continue from."""
+    init_adapter = inputs.init_adapter
+    model = _load_torch_model(inputs.base_path, torch, transformers, device)
     vocab = model.get_input_embeddings().weight.shape[0]
-    too_big = max(max(e.input_ids) for e in train_ex + held_ex)
+    too_big = max(max(e.input_ids) for e in data.train + data.heldout)
     if too_big >= vocab:
         raise InvalidInputError(f"token id {too_big} from loglm's tokenizer is outside the torch model's "
                                 f"vocabulary ({vocab}); the base folders disagree")
-    agreement = _base_agreement(engine, model, torch, device) if check_base else None
+    agreement = _base_agreement(engine, model, torch, device) if s.check_base else None
     if agreement is not None and not agreement["top1_agree"]:
         warnings.warn(f"torch and loglm disagree on the base model's next token: {agreement}", RuntimeWarning,
                       stacklevel=2)
-    del engine
-    if dtype == "bfloat16":
+    if s.dtype == "bfloat16":
         model = model.to(torch.bfloat16)
 
+    rank, target_modules = s.rank, list(s.target_modules)
     if init_adapter is not None:
         try:
             model = peft.PeftModel.from_pretrained(model, os.fspath(init_adapter), is_trainable=True)
@@ -562,115 +740,97 @@ def _finetune(*, base: Any, data: Any, out: PathLike, epochs: float, max_steps: 
         if missing:
             raise InvalidInputError(f"target modules {missing} are not in the model (it has e.g. "
                                     f"{sorted(n for n in names if n.endswith('proj'))})")
-        lcfg = peft.LoraConfig(r=int(rank), lora_alpha=float(alpha if alpha is not None else 2 * rank),
-                               lora_dropout=float(dropout), target_modules=list(target_modules), bias="none",
-                               task_type="CAUSAL_LM")
+        alpha = s.alpha if s.alpha is not None else 2 * s.rank
+        lcfg = peft.LoraConfig(r=int(rank), lora_alpha=float(alpha), lora_dropout=float(s.dropout),
+                               target_modules=list(target_modules), bias="none", task_type="CAUSAL_LM")
         model = peft.get_peft_model(model, lcfg)
     model.train()
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return _Lora(model=model, rank=rank, alpha=lcfg.lora_alpha, dropout=float(lcfg.lora_dropout),
+                 target_modules=list(target_modules), base_check=agreement)
 
-    steps_per_epoch = max(1, math.ceil(math.ceil(len(train_ex) / batch_size) / grad_accum))
-    total = int(max_steps) if max_steps is not None else max(1, int(math.ceil(epochs * steps_per_epoch)))
-    warm = int(round(warmup_ratio * total))
 
-    def lr_at(step: int) -> float:  # multiplier, step = 0-based optimizer step
+def _base_name(base: Any, base_path: Path) -> str:
+    """The base as the adapter config names it: a file or folder name, never this
+    machine's absolute path."""
+    if base is None:
+        return "smollm2-135m"
+    if Path(os.fspath(base)).expanduser().exists():
+        return base_path.name
+    return os.fspath(base)  # a model name such as "qwen2.5-coder-0.5b"
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """Optimizer steps per epoch and in all, and the learning-rate multiplier of a
+    0-based step."""
+
+    steps_per_epoch: int
+    total: int
+    lr_at: Callable[[int], float]
+
+
+def _schedule(n_train: int, s: FinetuneSettings) -> _Schedule:
+    """The schedule of ``n_train`` examples: a linear warm-up over ``warmup_ratio`` of the
+    steps, then cosine decay to zero."""
+    steps_per_epoch = max(1, math.ceil(math.ceil(n_train / s.batch_size) / s.grad_accum))
+    total = int(s.max_steps) if s.max_steps is not None else max(1, int(math.ceil(s.epochs * steps_per_epoch)))
+    warm = int(round(s.warmup_ratio * total))
+
+    def lr_at(step: int) -> float:
         if step < warm:
             return (step + 1) / (warm + 1)
         prog = (step - warm) / max(1, total - warm)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, prog)))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    out_dir = Path(os.fspath(out))
-    ckpt_dir = Path(os.fspath(checkpoint_dir)) if checkpoint_dir is not None else out_dir / "checkpoints"
-    log_file = Path(os.fspath(log_path)) if log_path is not None else out_dir / "training_log.json"
-    if base is None:
-        base_name = "smollm2-135m"
-    elif Path(os.fspath(base)).expanduser().exists():
-        base_name = base_path.name
-    else:  # a model name such as "qwen2.5-coder-0.5b"
-        base_name = os.fspath(base)
+    return _Schedule(steps_per_epoch=steps_per_epoch, total=total, lr_at=lr_at)
 
-    args = {"base": os.fspath(base) if base is not None else None, "base_file": base_path.name,
-            "data": source, "out": str(out_dir), "epochs": epochs, "max_steps": max_steps, "lr": lr, "rank": rank,
-            "alpha": lcfg.lora_alpha, "dropout": float(lcfg.lora_dropout), "target_modules": list(target_modules),
-            "max_length": max_length, "batch_size": batch_size, "grad_accum": grad_accum,
-            "warmup_ratio": warmup_ratio, "weight_decay": weight_decay, "heldout": heldout,
-            "eval_steps": eval_steps, "save_steps": save_steps, "save_dtype": save_dtype,
-            "threads": threads, "device": device, "dtype": dtype, "max_seconds": max_seconds, "seed": seed,
-            "init_adapter": str(init_adapter) if init_adapter is not None else None}
-    log: Dict[str, Any] = {
-        "args": args,
-        "notes": notes or {},
-        "loss": "mean next-token cross-entropy of the response tokens (prompt masked) per optimizer step",
-        "prompt_format": "LogLM.encode_prompt(alpaca_prompt(instruction, input)); response = tokenize(output) + end-of-turn",
-        "end_of_turn_id": eot,
-        "data_sha256": data_sha,
-        "base_sha256": _hash_base(base_path),
-        "records": len(records), "train_examples": len(train_ex), "heldout_examples": len(held_ex),
-        "heldout_indices": held_idx, "dropped_too_long": sorted(dropped), "truncated_responses": n_trunc,
-        "train_tokens_per_epoch": sum(len(e) for e in train_ex),
-        "train_target_tokens_per_epoch": sum(len(e) - e.n_prompt for e in train_ex),
-        "trainable_parameters": trainable, "steps_total": total, "steps_per_epoch": steps_per_epoch,
-        "base_check": agreement,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "peft": peft.__version__, "python": platform.python_version()},
-        "steps": [], "heldout": [],
-    }
 
-    def write_log() -> None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = log_file.with_suffix(".json.partial")
-        tmp.write_text(json.dumps(log, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, log_file)
+def _progress_bar(total: int) -> Any:
+    """A tqdm bar over ``total`` steps, or ``None`` without tqdm."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="finetune", unit="step", dynamic_ncols=True)
 
-    def evaluate(step: int) -> None:
-        if not held_ex:
-            return
-        t0 = time.perf_counter()
-        loss = _heldout_loss(model, held_ex, batch_size, torch, device)
-        log["heldout"].append({"step": step, "loss": round(loss, 5), "seconds": round(time.perf_counter() - t0, 1)})
-        if bar is not None:
-            bar.write(f"step {step}: held-out loss {loss:.4f}")
 
-    bar = None
-    if progress:
-        try:
-            from tqdm.auto import tqdm
+def _train(run: _Run, lora: _Lora, data: _Tokenized, schedule: _Schedule) -> Tuple[int, float, bool, float]:
+    """Step 3, the loop: AdamW over the LoRA weights, the held-out loss every
+    ``eval_steps``, checkpoints every ``save_steps``, the log rewritten every 10 steps.
+    Returns (steps done, epochs done, stopped by ``max_seconds``, training seconds)."""
+    s, torch, model = run.settings, run.torch, lora.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule.lr_at)
+    total, steps_per_epoch = schedule.total, schedule.steps_per_epoch
+    if s.progress:
+        run.bar = _progress_bar(total)
 
-            bar = tqdm(total=total, desc="finetune", unit="step", dynamic_ncols=True)
-        except ImportError:
-            bar = None
-
-    evaluate(0)
-    write_log()
-    rng = random.Random(seed)
+    run.evaluate(model, data.heldout, 0)
+    run.write_log()
+    rng = random.Random(s.seed)
     step, epoch_f = 0, 0.0
     t_train = time.perf_counter()
 
-    def batches() -> Iterator[Tuple[int, List[Example]]]:
-        ep = 0
+    def batches() -> Iterator[List[Example]]:
         while True:
-            bl = _length_grouped_batches([len(e) for e in train_ex], batch_size, rng)
-            for b in bl:
-                yield ep, [train_ex[i] for i in b]
-            ep += 1
+            for b in _length_grouped_batches([len(e) for e in data.train], s.batch_size, rng):
+                yield [data.train[i] for i in b]
 
     it = batches()
     stopped_early = False
     try:
         while step < total:
-            if max_seconds is not None and time.perf_counter() - t_train > max_seconds:
+            if s.max_seconds is not None and time.perf_counter() - t_train > s.max_seconds:
                 stopped_early = True
                 break
             t0 = time.perf_counter()
-            parts = [next(it) for _ in range(grad_accum)]
-            n_target = sum(sum(len(e) - e.n_prompt for e in b) for _, b in parts)
+            parts = [next(it) for _ in range(s.grad_accum)]
+            n_target = sum(sum(len(e) - e.n_prompt for e in b) for b in parts)
             loss_total = 0.0
             n_tok = 0
-            for _, b in parts:
-                loss, k = _loss_sum(model, b, torch, device)
+            for b in parts:
+                loss, _ = _loss_sum(model, b, torch, run.device)
                 (loss / max(n_target, 1)).backward()
                 loss_total += float(loss.detach())
                 n_tok += sum(len(e) for e in b)
@@ -684,38 +844,80 @@ def _finetune(*, base: Any, data: Any, out: PathLike, epochs: float, max_steps: 
             if not math.isfinite(step_loss):
                 raise InvalidInputError(f"the training loss became {step_loss} at step {step}; lower lr")
             dt = time.perf_counter() - t0
-            log["steps"].append({"step": step, "epoch": round(epoch_f, 4), "loss": round(step_loss, 5),
-                                 "lr": sched.get_last_lr()[0], "grad_norm": round(gnorm, 4), "tokens": n_tok,
-                                 "target_tokens": n_target, "seconds": round(dt, 3)})
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{n_tok / dt:.0f}", epoch=f"{epoch_f:.2f}")
-            if eval_steps and step % eval_steps == 0 and step < total:
-                evaluate(step)
-            if save_steps and step % save_steps == 0 and step < total:
-                _save_adapter(model, ckpt_dir / f"checkpoint-{step}", base_name, save_dtype, torch)
+            run.log["steps"].append({"step": step, "epoch": round(epoch_f, 4), "loss": round(step_loss, 5),
+                                     "lr": sched.get_last_lr()[0], "grad_norm": round(gnorm, 4), "tokens": n_tok,
+                                     "target_tokens": n_target, "seconds": round(dt, 3)})
+            if run.bar is not None:
+                run.bar.update(1)
+                run.bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{n_tok / dt:.0f}", epoch=f"{epoch_f:.2f}")
+            if s.eval_steps and step % s.eval_steps == 0 and step < total:
+                run.evaluate(model, data.heldout, step)
+            if s.save_steps and step % s.save_steps == 0 and step < total:
+                run.save(model, run.ckpt_dir / f"checkpoint-{step}")
             if step % 10 == 0:
-                log["wall_seconds"] = round(time.perf_counter() - t_start, 1)
-                write_log()
+                run.log["wall_seconds"] = round(time.perf_counter() - run.t_start, 1)
+                run.write_log()
     finally:
-        if bar is not None:
-            bar.close()
-    train_secs = time.perf_counter() - t_train
-    evaluate(step)
-    _save_adapter(model, out_dir, base_name, save_dtype, torch)
-    wall = time.perf_counter() - t_start
-    last = [s["loss"] for s in log["steps"][-20:]]
-    log.update({"stopped_by_max_seconds": stopped_early, "train_seconds": round(train_secs, 1), "wall_seconds": round(wall, 1), "steps_done": step,
-                "epochs_done": round(epoch_f, 4),
-                "tokens_per_second": round(sum(s["tokens"] for s in log["steps"]) / max(train_secs, 1e-9), 1),
+        if run.bar is not None:
+            run.bar.close()
+    return step, epoch_f, stopped_early, time.perf_counter() - t_train
+
+
+def _start_log(run: _Run, inputs: _Inputs, lora: _Lora, data: _Tokenized, schedule: _Schedule,
+               versions: Dict[str, str]) -> Dict[str, Any]:
+    """The training log before the first step: arguments, data, base and versions."""
+    s = run.settings
+    base, init_adapter = inputs.base, inputs.init_adapter
+    trainable = sum(p.numel() for p in lora.model.parameters() if p.requires_grad)
+    args = {"base": os.fspath(base) if base is not None else None, "base_file": inputs.base_path.name,
+            "data": inputs.source, "out": str(run.out_dir), "epochs": s.epochs, "max_steps": s.max_steps, "lr": s.lr,
+            "rank": lora.rank, "alpha": lora.alpha, "dropout": lora.dropout,
+            "target_modules": list(lora.target_modules), "max_length": s.max_length, "batch_size": s.batch_size,
+            "grad_accum": s.grad_accum, "warmup_ratio": s.warmup_ratio, "weight_decay": s.weight_decay,
+            "heldout": s.heldout, "eval_steps": s.eval_steps, "save_steps": s.save_steps,
+            "save_dtype": s.save_dtype, "threads": s.threads, "device": run.device, "dtype": s.dtype,
+            "max_seconds": s.max_seconds, "seed": s.seed,
+            "init_adapter": str(init_adapter) if init_adapter is not None else None}
+    return {
+        "args": args,
+        "notes": s.notes or {},
+        "loss": "mean next-token cross-entropy of the response tokens (prompt masked) per optimizer step",
+        "prompt_format": "LogLM.encode_prompt(alpaca_prompt(instruction, input)); response = tokenize(output) + end-of-turn",
+        "end_of_turn_id": data.eot_id,
+        "data_sha256": inputs.data_sha,
+        "base_sha256": _hash_base(inputs.base_path),
+        "records": len(inputs.records), "train_examples": len(data.train), "heldout_examples": len(data.heldout),
+        "heldout_indices": data.heldout_indices, "dropped_too_long": sorted(data.dropped),
+        "truncated_responses": data.truncated,
+        "train_tokens_per_epoch": sum(len(e) for e in data.train),
+        "train_target_tokens_per_epoch": sum(len(e) - e.n_prompt for e in data.train),
+        "trainable_parameters": trainable, "steps_total": schedule.total,
+        "steps_per_epoch": schedule.steps_per_epoch, "base_check": lora.base_check, "versions": versions,
+        "steps": [], "heldout": [],
+    }
+
+
+def _save(run: _Run, lora: _Lora, data: _Tokenized, step: int, epoch_f: float, stopped_early: bool,
+          train_secs: float) -> FinetuneResult:
+    """Step 4: the final held-out loss, the adapter in ``out`` and the finished log."""
+    run.evaluate(lora.model, data.heldout, step)
+    run.save(lora.model, run.out_dir)
+    log = run.log
+    wall = time.perf_counter() - run.t_start
+    last = [st["loss"] for st in log["steps"][-20:]]
+    log.update({"stopped_by_max_seconds": stopped_early, "train_seconds": round(train_secs, 1),
+                "wall_seconds": round(wall, 1), "steps_done": step, "epochs_done": round(epoch_f, 4),
+                "tokens_per_second": round(sum(st["tokens"] for st in log["steps"]) / max(train_secs, 1e-9), 1),
                 "final_train_loss": round(sum(last) / len(last), 5) if last else float("nan"),
                 "final_heldout_loss": log["heldout"][-1]["loss"] if log["heldout"] else None,
-                "adapter_files": sorted(p.name for p in out_dir.iterdir() if p.is_file() and p != log_file)})
-    write_log()
-    return FinetuneResult(adapter_dir=out_dir, steps=step, epochs=round(epoch_f, 4),
+                "adapter_files": sorted(p.name for p in run.out_dir.iterdir()
+                                        if p.is_file() and p != run.log_file)})
+    run.write_log()
+    return FinetuneResult(adapter_dir=run.out_dir, steps=step, epochs=round(epoch_f, 4),
                           train_loss=log["final_train_loss"], heldout_loss=log["final_heldout_loss"],
-                          seconds=round(wall, 1), log_path=log_file, train_examples=len(train_ex),
-                          heldout_examples=len(held_ex), heldout_losses=list(log["heldout"]))
+                          seconds=round(wall, 1), log_path=run.log_file, train_examples=len(data.train),
+                          heldout_examples=len(data.heldout), heldout_losses=list(log["heldout"]))
+
 
 
 def _hash_base(path: Path) -> Dict[str, str]:
