@@ -17,6 +17,7 @@ from loglm.errors import (
     InternalError,
     InvalidInputError,
     LoglmError,
+    LogFileNotFoundError,
     ModelLoadError,
     ModelNotFoundError,
     RemoteError,
@@ -29,7 +30,8 @@ from loglm.collab import CollaborativeDetector
 from loglm.embed import SentenceEncoder
 from loglm.model import BatchStats, ChoiceScores, GenerationResult, LogLM, TextStream
 from loglm.parsing import ExtractedParameter, LogCluster, TemplateMiner, template_id, template_matches
-from loglm.tasks import Answer, read_log_lines
+from loglm.inputs import LogLines, read_log_lines
+from loglm.tasks import Answer
 
 from loglm import answers, datasets, evaluate, prompts  # noqa: E402  (submodules of the public API)
 
@@ -45,6 +47,7 @@ __all__ = [
     "metrics",
     "Answer",
     "read_log_lines",
+    "LogLines",
     "answers",
     "datasets",
     "evaluate",
@@ -63,6 +66,7 @@ __all__ = [
     "InvalidInputError",
     "LogLM",
     "LoglmError",
+    "LogFileNotFoundError",
     "ModelLoadError",
     "ModelNotFoundError",
     "TextStream",

@@ -571,12 +571,9 @@ class CollaborativeDetector:
         new_rows: List[int] = []
         it: Iterable[int] = idx
         if self.progress and self.llm is not None and len(idx):
-            try:
-                from tqdm.auto import tqdm
+            from loglm.progress import progress_bar
 
-                it = tqdm(idx, desc="LLM", unit="session")
-            except ImportError:  # pragma: no cover
-                pass
+            it = progress_bar(True, len(idx), "LLM", "session", iterable=idx)
         for i in it:
             if self.llm is None:
                 routes[i] = "small-fallback"

@@ -8,7 +8,9 @@ and ``except FileNotFoundError`` keep working:
   text (empty batch, ``max_new_tokens=0``, non-UTF-8 bytes, length mismatch...).
 - :class:`ContextLengthError` (``ValueError``): a prompt does not fit the context.
 - :class:`ModelNotFoundError` (``FileNotFoundError``): a model path that does not
-  exist, or the default model package that is not installed.
+  exist, or the default model package that is not installed;
+  :class:`LogFileNotFoundError` (also ``FileNotFoundError``) for a log file, or a glob
+  that matches no file.
 - :class:`ModelLoadError`: a model file that is truncated, corrupt or incomplete;
   :class:`UnsupportedModelError` for a well-formed model loglm cannot run.
 - :class:`AdapterError` (a :class:`ModelLoadError`): a LoRA adapter that is malformed,
@@ -44,6 +46,10 @@ class ContextLengthError(InvalidInputError):
 
 class ModelNotFoundError(LoglmError, FileNotFoundError):
     """A model file or folder, or the default model package, is missing."""
+
+
+class LogFileNotFoundError(LoglmError, FileNotFoundError):
+    """A log file named by a path, a command-line argument or a glob does not exist."""
 
 
 class ModelLoadError(LoglmError):
@@ -111,6 +117,7 @@ __all__ = [
     "InternalError",
     "InvalidInputError",
     "LoglmError",
+    "LogFileNotFoundError",
     "ModelLoadError",
     "ModelNotFoundError",
     "TokenizerError",

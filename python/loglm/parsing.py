@@ -448,31 +448,35 @@ class TemplateMiner:
         idx, bad, rej = self._add_many(tee(), progress, total)
         return self._frame(contents, idx, bad, rej, parameters)
 
-    def parse_file(self, path: str | Path, log_format: str | None = None, *,
+    def parse_file(self, path: str | Path | Sequence[str | Path], log_format: str | None = None, *,
                    progress: bool = True, parameters: bool = True) -> Any:
-        """Parse a log file (LF or CRLF; invalid UTF-8 decoded lossily and flagged, never
-        dropped). ``log_format`` is a loghub format such as ``"<Date> <Time> <Level>:
-        <Content>"``: the headers become columns and only ``Content`` is parsed; lines that
-        do not fit keep the whole line as Content and get ``FormatMismatch=True``."""
-        lines, bad = _loglm.read_log_lines(str(path))
-        headers: list[str] = []
-        cols: list[list[str]] = []
-        fit = None
-        if log_format is not None:
-            headers, cols, fit = _loglm.split_log_format(lines, log_format)
-            content = cols[headers.index("Content")]
-        else:
-            content = lines
+        """Parse log files (one path, a glob, ``"-"`` for stdin, or a list of them; plain or
+        gzip, LF or CRLF; invalid UTF-8 decoded lossily and flagged, never dropped; see
+        :func:`loglm.read_log_lines`). ``log_format`` is a loghub format such as ``"<Date>
+        <Time> <Level>: <Content>"``: the headers become columns and only ``Content`` is
+        parsed; lines that do not fit keep the whole line as Content and get
+        ``FormatMismatch=True``. With several files a ``File`` column is added and
+        ``LineId`` is the line number inside its file."""
+        from loglm.inputs import read_log_lines
+
+        lines = read_log_lines(path, log_format=log_format)
+        return self.parse_lines(lines, progress=progress, parameters=parameters)
+
+    def parse_lines(self, lines: Any, *, progress: bool = False, parameters: bool = True) -> Any:
+        """Parse a :class:`loglm.LogLines` (from :func:`loglm.read_log_lines` or
+        :func:`loglm.inputs.as_log_lines`): as :meth:`parse`, plus the input's columns
+        (File, log_format headers, FormatMismatch) and its NonUtf8 flags."""
+        from loglm.inputs import add_input_columns, as_log_lines
+
+        lines = as_log_lines(lines)
+        content = list(lines)
         idx, _, rej = self._add_many(content, progress, len(content))
+        bad = np.asarray(lines.non_utf8, dtype=bool)
         nbad = int(bad.sum())
         if nbad:
             self._tree.add_non_utf8(nbad)
         df = self._frame(content, idx, bad, rej, parameters)
-        if log_format is not None:
-            for pos, (h, col) in enumerate((h, c) for h, c in zip(headers, cols) if h != "Content"):
-                df.insert(1 + pos, h, col)
-            df["FormatMismatch"] = ~fit
-        return df
+        return add_input_columns(df, lines)
 
     def _frame(self, contents: list[str], idx: np.ndarray, bad: np.ndarray, rej: np.ndarray,
                parameters: bool) -> Any:
@@ -495,10 +499,6 @@ class TemplateMiner:
 
 
 def _progress(enabled: bool, total: int | None) -> Any:
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # progress bars are optional
-        return None
-    return tqdm(total=total, unit="lines", desc="parsing")
+    from loglm.progress import progress_bar
+
+    return progress_bar(enabled, total, "parsing", "lines")
