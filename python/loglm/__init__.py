@@ -20,6 +20,7 @@ from loglm.errors import (
     LogFileNotFoundError,
     ModelLoadError,
     ModelNotFoundError,
+    NotFittedError,
     RemoteError,
     ServerUnavailableError,
     TokenizerError,
@@ -29,7 +30,8 @@ from loglm import metrics
 from loglm.collab import CollaborativeDetector
 from loglm.embed import SentenceEncoder
 from loglm.model import BatchStats, ChoiceScores, GenerationResult, LogLM, TextStream
-from loglm.parsing import ExtractedParameter, LogCluster, TemplateMiner, template_id, template_matches
+from loglm.parsing import (ExtractedParameter, LogCluster, MaskingInstruction, TemplateMiner, TemplateMinerConfig,
+                           template_id, template_matches)
 from loglm.inputs import LogLines, read_log_lines
 from loglm.tasks import Answer
 
@@ -58,6 +60,8 @@ __all__ = [
     "ExtractedParameter",
     "LogCluster",
     "TemplateMiner",
+    "TemplateMinerConfig",
+    "MaskingInstruction",
     "template_id",
     "template_matches",
     "DeviceError",
@@ -69,6 +73,7 @@ __all__ = [
     "LogFileNotFoundError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "NotFittedError",
     "TextStream",
     "TokenizerError",
     "UnsupportedModelError",
