@@ -40,6 +40,11 @@ class InvalidInputError(LoglmError, ValueError):
     """An argument or input text loglm cannot use."""
 
 
+class NotFittedError(InvalidInputError, AttributeError):
+    """An estimator (``CollaborativeDetector``) used before ``fit`` (also ``AttributeError``,
+    as scikit-learn's ``NotFittedError``)."""
+
+
 class ContextLengthError(InvalidInputError):
     """A prompt (plus ``max_new_tokens``) does not fit the model's context window."""
 
@@ -120,6 +125,7 @@ __all__ = [
     "LogFileNotFoundError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "NotFittedError",
     "TokenizerError",
     "UnsupportedModelError",
 ]
