@@ -15,7 +15,7 @@ import pytest
 
 from loglm import InvalidInputError, LogFileNotFoundError, LoglmError, TemplateMiner
 from loglm.cli import main
-from loglm.inputs import LogLines, add_input_columns, as_log_lines, is_binary, read_log_lines
+from loglm.inputs import LogLines, add_input_columns, as_log_lines, is_binary, parse_datetimes, read_log_lines
 
 LINES = ["Connection from 10.0.0.1 closed", "Connection from 10.0.0.7 closed", "disk sda1 full"]
 FMT = "<Date> <Level>: <Content>"
@@ -166,3 +166,111 @@ def test_cli_files_globs_gzip_and_missing(capsys, tmp_path):
 def test_read_log_lines_is_a_loglines():
     got = as_log_lines(["a"])
     assert isinstance(got, LogLines) and isinstance(got, list)
+
+
+# ---- records, JSON lines, headers, time ----
+
+JAVA = """2024-03-02 10:17:03,123 ERROR [worker-1] app.Db: query 7 failed
+java.sql.SQLException: timeout
+\tat com.x.Db.run(Db.java:42)
+Caused by: java.net.SocketTimeoutException: read timed out
+\t... 3 more
+2024-03-02 10:17:04,001 INFO [main] app.Db: retry 2 ok
+2024-03-02 10:24:00,000 ERROR [worker-2] app.Db: query 9 failed
+java.sql.SQLException: timeout
+\tat com.x.Db.run(Db.java:42)
+Caused by: java.net.SocketTimeoutException: read timed out
+\t... 3 more
+"""
+
+
+def test_multiline_records_joined(tmp_path):
+    f = tmp_path / "java.log"
+    f.write_text(JAVA)
+    got = read_log_lines(f, record_start=True)
+    assert len(got) == 3 and got.line_ids.tolist() == [1, 6, 7]
+    assert got.record_lines.tolist() == [5, 1, 5] and got[0].count("\n") == 4
+    assert got[0].startswith("2024-03-02 10:17:03,123 ERROR") and got[0].endswith("... 3 more")
+    assert list(read_log_lines(f)) == JAVA.splitlines()  # no joining unless asked
+    custom = as_log_lines(["BEGIN a", "x", "BEGIN b"], record_start=r"BEGIN ")
+    assert list(custom) == ["BEGIN a\nx", "BEGIN b"]
+    never_ends = as_log_lines(["2024-01-01 10:00:00 start"] + ["  more"] * 10, record_start=True, max_record_lines=4)
+    assert never_ends.record_lines.tolist() == [4, 4, 3] and never_ends.record_split.tolist() == [False, True, True]
+    assert never_ends.flagged["record_split"] == 2
+    with pytest.raises(InvalidInputError):
+        as_log_lines(["a"], record_start="(")
+    # the parsed frame: one row per record, LineId = first line, headers out of the template
+    df = TemplateMiner().parse_file(f, "auto", progress=False, record_start=True)
+    assert df["LineId"].tolist() == [1, 6, 7] and df["RecordLines"].tolist() == [5, 1, 5]
+    assert df["Level"].tolist() == ["ERROR", "INFO", "ERROR"] and df["Thread"].tolist()[1] == "main"
+    assert df["EventTemplate"][0] == df["EventTemplate"][2] and "2024" not in df["EventTemplate"][0]
+    assert df["Datetime"].tolist()[1] == pd.Timestamp("2024-03-02 10:17:04.001")
+
+
+def test_auto_headers_and_datetimes():
+    raw = ["081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38 terminating",
+           "081109 203807 222 INFO dfs.DataNode$PacketResponder: PacketResponder 0 for block blk_39 terminating",
+           "2024-01-05T10:00:00Z WARN [pool-1] disk 3 almost full", "no header at all"]
+    got = as_log_lines(raw, log_format="auto")
+    assert list(got)[:2] == ["PacketResponder 1 for block blk_38 terminating",
+                             "PacketResponder 0 for block blk_39 terminating"]
+    assert got.fields["Pid"][:2] == ["148", "222"] and got.fields["Level"] == ["INFO", "INFO", "WARN", ""]
+    assert list(got)[3] == "no header at all"
+    df = TemplateMiner().parse(list(got))
+    assert df["EventTemplate"][0] == df["EventTemplate"][1]  # the time and pid stay out of the template
+    dts = parse_datetimes(got.fields["Timestamp"]).tolist()
+    assert dts[:3] == [pd.Timestamp("2008-11-09 20:36:15"), pd.Timestamp("2008-11-09 20:38:07"),
+                       pd.Timestamp("2024-01-05 10:00:00")] and pd.isna(dts[3])
+    fmt = as_log_lines(raw[:2], log_format="<Date> <Time> <Pid> <Level> <Component>: <Content>")
+    frame = add_input_columns(pd.DataFrame({"LineId": [1, 2], "Content": list(fmt)}), fmt)
+    assert frame["Datetime"].tolist() == dts[:2]
+
+
+def test_json_lines():
+    lines = ['{"ts": "2024-01-01T10:00:00Z", "level": "warn", "msg": "disk 1 full"}',
+             '{"ts": "2024-01-01T10:01:00Z", "level": "warn", "msg": "disk 2 full"}',
+             "not json {", '{"other": 1}', '{"log": {"level": "error"}, "message": "nested 3"}']
+    got = as_log_lines(lines, log_format="json:message=msg,timestamp=ts,level=level")
+    assert list(got)[:2] == ["disk 1 full", "disk 2 full"] and list(got)[2] == "not json {"
+    assert got.format_mismatch.tolist() == [False, False, True, True, True]
+    assert got.fields["Level"][:2] == ["warn", "warn"] and got.fields["Level"][2] == ""
+    auto = as_log_lines(lines, log_format="json")  # usual field names
+    assert list(auto)[4] == "nested 3" and auto.fields["Level"][4] == "error"
+    assert auto.format_mismatch.tolist() == [False, False, True, True, False]
+    df = TemplateMiner().parse(list(got))
+    assert df["EventTemplate"][0] == "disk <*> full"
+    with pytest.raises(InvalidInputError):
+        as_log_lines(lines, log_format="json:colour=c")
+
+
+def test_sessions_by_time():
+    from loglm.collab import sessions_by_time
+
+    t = ["2024-01-01 10:00:01", "2024-01-01 10:03:00", "", "2024-01-01 10:07:00", "2024-01-01 10:21:00"]
+    s = sessions_by_time(["a", "b", "c", "d", "e"], t, window="5min")
+    assert list(s.values()) == [["a", "b", "c"], ["d"], ["e"]]
+    assert list(s)[1] == pd.Timestamp("2024-01-01 10:05:00")
+    slid = sessions_by_time(["a", "b", "c", "d", "e"], t, window="10min", step="5min")
+    assert list(slid.values())[:2] == [["a", "b", "c", "d"], ["d"]]
+    f = add_input_columns(pd.DataFrame({"LineId": [1, 2], "Content": ["x 1", "y 2"]}),
+                          as_log_lines(["2024-01-01 10:00:00 INFO x 1", "2024-01-01 11:00:00 INFO y 2"],
+                                       log_format="auto"))
+    assert [len(v) for v in sessions_by_time(f, window="1h").values()] == [1, 1]
+    with pytest.raises(InvalidInputError):
+        sessions_by_time(["a"], ["never"], window="5min")
+    with pytest.raises(InvalidInputError):
+        sessions_by_time(["a"], ["2024-01-01 10:00:00"], window="-5min")
+
+
+def test_cli_multiline_json_and_templates_table(capsys, tmp_path):
+    f = tmp_path / "java.log"
+    f.write_text(JAVA)
+    out_t = tmp_path / "t.csv"
+    code = main(["parse", "--no-llm", str(f), "--multiline", "--format", "auto", "--json", "--templates", str(out_t)])
+    out, _ = capsys.readouterr()
+    recs = [json.loads(x) for x in out.splitlines()]
+    assert code == 0 and [r["LineId"] for r in recs] == [1, 6, 7] and recs[0]["Datetime"].startswith("2024-03-02T10:17:03")
+    t = pd.read_csv(out_t)
+    assert t.columns.tolist() == ["EventId", "EventTemplate", "Occurrences"] and t["Occurrences"].tolist() == [2, 1]
+    r = _cli(["parse", "--no-llm", "-", "--format", "json"], stdin=b'{"msg": "a 1"}\nbroken\n')
+    assert r.returncode == 0 and b"1 lines not matching --format" in r.stdout

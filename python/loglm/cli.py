@@ -59,7 +59,8 @@ def _read(args: argparse.Namespace, files: Optional[List[str]] = None) -> Any:
     split by ``--format`` when given (see :mod:`loglm.inputs`)."""
     from loglm.inputs import read_log_lines
 
-    return read_log_lines(list(files if files is not None else args.files), log_format=args.format)
+    return read_log_lines(list(files if files is not None else args.files), log_format=args.format,
+                          record_start=args.multiline)
 
 
 def _flag_note(df: Any) -> str:
@@ -69,14 +70,24 @@ def _flag_note(df: Any) -> str:
         out += f", {int(df['NonUtf8'].sum())} lines with invalid UTF-8 (replaced)"
     if "FormatMismatch" in df and df["FormatMismatch"].any():
         out += f", {int(df['FormatMismatch'].sum())} lines not matching --format (whole line kept as content)"
+    if "RecordSplit" in df and df["RecordSplit"].any():
+        out += f", {int(df['RecordSplit'].sum())} records cut at the record size limit"
+    if "Datetime" in df and df["Datetime"].isna().any():
+        out += f", {int(df['Datetime'].isna().sum())} timestamps not understood"
     if "LlmRejected" in df and df["LlmRejected"].any():
         out += f", {int(df['LlmRejected'].sum())} lines whose model template did not match (tree template kept)"
     return out
 
 
+def _json_value(v: Any) -> Any:
+    if hasattr(v, "isoformat"):  # datetimes; NaT has no date
+        return None if str(v) == "NaT" else v.isoformat()
+    return v.item() if hasattr(v, "item") else v
+
+
 def _json_records(df: Any, cols: Optional[List[str]] = None) -> None:
     for rec in (df if cols is None else df[cols]).to_dict(orient="records"):
-        print(json.dumps({k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items()}, ensure_ascii=False))
+        print(json.dumps({k: _json_value(v) for k, v in rec.items()}, ensure_ascii=False))
 
 
 def _cmd_parse(args: argparse.Namespace) -> int:
@@ -90,6 +101,10 @@ def _cmd_parse(args: argparse.Namespace) -> int:
         df = m.parse(lines)
     if args.output:
         df.to_csv(args.output, index=False)
+    if args.templates:
+        from loglm.parsing import templates_table
+
+        templates_table(df).to_csv(args.templates, index=False)
     if args.json:
         _json_records(df)
         return 0
@@ -253,11 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="log files (plain or .gz), globs, or - for standard input")
         p.add_argument("--format", "--log-format", dest="format", default=None,
                        help='loghub log format, e.g. "<Date> <Time> <Level>: <Content>" (the model sees '
-                            'only <Content>)')
+                            'only <Content>); "json" or "json:message=msg,timestamp=ts,level=lvl" for JSON lines; '
+                            '"auto" to recognise common headers')
+        p.add_argument("--multiline", nargs="?", const=True, default=None, metavar="REGEX",
+                       help="join multi-line records (stack traces): a line not matching REGEX (default: common "
+                            "timestamp/level headers) continues the record before it")
 
     p = sub.add_parser("parse", help="log templates of log files")
     inputs(p)
     p.add_argument("-o", "--output", default=None, help="write the structured lines (CSV) here")
+    p.add_argument("--templates", default=None, metavar="CSV",
+                   help="write the templates table (EventId, EventTemplate, Occurrences; logparser's _templates.csv)")
     p.add_argument("--no-llm", action="store_true", help="template tree only (no model)")
     common(p, "one JSON record per line")
     p.set_defaults(func=_cmd_parse)

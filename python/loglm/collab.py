@@ -64,6 +64,7 @@ __all__ = [
     "session_embeddings",
     "sessions_by_block",
     "sessions_by_key",
+    "sessions_by_time",
     "sessions_by_window",
     "normalize_labels",
 ]
@@ -118,6 +119,68 @@ def sessions_by_window(lines: Sequence[str], size: int = 100, step: Optional[int
     for j, i in enumerate(range(0, max(len(lines) - size, 0) + 1, step)):
         if lines[i : i + size]:
             out[f"w{j}"] = lines[i : i + size]
+    return out
+
+
+def sessions_by_time(lines: Any, timestamps: Optional[Sequence[Any]] = None, window: Any = "5min",
+                     step: Any = None) -> "OrderedDict[Any, List[str]]":
+    """Sessions by time window (next to the count windows of :func:`sessions_by_window`):
+    ``{window start (pandas.Timestamp): lines}`` in time order, empty windows left out.
+
+    ``lines`` is a list of lines with ``timestamps`` (datetimes or timestamp strings,
+    parsed by :func:`loglm.inputs.parse_datetimes`), or a DataFrame from ``parse`` /
+    ``detect_anomalies`` with a ``log_format`` naming the time (its ``Datetime`` and
+    ``Content`` columns). ``window`` and ``step`` are pandas durations (``"5min"``,
+    ``"1h"``, a ``timedelta``); ``step`` (default: ``window``) below ``window`` makes
+    overlapping, sliding windows. A line whose time is missing or not understood belongs
+    with the line before it (continuation lines); lines before the first timestamp join
+    the first window. No timestamp at all raises :class:`loglm.InvalidInputError`.
+    """
+    import pandas as pd
+
+    from loglm.inputs import parse_datetimes
+
+    if timestamps is None:
+        if not (hasattr(lines, "columns") and "Datetime" in lines.columns and "Content" in lines.columns):
+            raise InvalidInputError("give timestamps, or a DataFrame with Datetime and Content columns "
+                                    "(parse / detect_anomalies with a log_format that names the time)")
+        ts = pd.Series(pd.to_datetime(lines["Datetime"], errors="coerce")).reset_index(drop=True)
+        texts = [str(x) for x in lines["Content"].tolist()]
+    else:
+        texts = [str(x) for x in (lines.tolist() if hasattr(lines, "tolist") else lines)]
+        vals = list(timestamps.tolist() if hasattr(timestamps, "tolist") else timestamps)
+        if len(vals) != len(texts):
+            raise InvalidInputError(f"length mismatch: {len(texts)} lines, {len(vals)} timestamps")
+        if vals and all(isinstance(v, str) for v in vals):
+            ts = parse_datetimes(vals).reset_index(drop=True)
+        else:
+            ts = pd.Series(pd.to_datetime(pd.Series(vals, dtype=object), errors="coerce")).reset_index(drop=True)
+    if not texts:
+        raise InvalidInputError("no lines given")
+    try:
+        win = pd.Timedelta(window)
+        stp = pd.Timedelta(step) if step is not None else win
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"window / step must be durations such as '5min': {e}") from None
+    if win <= pd.Timedelta(0) or stp <= pd.Timedelta(0):
+        raise InvalidInputError("window and step must be positive")
+    if getattr(ts.dt, "tz", None) is not None:
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    filled = ts.ffill().bfill()
+    if filled.isna().all():
+        raise InvalidInputError("no timestamp could be read")
+    ns = filled.astype("datetime64[ns]").astype("int64").to_numpy()
+    w, st = int(win.value), int(stp.value)
+    origin = (int(ns.min()) // st) * st
+    buckets: Dict[int, List[str]] = {}
+    for t, text in zip(ns.tolist(), texts):
+        rel = t - origin
+        k_lo = max((rel - w) // st + 1, 0)
+        for k in range(int(k_lo), int(rel // st) + 1):
+            buckets.setdefault(k, []).append(text)
+    out: "OrderedDict[Any, List[str]]" = OrderedDict()
+    for k in sorted(buckets):
+        out[pd.Timestamp(origin + k * st)] = buckets[k]
     return out
 
 

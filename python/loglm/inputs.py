@@ -18,6 +18,17 @@ Rules (the same for every helper and command):
   splits each line: the helpers work on ``Content`` and the other fields become
   DataFrame columns; a line that does not fit keeps the whole line as its Content and is
   flagged (``FormatMismatch``).
+  ``log_format="json"`` reads JSON lines (message / timestamp / level fields found by
+  their usual names, or named: ``"json:message=msg,timestamp=ts,level=lvl"``); a line
+  that is not a JSON object is kept whole and flagged. ``log_format="auto"`` recognises
+  common headers (timestamp, level, pid, ``[thread]`` / ``component:`` tags) and keeps
+  them out of Content. Timestamps named by the format (``<Date>``, ``<Time>``,
+  ``<Timestamp>``, JSON, auto) are parsed into a ``Datetime`` column.
+* ``record_start`` joins multi-line records (stack traces): a line that does not match
+  it continues the record before it (``True`` = :data:`DEFAULT_RECORD_START`, common
+  timestamp / level headers; or a regex). A record's ``LineId`` is its first line;
+  ``RecordLines`` counts its lines; a record longer than ``max_record_lines`` is cut and
+  the rest flagged ``RecordSplit``.
 * Several files are read in the order given; the DataFrames then carry a ``File`` column
   and ``LineId`` is the line number inside its file.
 """
@@ -26,7 +37,9 @@ from __future__ import annotations
 import glob as _glob
 import gzip
 import io
+import json
 import os
+import re
 import stat
 import sys
 import warnings
@@ -37,7 +50,8 @@ import numpy as np
 
 from loglm.errors import InvalidInputError, LogFileNotFoundError
 
-__all__ = ["LogLines", "read_log_lines", "as_log_lines", "add_input_columns", "is_binary"]
+__all__ = ["LogLines", "read_log_lines", "as_log_lines", "add_input_columns", "is_binary", "parse_datetimes",
+           "DEFAULT_RECORD_START"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 #: what the Python helpers accept as logs
@@ -50,6 +64,31 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _GLOB_CHARS = frozenset("*?[")
 #: decompressed gzip input larger than this is refused (a gzip bomb guard)
 MAX_GZIP_BYTES = 8 << 30
+
+_TS = (r"(?:\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"  # ISO 8601
+       r"|\d{4}/\d{2}/\d{2}[ -]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?"
+       r"|\d{2}/\d{2}/\d{4}[ :]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?"
+       r"|(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2} \d{2}:\d{2}:\d{2}"  # syslog
+       r"|\d{2}/(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)/\d{4}:\d{2}:\d{2}:\d{2}(?: [+-]\d{4})?"
+       r"|\d{6} \d{6}"  # HDFS yymmdd hhmmss
+       r"|\d{2}:\d{2}:\d{2}(?:[.,]\d+)?)")
+_LEVEL = r"(?:TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|SEVERE|CRITICAL|CRIT|FATAL|ALERT|EMERG)"
+#: default ``record_start``: a line opening with a timestamp (optionally in brackets) or a
+#: level word starts a record; anything else (indented "at ...", "Caused by: ...",
+#: "... 12 more", "Traceback ...") continues the previous one
+DEFAULT_RECORD_START = rf"^\s{{0,1}}(?:\[?{_TS}|\[?{_LEVEL}\b)"
+#: ``log_format="auto"``: [timestamp] [pid] [level] [[thread]] [component:] message
+_AUTO_HEADER = re.compile(
+    rf"^\[?(?P<Timestamp>{_TS})\]?[ ,:]+"
+    rf"(?:(?P<Pid>\d+) +)?"
+    rf"(?:\[?(?P<Level>{_LEVEL})\]?:? +)?"
+    rf"(?:\[(?P<Thread>[^\]\s]{{1,64}})\] +)?"
+    rf"(?:(?P<Component>[A-Za-z_][\w.$-]{{0,127}}(?:\[\d+\])?): +)?"
+    rf"(?P<Content>.*)$"
+    rf"|^\[?(?P<Level2>{_LEVEL})\]?:? +(?P<Content2>.*)$", re.DOTALL)
+_JSON_NAMES = {"message": ("message", "msg", "log", "text", "@message", "body"),
+               "timestamp": ("timestamp", "time", "ts", "@timestamp", "datetime", "date", "t"),
+               "level": ("level", "severity", "lvl", "levelname", "log.level", "loglevel")}
 
 
 class LogLines(list):
@@ -75,6 +114,8 @@ class LogLines(list):
     fields: Dict[str, List[str]]
     format_mismatch: Optional[np.ndarray]
     log_format: Optional[str]
+    record_lines: Optional[np.ndarray]
+    record_split: Optional[np.ndarray]
 
     @classmethod
     def of(cls, lines: Iterable[str], non_utf8: Any = None, *, path: Optional[Path] = None,
@@ -89,6 +130,8 @@ class LogLines(list):
         out.fields = {}
         out.format_mismatch = None
         out.log_format = None
+        out.record_lines = None
+        out.record_split = None
         return out
 
     @property
@@ -98,6 +141,8 @@ class LogLines(list):
         out = {"non_utf8": int(np.count_nonzero(self.non_utf8))}
         if self.format_mismatch is not None:
             out["format_mismatch"] = int(np.count_nonzero(self.format_mismatch))
+        if self.record_split is not None:
+            out["record_split"] = int(np.count_nonzero(self.record_split))
         return out
 
 
@@ -230,11 +275,13 @@ def _expand(source: Any) -> List[Union[Path, str]]:
     return [Path(os.path.expanduser(source))]
 
 
-def read_log_lines(source: Union[PathLike, Sequence[PathLike]], *, log_format: Optional[str] = None) -> LogLines:
+def read_log_lines(source: Union[PathLike, Sequence[PathLike]], *, log_format: Optional[str] = None,
+                   record_start: Union[None, bool, str] = None, max_record_lines: int = 1000) -> LogLines:
     """Lines of one or more log files: ``source`` is a path (``str`` or ``os.PathLike``), a
     glob (``"logs/*.log.gz"``), ``"-"`` for standard input, or a list of these (read in
     order). Plain or gzip, LF or CRLF; invalid UTF-8 replaced and flagged. ``log_format``
-    splits each line (see :func:`as_log_lines`).
+    splits each line and ``record_start`` joins multi-line records (see
+    :func:`as_log_lines`; records never span two files).
 
     Raises:
         LogFileNotFoundError: a missing file or a glob with no match (a ``FileNotFoundError``).
@@ -247,8 +294,9 @@ def read_log_lines(source: Union[PathLike, Sequence[PathLike]], *, log_format: O
     names: List[Union[Path, str]] = [n for s in sources for n in _expand(s)]
     if names.count("-") > 1:
         raise InvalidInputError("standard input ('-') can be read only once")
+    rx = _record_regex(record_start)
     all_lines: List[str] = []
-    bads, ids, files = [], [], []
+    bads, ids, files, nlines, splits = [], [], [], [], []
     for n in names:
         if n == "-":
             lines, bad = _read_stream(sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin, "<stdin>")
@@ -256,13 +304,69 @@ def read_log_lines(source: Union[PathLike, Sequence[PathLike]], *, log_format: O
         else:
             lines, bad = _read_path(n)  # type: ignore[arg-type]
             label = str(n)
+        line_ids = np.arange(1, len(lines) + 1, dtype=np.int64)
+        if rx is not None:
+            lines, bad, line_ids, cnt, split = _join_records(lines, bad, line_ids, rx, max_record_lines)
+            nlines.append(cnt)
+            splits.append(split)
         all_lines.extend(lines)
         bads.append(bad)
-        ids.append(np.arange(1, len(lines) + 1, dtype=np.int64))
+        ids.append(line_ids)
         files.append((label, len(lines)))
     single = names[0] if len(names) == 1 and isinstance(names[0], Path) else None
     out = LogLines.of(all_lines, np.concatenate(bads), path=single, line_ids=np.concatenate(ids), files=files)
+    if rx is not None:
+        out.record_lines = np.concatenate(nlines)
+        out.record_split = np.concatenate(splits)
     return _apply_format(out, log_format)
+
+
+def _record_regex(record_start: Union[None, bool, str, "re.Pattern[str]"]) -> Optional["re.Pattern[str]"]:
+    if record_start is None or record_start is False:
+        return None
+    if record_start is True or record_start == "auto":
+        return re.compile(DEFAULT_RECORD_START)
+    if isinstance(record_start, re.Pattern):
+        return record_start
+    if not isinstance(record_start, str) or not record_start:
+        raise InvalidInputError("record_start must be True, 'auto' or a regex")
+    try:
+        return re.compile(record_start)
+    except re.error as e:
+        raise InvalidInputError(f"bad record_start regex {record_start!r}: {e}") from None
+
+
+def _join_records(lines: Sequence[str], bad: np.ndarray, ids: np.ndarray, rx: "re.Pattern[str]",
+                  max_lines: int) -> Tuple[List[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Join continuation lines (not matching ``rx``) to the record before them. Lines before
+    the first record start form a record of their own; a record reaching ``max_lines``
+    lines is closed and the next line starts a new record flagged as split."""
+    if max_lines < 1:
+        raise InvalidInputError(f"max_record_lines must be >= 1, got {max_lines}")
+    out: List[str] = []
+    o_bad: List[bool] = []
+    o_ids: List[int] = []
+    o_cnt: List[int] = []
+    o_split: List[bool] = []
+    cur: List[str] = []
+    for i, line in enumerate(lines):
+        starts = rx.match(line) is not None
+        if cur and not starts and len(cur) < max_lines:
+            cur.append(line)
+            o_bad[-1] = o_bad[-1] or bool(bad[i])
+            o_cnt[-1] += 1
+            continue
+        if cur:
+            out.append("\n".join(cur))
+        o_split.append(bool(cur) and not starts)
+        cur = [line]
+        o_bad.append(bool(bad[i]))
+        o_ids.append(int(ids[i]))
+        o_cnt.append(1)
+    if cur:
+        out.append("\n".join(cur))
+    return (out, np.array(o_bad, dtype=bool), np.array(o_ids, dtype=np.int64), np.array(o_cnt, dtype=np.int64),
+            np.array(o_split, dtype=bool))
 
 
 # ---- Python objects -> lines ------------------------------------------------------------
@@ -286,7 +390,8 @@ def _split_text(logs: Union[str, bytes]) -> List[Any]:
     return items
 
 
-def as_log_lines(logs: Logs, *, log_format: Optional[str] = None) -> LogLines:
+def as_log_lines(logs: Logs, *, log_format: Optional[str] = None,
+                 record_start: Union[None, bool, str] = None, max_record_lines: int = 1000) -> LogLines:
     """Normalise any log input of the Python helpers to :class:`LogLines`.
 
     * a ``str`` (or ``bytes``) is log text, split into lines (LF / CRLF) -- never a file
@@ -298,23 +403,30 @@ def as_log_lines(logs: Logs, *, log_format: Optional[str] = None) -> LogLines:
       line by line;
     * a :class:`LogLines` is returned as it is (``log_format`` applied if given).
 
-    ``log_format`` (loghub style, ``"<Date> <Time> <Level>: <Content>"``) replaces each
-    line by its Content; the other fields are kept in ``.fields``. Empty input raises
-    :class:`loglm.InvalidInputError`.
+    ``log_format`` (loghub style, ``"<Date> <Time> <Level>: <Content>"``; ``"json"``;
+    ``"auto"``) replaces each line by its Content; the other fields are kept in
+    ``.fields``. ``record_start`` (``True`` or a regex) joins multi-line records first.
+    Empty input raises :class:`loglm.InvalidInputError`.
     """
     if isinstance(logs, LogLines):
         if not logs:
             raise InvalidInputError("no log lines given")
+        if record_start is not None and record_start is not False:
+            if logs.record_lines is not None or logs.log_format is not None:
+                raise InvalidInputError("record_start applies to raw lines, before records or formats")
+            logs = _records_of(logs, record_start, max_record_lines)
         return _apply_format(logs, log_format) if log_format is not None else logs
     if isinstance(logs, os.PathLike):
-        return read_log_lines(logs, log_format=log_format)
+        return read_log_lines(logs, log_format=log_format, record_start=record_start,
+                              max_record_lines=max_record_lines)
     if isinstance(logs, (list, tuple)) and logs and all(isinstance(x, os.PathLike) for x in logs):
-        return read_log_lines(list(logs), log_format=log_format)
+        return read_log_lines(list(logs), log_format=log_format, record_start=record_start,
+                              max_record_lines=max_record_lines)
     if isinstance(logs, (str, bytes)):
         items = _split_text(logs)
     elif hasattr(logs, "read") and callable(logs.read):
         lines, bad = _read_stream(logs, getattr(logs, "name", "<stream>"))
-        return _apply_format(LogLines.of(lines, bad), log_format)
+        return _apply_format(_records_of(LogLines.of(lines, bad), record_start, max_record_lines), log_format)
     else:
         try:
             items = list(logs.tolist() if hasattr(logs, "tolist") else logs)
@@ -340,11 +452,22 @@ def as_log_lines(logs: Logs, *, log_format: Optional[str] = None) -> LogLines:
         flags.append(b)
     if not out:
         raise InvalidInputError("no log lines given")
-    return _apply_format(LogLines.of(out, flags), log_format)
+    return _apply_format(_records_of(LogLines.of(out, flags), record_start, max_record_lines), log_format)
+
+
+def _records_of(lines: LogLines, record_start: Any, max_record_lines: int) -> LogLines:
+    rx = _record_regex(record_start)
+    if rx is None:
+        return lines
+    joined, bad, ids, cnt, split = _join_records(lines, lines.non_utf8, lines.line_ids, rx, max_record_lines)
+    out = LogLines.of(joined, bad, path=lines.path, line_ids=ids, files=[])
+    out.record_lines, out.record_split = cnt, split
+    return out
 
 
 def _apply_format(lines: LogLines, log_format: Optional[str]) -> LogLines:
-    """Split each line by a loghub format: the lines become the Content fields."""
+    """Split each line by a format (loghub, ``json``, ``auto``): the lines become the
+    Content fields, the other fields go to ``.fields``."""
     if log_format is None:
         return lines
     if not isinstance(log_format, str):
@@ -353,21 +476,152 @@ def _apply_format(lines: LogLines, log_format: Optional[str]) -> LogLines:
         if lines.log_format == log_format:
             return lines
         raise InvalidInputError("these lines were already split by another log_format")
-    from loglm import _loglm
+    if log_format == "json" or log_format.startswith("json:"):
+        headers, cols, fit = _split_json(list(lines), log_format)
+    elif log_format == "auto":
+        headers, cols, fit = _split_auto(list(lines))
+    else:
+        from loglm import _loglm
 
-    headers, cols, fit = _loglm.split_log_format(list(lines), log_format)
+        headers, cols, fit = _loglm.split_log_format(list(lines), log_format)
     content = cols[headers.index("Content")]
     out = LogLines.of(content, lines.non_utf8, path=lines.path, line_ids=lines.line_ids, files=lines.files)
     out.fields = {h: list(c) for h, c in zip(headers, cols) if h != "Content"}
     out.format_mismatch = ~np.asarray(fit, dtype=bool)
     out.log_format = log_format
+    out.record_lines, out.record_split = lines.record_lines, lines.record_split
     return out
+
+
+def _split_auto(lines: List[str]) -> Tuple[List[str], List[List[str]], List[bool]]:
+    """``log_format="auto"``: common headers by :data:`_AUTO_HEADER`; a line with none keeps
+    everything as Content (not flagged: having no header is not an error here)."""
+    names = ["Timestamp", "Pid", "Level", "Thread", "Component"]
+    cols: Dict[str, List[str]] = {n: [] for n in names + ["Content"]}
+    for line in lines:
+        m = _AUTO_HEADER.match(line)
+        g = m.groupdict() if m else {}
+        if g.get("Content2") is not None:
+            g = {"Level": g["Level2"], "Content": g["Content2"]}
+        if not g:
+            g = {"Content": line}
+        for n in names:
+            cols[n].append(g.get(n) or "")
+        cols["Content"].append(g.get("Content") if g.get("Content") is not None else line)
+    used = [n for n in names if any(cols[n])]
+    headers = used + ["Content"]
+    return headers, [cols[h] for h in headers], [True] * len(lines)
+
+
+def _split_json(lines: List[str], spec: str) -> Tuple[List[str], List[List[str]], List[bool]]:
+    """JSON lines: message (Content), timestamp (Timestamp) and level (Level) fields, by
+    their usual names or as named in ``"json:message=msg,timestamp=ts,level=lvl"``
+    (``"json:msg"`` names the message field only). A line that is not a JSON object,
+    or has no message field, keeps the whole line as Content and is flagged."""
+    named: Dict[str, str] = {}
+    if spec.startswith("json:"):
+        for part in spec[5:].split(","):
+            part = part.strip()
+            if not part:
+                continue
+            key, _, val = part.partition("=")
+            if not val:
+                key, val = "message", key
+            if key not in _JSON_NAMES:
+                raise InvalidInputError(f"log_format json field {key!r}: use message, timestamp or level")
+            named[key] = val
+    cols: Dict[str, List[str]] = {"Timestamp": [], "Level": [], "Content": []}
+    fit: List[bool] = []
+    for line in lines:
+        try:
+            obj = json.loads(line) if line.lstrip().startswith("{") else None
+        except ValueError:
+            obj = None
+        vals: Dict[str, Any] = {}
+        if isinstance(obj, dict):
+            for key, alts in _JSON_NAMES.items():
+                cands = (named[key],) if key in named else alts
+                for c in cands:
+                    v = _json_get(obj, c)
+                    if v is not None:
+                        vals[key] = v
+                        break
+        ok = "message" in vals
+        msg = vals.get("message")
+        cols["Content"].append((msg if isinstance(msg, str) else json.dumps(msg, ensure_ascii=False)) if ok else line)
+        for key, col in (("timestamp", "Timestamp"), ("level", "Level")):
+            v = vals.get(key)
+            cols[col].append("" if v is None or not ok else str(v))
+        fit.append(ok)
+    headers = [h for h in ("Timestamp", "Level") if any(cols[h])] + ["Content"]
+    return headers, [cols[h] for h in headers], fit
+
+
+def _json_get(obj: Dict[str, Any], name: str) -> Any:
+    """``obj[name]``, or a dotted path (``"log.level"``) into nested objects."""
+    if name in obj:
+        return obj[name]
+    cur: Any = obj
+    for part in name.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+_DT_FORMATS = ("%y%m%d %H%M%S", "%Y-%m-%d %H:%M:%S,%f", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S",
+               "%Y/%m/%d %H:%M:%S", "%d/%m/%Y %H:%M:%S", "%d/%b/%Y:%H:%M:%S %z", "%Y-%m-%d-%H.%M.%S.%f",
+               "%Y.%m.%d %H:%M:%S", "%b %d %H:%M:%S", "%Y%m%d %H:%M:%S", "%H:%M:%S")
+
+
+def parse_datetimes(values: Sequence[str]) -> Any:
+    """Timestamps parsed into a pandas datetime Series (``NaT`` where a value does not
+    parse): ISO 8601 first, then the loghub formats of ``_DT_FORMATS`` (HDFS ``yymmdd
+    HHMMSS``, log4j commas, syslog without a year...), each filling what is still
+    missing; timezones are converted to UTC and dropped."""
+    import pandas as pd
+
+    s = pd.Series(list(values), dtype=object).fillna("").astype(str).str.strip()
+    s = s.str.replace(r"\s+", " ", regex=True)
+    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
+
+    def fill(parsed: Any) -> None:
+        if getattr(parsed.dt, "tz", None) is not None:
+            parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+        todo = out.isna() & parsed.notna()
+        out[todo] = parsed[todo].astype("datetime64[ns]")
+
+    if len(s):
+        fill(pd.to_datetime(s, format="ISO8601", errors="coerce", utc=True))
+        for fmt in _DT_FORMATS:
+            if not out.isna().any():
+                break
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # syslog times have no year (1900, as strptime)
+                fill(pd.to_datetime(s.where(out.isna(), ""), format=fmt, errors="coerce"))
+    return out
+
+
+def _datetime_column(lines: LogLines) -> Any:
+    """The Datetime column of the format's timestamp fields, or None."""
+    f = lines.fields
+    if "Timestamp" in f:
+        vals = f["Timestamp"]
+    elif "Date" in f and "Time" in f:
+        vals = [f"{d} {t}" for d, t in zip(f["Date"], f["Time"])]
+    elif "Datetime" in f:
+        vals = f["Datetime"]
+    else:
+        return None
+    return parse_datetimes(vals)
 
 
 def add_input_columns(df: Any, lines: LogLines) -> Any:
     """Add to a per-line DataFrame (``LineId`` first, one row per line) what the input
-    knows: ``LineId`` = line number in its file, a ``File`` column when several files were
-    read, the ``log_format`` header columns after ``LineId`` and ``FormatMismatch``."""
+    knows: ``LineId`` = line number in its file (a record's first line), a ``File``
+    column when several files were read, the ``log_format`` header columns after
+    ``LineId``, ``Datetime`` (parsed timestamps, when the format names them),
+    ``FormatMismatch``, and ``RecordLines`` / ``RecordSplit`` for joined records."""
     df["LineId"] = lines.line_ids
     pos = 1
     if len(lines.files) > 1:
@@ -379,6 +633,12 @@ def add_input_columns(df: Any, lines: LogLines) -> Any:
             continue
         df.insert(pos, h, col)
         pos += 1
+    dt = _datetime_column(lines) if lines.fields else None
+    if dt is not None and "Datetime" not in df.columns:
+        df.insert(pos, "Datetime", dt.to_numpy())
     if lines.format_mismatch is not None:
         df["FormatMismatch"] = lines.format_mismatch
+    if lines.record_lines is not None:
+        df["RecordLines"] = lines.record_lines
+        df["RecordSplit"] = lines.record_split
     return df

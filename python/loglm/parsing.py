@@ -575,17 +575,18 @@ class TemplateMiner:
         return self._frame(contents, idx, bad, rej, parameters)
 
     def parse_file(self, path: str | Path | Sequence[str | Path], log_format: str | None = None, *,
-                   progress: bool = True, parameters: bool = True) -> Any:
+                   progress: bool = True, parameters: bool = True, record_start: bool | str | None = None) -> Any:
         """Parse log files (one path, a glob, ``"-"`` for stdin, or a list of them; plain or
         gzip, LF or CRLF; invalid UTF-8 decoded lossily and flagged, never dropped; see
         :func:`loglm.read_log_lines`). ``log_format`` is a loghub format such as ``"<Date>
         <Time> <Level>: <Content>"``: the headers become columns and only ``Content`` is
         parsed; lines that do not fit keep the whole line as Content and get
         ``FormatMismatch=True``. With several files a ``File`` column is added and
-        ``LineId`` is the line number inside its file."""
+        ``LineId`` is the line number inside its file. ``record_start`` (``True`` or a
+        regex) joins multi-line records (stack traces) first."""
         from loglm.inputs import read_log_lines
 
-        lines = read_log_lines(path, log_format=log_format)
+        lines = read_log_lines(path, log_format=log_format, record_start=record_start)
         return self.parse_lines(lines, progress=progress, parameters=parameters)
 
     def parse_lines(self, lines: Any, *, progress: bool = False, parameters: bool = True) -> Any:

@@ -145,7 +145,8 @@ class TaskMixin:
         return TemplateMiner(model=self, **kwargs)
 
     def parse(self, logs: Logs, *, log_format: Optional[str] = None, progress: Optional[bool] = None,
-              few_shot: int = 3, batch_size: int = 16, miner: Any = None) -> Any:
+              few_shot: int = 3, batch_size: int = 16, miner: Any = None,
+              record_start: Union[None, bool, str] = None) -> Any:
         """Parse logs into the loghub DataFrame: LineId, Content, EventId, EventTemplate,
         ParameterList, NonUtf8, LlmRejected (the model's template did not match its line;
         the tree's template was kept).
@@ -155,14 +156,17 @@ class TaskMixin:
         reach the model; the others are sent in batches with few-shot examples. EventId
         is derived from the template text (``template_id``), so results of separate runs
         or machines merge. ``log_format`` (loghub style, e.g. ``"<Date> <Time> <Level>:
-        <Content>"``) splits each line: only Content is parsed, the other fields become
-        columns and ``FormatMismatch`` flags lines that do not fit. Pass ``miner`` to
-        keep learning in an existing :class:`loglm.TemplateMiner`.
+        <Content>"``, ``"json"`` or ``"auto"``) splits each line: only Content is parsed,
+        the other fields become columns and ``FormatMismatch`` flags lines that do not
+        fit. ``record_start`` (``True`` or a regex) joins multi-line records first (see
+        :mod:`loglm.inputs`). Pass ``miner`` to keep learning in an existing
+        :class:`loglm.TemplateMiner`; :func:`loglm.parsing.templates_table` of the result
+        gives logparser's templates table.
         """
         tm = miner if miner is not None else self.template_miner(few_shot=few_shot, batch_size=batch_size)
         if tm.model is None:
             tm.model = self
-        lines = as_log_lines(logs, log_format=log_format)
+        lines = as_log_lines(logs, log_format=log_format, record_start=record_start)
         show = progress if progress is not None else len(lines) >= 5000
         df = tm.parse(list(lines), progress=bool(show))
         df["NonUtf8"] = df["NonUtf8"].to_numpy() | lines.non_utf8
@@ -176,12 +180,12 @@ class TaskMixin:
         return self._anomaly_probs([text])[0]
 
     def anomaly_scores(self, logs: Logs, *, progress: Optional[bool] = None,
-                       log_format: Optional[str] = None) -> List[float]:
+                       log_format: Optional[str] = None, record_start: Union[None, bool, str] = None) -> List[float]:
         """:meth:`anomaly_score` of every log, in order (identical logs scored once;
         progress bar on long inputs). Faster than calling it per log on a local model:
-        the shared instruction is processed once. ``logs`` and ``log_format`` as for
-        :meth:`detect_anomalies`."""
-        lines = list(as_log_lines(logs, log_format=log_format))
+        the shared instruction is processed once. ``logs``, ``log_format`` and
+        ``record_start`` as for :meth:`detect_anomalies`."""
+        lines = list(as_log_lines(logs, log_format=log_format, record_start=record_start))
         scores = self._score_unique(lines, progress)
         return [scores[x] for x in lines]
 
@@ -195,7 +199,8 @@ class TaskMixin:
 
     def detect_anomalies(self, logs: Logs, *, threshold: float = 0.5,
                          session_ids: Optional[Sequence[Hashable]] = None,
-                         progress: Optional[bool] = None, log_format: Optional[str] = None) -> Any:
+                         progress: Optional[bool] = None, log_format: Optional[str] = None,
+                         record_start: Union[None, bool, str] = None) -> Any:
         """Label and score every log by choice scoring (not free text).
 
         Returns a DataFrame: LineId, Content, Score (probability of ``"abnormal"``),
@@ -204,13 +209,14 @@ class TaskMixin:
         line) also SessionId and SessionLabel (a session is abnormal if any line is).
         Identical lines are scored once. ``logs``: log text (a ``str``), lines, or a
         ``pathlib.Path``; with ``log_format`` only Content is scored and the header
-        fields become columns (plus File / FormatMismatch as in :meth:`parse`).
+        fields become columns (plus File / FormatMismatch as in :meth:`parse`);
+        ``record_start`` joins multi-line records (one verdict per record).
         """
         if not 0.0 <= threshold <= 1.0:
             raise InvalidInputError(f"threshold must be in [0, 1], got {threshold}")
         import pandas as pd
 
-        lines = as_log_lines(logs, log_format=log_format)
+        lines = as_log_lines(logs, log_format=log_format, record_start=record_start)
         if session_ids is not None:
             session_ids = list(session_ids.tolist() if hasattr(session_ids, "tolist") else session_ids)
             if len(session_ids) != len(lines):
@@ -280,6 +286,7 @@ class TaskMixin:
         # default) keeps explanations readable. Pass repetition_penalty=1.0 to turn it off.
         gen.setdefault("repetition_penalty", REPETITION_PENALTY)
         log_format = gen.pop("log_format", None)  # input handling (loglm.inputs)
+        gen.pop("record_start", None)  # records are joined by "\n" anyway
         if isinstance(log, str) and log_format is None:
             text = log
         else:
