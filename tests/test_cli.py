@@ -56,7 +56,8 @@ def test_explain_and_ask_stream(capsys, logfile):
     assert code == 0 and "answer" in json.loads(out)
 
 
-def test_eval_tiny(capsys, tmp_path):
+def test_eval_tiny(capsys, tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("LOGLM_DATA_DIR", str(data_dir))
     code, out, err = run(capsys, "eval", "anomaly", "--limit", "2", "--threads", "2", "--context-length", "1024", "--out", str(tmp_path), "--quiet")
     assert code == 0 and "Table III" in out and list(tmp_path.glob("*.json"))
 
