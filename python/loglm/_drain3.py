@@ -318,7 +318,7 @@ def drain3_snapshot_to_state(doc: Dict[str, Any], config: Optional[Dict[str, Any
     st = _state_of(doc, "drain3.drain.Drain")
     try:
         depth = int(st["log_cluster_depth"])
-        cfg = {
+        cfg: Dict[str, Any] = {
             "sim_th": float(st["sim_th"]),
             "depth": depth,
             "max_children": int(st["max_children"]),
@@ -423,7 +423,7 @@ def drain3_snapshot_to_state(doc: Dict[str, Any], config: Optional[Dict[str, Any
     rank = {cid: i + 1 for i, cid in enumerate(order)}
     out = []
     for cid in range(1, counter + 1):
-        c = clusters.get(cid)
+        c = clusters.get(cid)  # type: ignore[assignment]
         if c is None:  # evicted by drain3's LRU bound: only its tree branch is kept
             n, p = placeholders.get(cid, (0, []))
             out.append({"cluster_id": cid, "tokens": [param] * n, "size": 0, "path": list(p), "evicted": True})

@@ -405,6 +405,9 @@ class CollaborativeDetector:
     """
 
     _estimator_type = "classifier"
+    coordinator_: Any
+    memory_: np.ndarray
+    memory_labels_: np.ndarray
 
     def __init__(
         self,

@@ -483,7 +483,7 @@ def _apply_format(lines: LogLines, log_format: Optional[str]) -> LogLines:
     else:
         from loglm import _loglm
 
-        headers, cols, fit = _loglm.split_log_format(list(lines), log_format)
+        headers, cols, fit = _loglm.split_log_format(list(lines), log_format)  # type: ignore[assignment]
     content = cols[headers.index("Content")]
     out = LogLines.of(content, lines.non_utf8, path=lines.path, line_ids=lines.line_ids, files=lines.files)
     out.fields = {h: list(c) for h, c in zip(headers, cols) if h != "Content"}
@@ -507,7 +507,8 @@ def _split_auto(lines: List[str]) -> Tuple[List[str], List[List[str]], List[bool
             g = {"Content": line}
         for n in names:
             cols[n].append(g.get(n) or "")
-        cols["Content"].append(g.get("Content") if g.get("Content") is not None else line)
+        body = g.get("Content")
+        cols["Content"].append(body if isinstance(body, str) else line)
     used = [n for n in names if any(cols[n])]
     headers = used + ["Content"]
     return headers, [cols[h] for h in headers], [True] * len(lines)
