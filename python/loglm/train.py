@@ -634,14 +634,9 @@ def _finetune(*, base: Any, data: Any, out: PathLike, epochs: float, max_steps: 
         if bar is not None:
             bar.write(f"step {step}: held-out loss {loss:.4f}")
 
-    bar = None
-    if progress:
-        try:
-            from tqdm.auto import tqdm
+    from loglm.progress import progress_bar
 
-            bar = tqdm(total=total, desc="finetune", unit="step", dynamic_ncols=True)
-        except ImportError:
-            bar = None
+    bar = progress_bar(bool(progress), total, "finetune", "step", dynamic_ncols=True)
 
     evaluate(0)
     write_log()
