@@ -87,12 +87,12 @@ def three_ways(dataset: str, enc, llm, train: dict, ytrain, test: dict, ytest, a
     truth = truth_of(ytest)
     small = CollaborativeDetector(enc, None, seed=args.seed, progress=True, **kw).fit(train, ytrain)
     t0 = time.perf_counter()
-    df = small.predict(test)
+    df = small.report(test)
     record(dataset, "small model alone (KNN)", truth, df, small, wall=time.perf_counter() - t0)
     det = CollaborativeDetector(enc, llm, seed=args.seed, reasoning=args.reasoning, progress=True,
                                 llm_weight=args.llm_weight, **kw).fit(train, ytrain)
     t0 = time.perf_counter()
-    df = det.predict(test)
+    df = det.report(test, feedback=True)  # LLM verdicts join the memory as the run goes (the papers' loop)
     wall = time.perf_counter() - t0
     name = "coordinated (AE router + KNN + LLM)"
     if args.llm_weight < 1.0:
@@ -165,14 +165,14 @@ def main() -> None:
         truth = ["abnormal" if truth_s[k] else "normal" for k in wins]
         small = CollaborativeDetector(enc, None, mode="zero_label", seed=args.seed).fit(src, tr.Label)
         t0 = time.perf_counter()
-        df = small.predict(wins)
+        df = small.report(wins)
         zl = f"zero-label HDFS_100k -> BGL_2k ({size}-line windows)"
         record(zl, "small model alone (source KNN)", truth, df, small,
                wall=time.perf_counter() - t0)
         det = CollaborativeDetector(enc, llm, mode="zero_label", seed=args.seed, reasoning=args.reasoning,
                                     n_examples=args.zl_examples, progress=True).fit(src, tr.Label)
         t0 = time.perf_counter()
-        df = det.predict(wins)
+        df = det.report(wins, feedback=True)
         record(zl, "zero-label collaborative (sim router + LLM pseudo-labels)",
                truth, df, det, wall=time.perf_counter() - t0,
                note=f"routes: {df.route.value_counts().to_dict()}; pseudo-labels added {det.stats['feedback_added']}")

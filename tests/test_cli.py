@@ -56,7 +56,8 @@ def test_explain_and_ask_stream(capsys, logfile):
     assert code == 0 and "answer" in json.loads(out)
 
 
-def test_eval_tiny(capsys, tmp_path):
+def test_eval_tiny(capsys, tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("LOGLM_DATA_DIR", str(data_dir))
     code, out, err = run(capsys, "eval", "anomaly", "--limit", "2", "--threads", "2", "--context-length", "1024", "--out", str(tmp_path), "--quiet")
     assert code == 0 and "Table III" in out and list(tmp_path.glob("*.json"))
 
@@ -84,3 +85,16 @@ def test_usage_errors_and_module_entry(capsys):
     assert e.value.code == 2
     r = subprocess.run([sys.executable, "-m", "loglm", "parse", "/nonexistent.log"], capture_output=True, text=True)
     assert r.returncode == 2 and "loglm: error:" in r.stderr
+
+
+def test_detect_and_explain_read_standard_input(capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(LOG.encode())))
+    code, out, err = run(capsys, "detect", "-", "--threads", "2", "--context-length", "1024", "--json")
+    recs = [json.loads(x) for x in out.splitlines()]
+    assert code == 0 and [r["Content"] for r in recs] == LOG.strip().split("\r\n")  # the log, not "-"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(LOG.encode())))
+    code, out, _ = run(capsys, "explain", "-", "--json", "--max-new-tokens", "2", "--threads", "2",
+                       "--context-length", "1024", "--format", "<Date> <Time> <Pid> <Level> <Component>: <Content>")
+    assert code == 0 and json.loads(out)["answer"] is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loglm import collab
+from loglm import InvalidInputError, ModelLoadError, NotFittedError, collab
 from loglm.collab import (
     CollaborativeDetector,
     Coordinator,
@@ -134,7 +135,7 @@ def test_routing_known_vs_novel() -> None:
     r = det.route(embeddings=q)
     assert (r[40:] == "novel").all()
     assert (r[:40] == "known").mean() >= 0.85
-    df = det.predict(embeddings=q)
+    df = det.report(embeddings=q)
     assert list(df.columns) == ["session", "label", "score", "route", "novelty", "reason"]
     assert set(df.route[40:]) == {"small-fallback"} and det.stats["llm_calls"] == 0
     assert (df.label[:40] == "normal").all()
@@ -145,7 +146,7 @@ def test_llm_path_and_feedback_loop() -> None:
     det = fitted(llm)
     novel = cluster(9, 6, 30, spread=0.001)  # six near-identical sessions of a new kind
     sessions = [["Receiving block <*>", "java.io.exception: reset"]] * 6
-    df = det.predict(sessions=sessions, embeddings=novel)
+    df = det.report(sessions=sessions, embeddings=novel, feedback=True)
     # First one reaches the LLM, the five repeats reuse its verdict.
     assert list(df.route) == ["llm"] + ["small-feedback"] * 5
     assert (df.label == "abnormal").all() and llm.calls == 1
@@ -155,7 +156,7 @@ def test_llm_path_and_feedback_loop() -> None:
     p = llm.prompts[0]
     assert "Example 1" in p and "label: " in p and '"label"' in p and "java.io.exception" in p
     # Next call: the same novelty is now known to the small model.
-    df2 = det.predict(embeddings=cluster(9, 3, 31, spread=0.001))
+    df2 = det.report(embeddings=cluster(9, 3, 31, spread=0.001))
     assert set(df2.route) == {"small"} and llm.calls == 1
     assert (df2.label == "abnormal").all()
     assert (det.route(embeddings=novel) == "known").all()
@@ -164,7 +165,7 @@ def test_llm_path_and_feedback_loop() -> None:
 def test_llm_without_feedback_calls_every_time() -> None:
     llm = FakeLLM(with_generate=False)
     det = fitted(llm, feedback=False)
-    df = det.predict(sessions=[["a"], ["b"]], embeddings=cluster(9, 2, 40, spread=0.001))
+    df = det.report(sessions=[["a"], ["b"]], embeddings=cluster(9, 2, 40, spread=0.001), feedback=True)
     assert list(df.route) == ["llm", "llm"] and llm.calls == 2
     assert df.reason[0].startswith("LLM choice scoring")
     assert det.stats["feedback_added"] == 0
@@ -177,15 +178,15 @@ def test_zero_label_mode_pseudo_labels() -> None:
     assert det.coordinator is None
     q = np.concatenate([cluster(0, 5, 50), cluster(11, 2, 51, spread=0.001)])
     sessions = [["ok"]] * 5 + [["disk exception"]] * 2
-    df = det.predict(sessions=sessions, embeddings=q)
-    assert list(df.route) == ["small"] * 5 + ["llm", "small-feedback"]
+    df = det.report(sessions=sessions, embeddings=q, feedback=True)
+    assert list(df.route) == ["small"] + ["small"] * 4 + ["llm", "small-feedback"]
     assert list(df.label[5:]) == ["abnormal", "abnormal"]
     assert det.memory_origin[-1] == 1 and det.memory_labels[-1] == 1.0 and len(det.memory) == 181
 
 
 def test_save_load_roundtrip(tmp_path: Path) -> None:
     det = fitted(FakeLLM())
-    det.predict(sessions=[["x exception"]], embeddings=cluster(9, 1, 60, spread=0.001))
+    det.partial_fit([["x exception"]], embeddings=cluster(9, 1, 60, spread=0.001))
     det.save(tmp_path / "det")
     files = sorted(p.name for p in (tmp_path / "det").iterdir())
     assert files == ["config.json", "coordinator.safetensors", "memory.npz"]
@@ -196,8 +197,8 @@ def test_save_load_roundtrip(tmp_path: Path) -> None:
     assert back.llm is None and len(back.memory_text) == 181
     det.llm = None  # compare the stored state alone
     q = np.concatenate([cluster(0, 10, 61), cluster(5, 3, 62), cluster(9, 2, 63, spread=0.001)])
-    a = det.predict(embeddings=q)
-    b = back.predict(embeddings=q)
+    a = det.report(embeddings=q)
+    b = back.report(embeddings=q)
     pd.testing.assert_frame_equal(a, b)
     assert list(a.route[-5:]) == ["small-fallback"] * 3 + ["small"] * 2  # the LLM verdict was kept
     assert back.coordinator.tau == det.coordinator.tau
@@ -209,7 +210,7 @@ def test_save_load_roundtrip(tmp_path: Path) -> None:
 def test_bad_inputs() -> None:
     x, y = training_set()
     det = CollaborativeDetector(hidden=(8, 2), epochs=2)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(NotFittedError):
         det.predict(embeddings=x)
     with pytest.raises(ValueError, match="unknown label"):
         det.fit(embeddings=x, labels=y[:-1] + ["maybe"])
@@ -226,7 +227,7 @@ def test_bad_inputs() -> None:
     with pytest.raises(ValueError):
         det.fit(embeddings=x)
     with pytest.raises(ValueError):
-        CollaborativeDetector(mode="magic")
+        CollaborativeDetector(mode="magic").fit(embeddings=x, labels=y)  # checked in fit (sklearn style)
     det.fit(embeddings=x, labels=y)
     with pytest.raises(ValueError):
         det.predict(embeddings=np.zeros((0, D), dtype=np.float32))
@@ -283,7 +284,7 @@ def test_real_encoder_on_hdfs_small_model(data_dir: Path) -> None:
     det = CollaborativeDetector(epochs=15, seed=0)
     det.fit(dict(zip(tr.BlockId, tr.lines)), tr.Label)
     assert det.train_losses[-1] < det.train_losses[0]
-    df = det.predict(dict(zip(te.BlockId, te.lines)))
+    df = det.report(dict(zip(te.BlockId, te.lines)))
     assert list(df.session) == list(te.BlockId)
     from loglm.metrics import classification_scores
 
@@ -302,7 +303,7 @@ def test_real_llm_one_session(data_dir: Path) -> None:
     det = CollaborativeDetector(llm=llm, epochs=5, max_new_tokens=24, max_prompt_lines=6, n_examples=1)
     det.fit(dict(zip(tr.BlockId, tr.lines)), tr.Label)
     novel = {"new": ["kernel: disk controller reset, I/O error on /dev/sda", "Exception in thread main java.lang.OutOfMemoryError"]}
-    df = det.predict(novel)
+    df = det.report(novel)
     assert df.route[0] == "llm" and df.label[0] in ("normal", "abnormal")
     assert 0.0 <= df.score[0] <= 1.0 and df.reason[0]
     assert det.stats["llm_calls"] == 1 and det.stats["llm_prompt_tokens"] > 50
@@ -311,11 +312,127 @@ def test_real_llm_one_session(data_dir: Path) -> None:
 def test_llm_weight_fuses_with_knn_vote() -> None:
     q = cluster(9, 1, 70, spread=0.001)
     sessions = [["java.io.exception: reset"]]
-    pure = fitted(FakeLLM(), feedback=False).predict(sessions=sessions, embeddings=q)
-    knn_only = fitted(None).predict(embeddings=q)
-    fused = fitted(FakeLLM(), feedback=False, llm_weight=0.0).predict(sessions=sessions, embeddings=q)
+    pure = fitted(FakeLLM(), feedback=False).report(sessions=sessions, embeddings=q)
+    knn_only = fitted(None).report(embeddings=q)
+    fused = fitted(FakeLLM(), feedback=False, llm_weight=0.0).report(sessions=sessions, embeddings=q)
     assert pure.score[0] == pytest.approx(0.9) and pure.label[0] == "abnormal"
     assert fused.route[0] == "llm" and fused.score[0] == pytest.approx(knn_only.score[0])
     assert fused.label[0] == knn_only.label[0] and "fused" in fused.reason[0]
     with pytest.raises(ValueError):
-        CollaborativeDetector(llm_weight=1.5)
+        CollaborativeDetector(llm_weight=1.5).fit(*training_set())
+
+
+# ----------------------------------------------------------------- scikit-learn conventions
+
+
+def test_sklearn_clone_params_and_methods() -> None:
+    from sklearn.base import clone, is_classifier
+
+    det = CollaborativeDetector(hidden=(16, 4), epochs=40, lr=5e-3, seed=1, k=7)
+    assert det.get_params()["k"] == 7 and det.get_params()["hidden"] == (16, 4)
+    c = clone(det)
+    assert c is not det and c.get_params() == det.get_params() and not c.fitted
+    assert det.set_params(k=5) is det and det.k == 5
+    with pytest.raises(InvalidInputError):
+        det.set_params(nope=1)
+    det.set_params(mode="magic")  # values are checked at fit, as scikit-learn wants
+    with pytest.raises(InvalidInputError):
+        det.fit(*training_set())
+    det.set_params(mode="supervised")
+    assert is_classifier(det)
+    x, y = training_set()
+    assert det.fit(x, y) is det  # fit(X, y) with X = embeddings
+    assert list(det.classes_) == [0, 1] and det.n_features_in_ == D
+    q = np.concatenate([cluster(0, 5, 21), cluster(2, 5, 22)])
+    before = (det.memory_.copy(), det.memory_labels_.copy(), len(det.memory_text_))
+    pred = det.predict(q)
+    assert pred.tolist() == [0] * 5 + [1] * 5
+    proba = det.predict_proba(q)
+    assert proba.shape == (10, 2) and np.allclose(proba.sum(1), 1.0)
+    assert ((det.decision_function(q) > 0) == (pred == 1)).all()
+    assert det.score(q, ["normal"] * 5 + ["abnormal"] * 5) == 1.0
+    assert det.score(q, [1] * 10) == 0.5
+    assert np.array_equal(det.memory_, before[0]) and len(det.memory_text_) == before[2]
+
+
+def test_predict_never_learns_partial_fit_does() -> None:
+    llm = FakeLLM()
+    det = fitted(llm)
+    novel = cluster(9, 3, 30, spread=0.001)
+    sessions = [["java.io.exception: reset"]] * 3
+    n0 = len(det.memory_)
+    assert det.predict(sessions=sessions, embeddings=novel).tolist() == [1, 1, 1]
+    assert det.predict(sessions=sessions, embeddings=novel).tolist() == [1, 1, 1]
+    assert len(det.memory_) == n0 and llm.calls == 2  # asked again: nothing was stored
+    det.partial_fit(sessions, embeddings=novel)  # the LLM's verdict joins the memory
+    assert len(det.memory_) == n0 + 1 and det.memory_origin_[-1] == 1 and llm.calls == 3
+    assert set(det.report(embeddings=novel).route) == {"small"} and llm.calls == 3
+    det.partial_fit(embeddings=cluster(12, 2, 33), y=["abnormal", "abnormal"])  # operator verdicts
+    assert len(det.memory_) == n0 + 3 and det.memory_labels_[-1] == 1.0
+    fresh = CollaborativeDetector(hidden=(8, 2), epochs=2).partial_fit(*training_set())  # first call fits
+    assert fresh.fitted and len(fresh.memory_) == 180
+
+
+def test_sklearn_estimator_checks() -> None:
+    """scikit-learn's own estimator checks on the detector over embeddings (X = 2-D floats).
+    Checks that assume a general-purpose learner are listed with the reason they do not apply."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    binary = "y is normal/abnormal: the check fits labels 0..3 or 'one'/'two' (multiclass)"
+    not_applicable = {
+        "check_estimators_dtypes": binary,
+        "check_classifier_data_not_an_array": binary,
+        "check_classifiers_classes": binary,
+        "check_fit2d_1feature": binary,
+        "check_supervised_y_2d": "y must be one label per session; a 2-D y is refused, not ravelled",
+        "check_dtype_object": "object arrays are refused: X is float embeddings or sessions of text lines",
+    }
+    det = CollaborativeDetector(hidden=(8, 2), epochs=2, k=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the checks warn about their own fixtures
+        results = check_estimator(det, expected_failed_checks=not_applicable, on_fail=None)
+    failed = [r for r in results if r["status"] == "failed"]
+    assert not failed, [(r["check_name"], str(r["exception"])[:300]) for r in failed]
+    passed = {r["check_name"] for r in results if r["status"] == "passed"}
+    assert len(passed) >= 45
+    for name in ("check_get_params_invariance", "check_set_params", "check_no_attributes_set_in_init",
+                 "check_parameters_default_constructible", "check_estimators_unfitted", "check_dict_unchanged",
+                 "check_dont_overwrite_parameters", "check_estimators_nan_inf", "check_fit1d",
+                 "check_estimators_pickle", "check_methods_subset_invariance", "check_complex_data",
+                 "check_estimator_sparse_array", "check_classifiers_train", "check_fit2d_predict1d",
+                 "check_do_not_raise_errors_in_init_or_set_params", "check_classifiers_regression_target",
+                 "check_classifier_not_supporting_multiclass", "check_requires_y_none"):
+        assert name in passed, name
+
+
+def test_load_validates_files(tmp_path: Path) -> None:
+    det = fitted()
+    det.save(tmp_path / "d")
+    (tmp_path / "bad_json").mkdir()
+    (tmp_path / "bad_json" / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="corrupt JSON"):
+        CollaborativeDetector.load(tmp_path / "bad_json")
+    import shutil
+
+    shutil.copytree(tmp_path / "d", tmp_path / "bad_zip")
+    (tmp_path / "bad_zip" / "memory.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        CollaborativeDetector.load(tmp_path / "bad_zip")
+    shutil.copytree(tmp_path / "d", tmp_path / "bad_params")
+    cfg = json.loads((tmp_path / "d" / "config.json").read_text())
+    cfg["params"]["surprise"] = 1
+    (tmp_path / "bad_params" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelLoadError, match="settings"):
+        CollaborativeDetector.load(tmp_path / "bad_params")
+    shutil.copytree(tmp_path / "d", tmp_path / "bad_shape")
+    x, y = training_set()
+    np.savez(tmp_path / "bad_shape" / "memory.npz", embeddings=x[:, :10], labels=normalize_labels(y),
+             origin=np.zeros(len(y), dtype=np.int8))
+    with pytest.raises(ModelLoadError, match="coordinator input width"):
+        CollaborativeDetector.load(tmp_path / "bad_shape")
+    shutil.copytree(tmp_path / "d", tmp_path / "bad_len")
+    np.savez(tmp_path / "bad_len" / "memory.npz", embeddings=x, labels=normalize_labels(y)[:-1],
+             origin=np.zeros(len(y), dtype=np.int8))
+    with pytest.raises(ModelLoadError, match="inconsistent"):
+        CollaborativeDetector.load(tmp_path / "bad_len")
+    assert CollaborativeDetector.load(tmp_path / "d").predict(x[:3]).tolist() == det.predict(x[:3]).tolist()

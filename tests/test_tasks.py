@@ -55,7 +55,8 @@ def test_log_inputs(tmp_path):
     f.write_bytes(b"line one\r\nline \xff two\r\n")
     lines = read_log_lines(f)
     assert list(lines) == ["line one", "line \ufffd two"] and lines.non_utf8.tolist() == [False, True]
-    assert list(as_log_lines(str(f))) == list(lines)
+    assert list(as_log_lines(f)) == list(lines)
+    assert list(as_log_lines(str(f) + "\n")) == [str(f)]  # a str is log text, never a file name
     assert list(as_log_lines(pd.Series(["a", "b"]))) == ["a", "b"]
     assert list(as_log_lines("a\r\nb\n")) == ["a", "b"]
     assert as_log_lines([b"ok", b"\xfe"]).non_utf8.tolist() == [False, True]
@@ -122,6 +123,37 @@ def test_parse_bad_inputs(model, tmp_path):
         model.parse(tmp_path / "e.log")
     with pytest.raises(FileNotFoundError):
         model.parse(tmp_path / "nope.log")
+
+
+def test_text_is_never_read_as_a_file(model, tmp_path, monkeypatch):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-TOKEN-123\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="pathlib.Path"):
+        df = model.parse("secret.txt")
+    assert df["Content"].tolist() == ["secret.txt"]
+    a = model.ask("What is this?", str(secret), max_new_tokens=2)
+    assert "TOP-SECRET" not in a.prompt and str(secret) in a.prompt
+    assert "TOP-SECRET" in model.ask("What is this?", secret, max_new_tokens=2).prompt
+    scores = model.anomaly_scores([str(secret)])
+    assert len(scores) == 1
+    i = model.interpret(str(secret), max_new_tokens=2)
+    assert "TOP-SECRET" not in i.prompt
+
+
+def test_log_format_for_detection_and_text_tasks(model):
+    raw = ["081109 203518 INFO: PacketResponder 1 for block blk_38 terminating",
+           "081109 203519 WARN: Got exception while serving blk_38 to /10.2.1.1"]
+    fmt = "<Date> <Time> <Level>: <Content>"
+    df = model.detect_anomalies(raw, log_format=fmt)
+    assert df["Content"].tolist() == [r.split(": ", 1)[1] for r in raw]
+    assert df["Level"].tolist() == ["INFO", "WARN"] and not df["FormatMismatch"].any()
+    assert df["Score"].tolist() == model.anomaly_scores(df["Content"].tolist())
+    assert model.anomaly_scores(raw, log_format=fmt) == df["Score"].tolist()
+    a = model.interpret(raw, log_format=fmt, max_new_tokens=2)
+    assert "081109" not in a.prompt and "PacketResponder 1" in a.prompt
+    q = model.ask("Why?", raw, log_format=fmt, max_new_tokens=2)
+    assert "081109" not in q.prompt and "Got exception" in q.prompt
 
 
 # ---- anomaly detection ----

@@ -20,8 +20,10 @@ from loglm.errors import (
     InvalidTypeError,
     LoglmError,
     MissingDependencyError,
+    LogFileNotFoundError,
     ModelLoadError,
     ModelNotFoundError,
+    NotFittedError,
     RemoteError,
     ServerUnavailableError,
     TokenizerError,
@@ -31,8 +33,10 @@ from loglm import metrics
 from loglm.collab import CollaborativeDetector
 from loglm.embed import SentenceEncoder
 from loglm.model import BatchStats, ChoiceScores, GenerationResult, LogLM, TextStream
-from loglm.parsing import ExtractedParameter, LogCluster, TemplateMiner, template_id, template_matches
-from loglm.tasks import Answer, read_log_lines
+from loglm.parsing import (ExtractedParameter, LogCluster, MaskingInstruction, TemplateMiner, TemplateMinerConfig,
+                           template_id, template_matches)
+from loglm.inputs import LogLines, read_log_lines
+from loglm.tasks import Answer
 
 from loglm import answers, datasets, evaluate, prompts  # noqa: E402  (submodules of the public API)
 
@@ -48,6 +52,7 @@ __all__ = [
     "metrics",
     "Answer",
     "read_log_lines",
+    "LogLines",
     "answers",
     "datasets",
     "evaluate",
@@ -59,6 +64,8 @@ __all__ = [
     "ExtractedParameter",
     "LogCluster",
     "TemplateMiner",
+    "TemplateMinerConfig",
+    "MaskingInstruction",
     "template_id",
     "template_matches",
     "DeviceError",
@@ -69,8 +76,10 @@ __all__ = [
     "LogLM",
     "LoglmError",
     "MissingDependencyError",
+    "LogFileNotFoundError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "NotFittedError",
     "TextStream",
     "TokenizerError",
     "UnsupportedModelError",

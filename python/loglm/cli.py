@@ -14,6 +14,10 @@
 merge several, in order); ``--adapter none`` loads the base model alone. Without it,
 the default model uses its shipped adapter when the package has one.
 
+Log inputs (parse, detect, explain, ask): one or more files, globs (``"logs/*.log"``),
+``-`` for standard input (pipes work too), gzip files; ``--format`` splits lines the
+loghub way for every command. A missing file is an error (exit status 2).
+
 Exit status: 0 success, 2 bad input (missing/empty/binary file, unknown system...),
 1 other errors (a missing optional extra included), 130 interrupted.
 """
@@ -51,35 +55,62 @@ def _model(args: argparse.Namespace) -> Any:
     return LogLM.load(args.model, adapter=_adapter(args), threads=args.threads, context_length=args.context_length)
 
 
-def _check_file(path: str) -> None:
-    from loglm.tasks import _check_file as check
-    from pathlib import Path
+def _read(args: argparse.Namespace, files: Optional[List[str]] = None) -> Any:
+    """The log lines of the command's FILE arguments (files, globs, ``-`` for stdin, gzip),
+    split by ``--format`` when given (see :mod:`loglm.inputs`)."""
+    from loglm.inputs import read_log_lines
 
-    check(Path(path))
+    return read_log_lines(list(files if files is not None else args.files), log_format=args.format,
+                          record_start=args.multiline)
+
+
+def _flag_note(df: Any) -> str:
+    """``", n lines with invalid UTF-8 ..."`` for the flagged rows of a result frame."""
+    out = ""
+    if "NonUtf8" in df and df["NonUtf8"].any():
+        out += f", {int(df['NonUtf8'].sum())} lines with invalid UTF-8 (replaced)"
+    if "FormatMismatch" in df and df["FormatMismatch"].any():
+        out += f", {int(df['FormatMismatch'].sum())} lines not matching --format (whole line kept as content)"
+    if "RecordSplit" in df and df["RecordSplit"].any():
+        out += f", {int(df['RecordSplit'].sum())} records cut at the record size limit"
+    if "Datetime" in df and df["Datetime"].isna().any():
+        out += f", {int(df['Datetime'].isna().sum())} timestamps not understood"
+    if "LlmRejected" in df and df["LlmRejected"].any():
+        out += f", {int(df['LlmRejected'].sum())} lines whose model template did not match (tree template kept)"
+    return out
+
+
+def _json_value(v: Any) -> Any:
+    if hasattr(v, "isoformat"):  # datetimes; NaT has no date
+        return None if str(v) == "NaT" else v.isoformat()
+    return v.item() if hasattr(v, "item") else v
+
+
+def _json_records(df: Any, cols: Optional[List[str]] = None) -> None:
+    for rec in (df if cols is None else df[cols]).to_dict(orient="records"):
+        print(json.dumps({k: _json_value(v) for k, v in rec.items()}, ensure_ascii=False))
 
 
 def _cmd_parse(args: argparse.Namespace) -> int:
     from loglm.parsing import TemplateMiner
 
-    _check_file(args.file)
+    lines = _read(args)
     if args.no_llm:
-        df = TemplateMiner().parse_file(args.file, args.format, progress=not args.json and sys.stderr.isatty())
+        df = TemplateMiner().parse_lines(lines, progress=not args.json and sys.stderr.isatty())
     else:
         m = _model(args)
-        df = m.parse(args.file, log_format=args.format)
+        df = m.parse(lines)
     if args.output:
         df.to_csv(args.output, index=False)
+    if args.templates:
+        from loglm.parsing import templates_table
+
+        templates_table(df).to_csv(args.templates, index=False)
     if args.json:
-        cols = [c for c in ("LineId", "Content", "EventId", "EventTemplate", "ParameterList", "NonUtf8", "LlmRejected")
-                if c in df]
-        for rec in df[cols].to_dict(orient="records"):
-            print(json.dumps({k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items()}, ensure_ascii=False))
+        _json_records(df)
         return 0
     counts = df.groupby(["EventId", "EventTemplate"], sort=False).size().sort_values(ascending=False)
-    print(f"{len(df)} lines, {len(counts)} templates"
-          + (f", {int(df['NonUtf8'].sum())} lines with invalid UTF-8 (replaced)" if df["NonUtf8"].any() else "")
-          + (f", {int(df['LlmRejected'].sum())} lines whose model template did not match (tree template kept)"
-             if "LlmRejected" in df and df["LlmRejected"].any() else ""))
+    print(f"{len(df)} lines, {len(counts)} templates" + _flag_note(df))
     for (eid, tmpl), n in counts.items():
         print(f"{eid}\t{n}\t{tmpl}")
     if args.output:
@@ -88,19 +119,20 @@ def _cmd_parse(args: argparse.Namespace) -> int:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    _check_file(args.file)
+    lines = _read(args)
     m = _model(args)
-    df = m.detect_anomalies(args.file, threshold=args.threshold)
+    df = m.detect_anomalies(lines, threshold=args.threshold)
     if args.json:
-        for rec in df.to_dict(orient="records"):
-            print(json.dumps({k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items()}, ensure_ascii=False))
+        _json_records(df)
         return 0
+    several = "File" in df
     for r in df.itertuples(index=False):
         mark = "ABNORMAL" if r.Label == "abnormal" else "normal  "
-        print(f"{r.LineId}\t{mark}\t{r.Score:.3f}\t{r.Content[:200]}")
+        where = f"{r.File}:{r.LineId}" if several else f"{r.LineId}"
+        print(f"{where}\t{mark}\t{r.Score:.3f}\t{r.Content[:200]}")
     n = int((df["Label"] == "abnormal").sum())
-    print(f"{n} of {len(df)} lines abnormal (threshold {args.threshold}); the file is "
-          f"{'abnormal' if n else 'normal'}", file=sys.stderr)
+    print(f"{n} of {len(df)} lines abnormal (threshold {args.threshold}); the input is "
+          f"{'abnormal' if n else 'normal'}" + _flag_note(df), file=sys.stderr)
     return 0
 
 
@@ -123,9 +155,7 @@ def _stream_or_json(answer_fn: Any, args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from loglm.tasks import read_log_lines
-
-    text = "\n".join(read_log_lines(args.file))
+    text = "\n".join(_read(args))
     m = _model(args)
     fn = getattr(m, EXPLAIN_TASKS[args.task])
     return _stream_or_json(lambda stream: fn(text, system=args.system, context=args.context, stream=stream,
@@ -133,11 +163,11 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_ask(args: argparse.Namespace) -> int:
-    from loglm.tasks import read_log_lines
-
     if not args.instruction.strip():
         raise _Bad("the instruction is empty")
-    logs = ["\n".join(read_log_lines(f)) for f in args.files]
+    if sum(f == "-" for f in args.files) > 1:
+        raise _Bad("standard input ('-') can be read only once")
+    logs = ["\n".join(_read(args, [f])) for f in args.files]
     m = _model(args)
     return _stream_or_json(lambda stream: m.ask(args.instruction, logs, stream=stream,
                                                 max_new_tokens=args.max_new_tokens), args)
@@ -261,22 +291,34 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--context-length", type=int, default=None, help="tokens per sequence (default: model's, max 8192)")
         p.add_argument("--json", action="store_true", help=json_help)
 
-    p = sub.add_parser("parse", help="log templates of a file")
-    p.add_argument("file")
-    p.add_argument("--format", default=None, help='loghub log format, e.g. "<Date> <Time> <Level>: <Content>"')
+    def inputs(p: argparse.ArgumentParser, nargs: str = "+") -> None:
+        p.add_argument("files", nargs=nargs, metavar="FILE",
+                       help="log files (plain or .gz), globs, or - for standard input")
+        p.add_argument("--format", "--log-format", dest="format", default=None,
+                       help='loghub log format, e.g. "<Date> <Time> <Level>: <Content>" (the model sees '
+                            'only <Content>); "json" or "json:message=msg,timestamp=ts,level=lvl" for JSON lines; '
+                            '"auto" to recognise common headers')
+        p.add_argument("--multiline", nargs="?", const=True, default=None, metavar="REGEX",
+                       help="join multi-line records (stack traces): a line not matching REGEX (default: common "
+                            "timestamp/level headers) continues the record before it")
+
+    p = sub.add_parser("parse", help="log templates of log files")
+    inputs(p)
     p.add_argument("-o", "--output", default=None, help="write the structured lines (CSV) here")
+    p.add_argument("--templates", default=None, metavar="CSV",
+                   help="write the templates table (EventId, EventTemplate, Occurrences; logparser's _templates.csv)")
     p.add_argument("--no-llm", action="store_true", help="template tree only (no model)")
     common(p, "one JSON record per line")
     p.set_defaults(func=_cmd_parse)
 
     p = sub.add_parser("detect", help="normal/abnormal verdict per line")
-    p.add_argument("file")
+    inputs(p)
     p.add_argument("--threshold", type=float, default=0.5, help="P(abnormal) threshold (default 0.5)")
     common(p, "one JSON record per line")
     p.set_defaults(func=_cmd_detect)
 
-    p = sub.add_parser("explain", help="interpretation, root cause or solution for a log file (streamed)")
-    p.add_argument("file")
+    p = sub.add_parser("explain", help="interpretation, root cause or solution for a log (streamed)")
+    inputs(p)
     p.add_argument("--task", choices=list(EXPLAIN_TASKS), default="interpret")
     p.add_argument("--system", default=None, help="the system that wrote the log")
     p.add_argument("--context", default=None, help="what you were doing / the problem")
@@ -286,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ask", help="any instruction about one or more log files (streamed)")
     p.add_argument("instruction")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    inputs(p)
     p.add_argument("--max-new-tokens", type=int, default=256)
     common(p)
     p.set_defaults(func=_cmd_ask)

@@ -6,7 +6,9 @@ zero-label mode where a similarity router splits "general" from
 >>> from loglm.collab import CollaborativeDetector, sessions_by_block
 >>> det = CollaborativeDetector(llm=loglm.LogLM.load(threads=2))
 >>> det.fit(train_sessions, train_labels)          # lists of log lines + labels
->>> df = det.predict(test_sessions)                # key, label, score, route, reason
+>>> det.predict(test_sessions)                     # 0/1 labels, nothing learnt
+>>> df = det.report(test_sessions)                 # key, label, score, route, reason
+>>> det.partial_fit(new_sessions)                  # LLM verdicts join the memory
 >>> det.stats                                      # LLM calls, tokens, seconds
 
 Pieces:
@@ -26,8 +28,9 @@ Pieces:
   then classification by choice scoring (``normal`` / ``abnormal``) when the
   LLM offers ``score_choices``;
 * feedback = LLM-judged sessions join the memory (as labels, or pseudo-labels
-  in zero-label mode) and the coordinator is refit after each ``predict``, so
-  repeated novelty stops reaching the LLM.
+  in zero-label mode) and the coordinator is refit when asked
+  (``partial_fit(X)`` or ``report(X, feedback=True)``), so repeated novelty
+  stops reaching the LLM; ``predict`` never changes the detector.
 
 Any object with ``generate(prompt, max_new_tokens=..., stop=...)`` returning
 an object with ``text`` (and optionally ``prompt_tokens`` /
@@ -40,6 +43,7 @@ import json
 import math
 import re
 import time
+import zipfile
 from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -48,6 +52,7 @@ import numpy as np
 
 from loglm import _loglm
 from loglm.embed import SentenceEncoder
+from loglm.errors import InvalidInputError, LoglmError, ModelLoadError, ModelNotFoundError, NotFittedError
 
 __all__ = [
     "CollaborativeDetector",
@@ -59,6 +64,7 @@ __all__ = [
     "session_embeddings",
     "sessions_by_block",
     "sessions_by_key",
+    "sessions_by_time",
     "sessions_by_window",
     "normalize_labels",
 ]
@@ -106,7 +112,7 @@ def sessions_by_window(lines: Sequence[str], size: int = 100, step: Optional[int
     (default: ``size``, i.e. non-overlapping); keys ``"w0"``, ``"w1"``, ...
     A trailing partial window is dropped (unless it is the only one)."""
     if size < 1 or (step is not None and step < 1):
-        raise ValueError("size and step must be >= 1")
+        raise InvalidInputError("size and step must be >= 1")
     step = step or size
     lines = list(lines)
     out: "OrderedDict[str, List[str]]" = OrderedDict()
@@ -116,11 +122,73 @@ def sessions_by_window(lines: Sequence[str], size: int = 100, step: Optional[int
     return out
 
 
+def sessions_by_time(lines: Any, timestamps: Optional[Sequence[Any]] = None, window: Any = "5min",
+                     step: Any = None) -> "OrderedDict[Any, List[str]]":
+    """Sessions by time window (next to the count windows of :func:`sessions_by_window`):
+    ``{window start (pandas.Timestamp): lines}`` in time order, empty windows left out.
+
+    ``lines`` is a list of lines with ``timestamps`` (datetimes or timestamp strings,
+    parsed by :func:`loglm.inputs.parse_datetimes`), or a DataFrame from ``parse`` /
+    ``detect_anomalies`` with a ``log_format`` naming the time (its ``Datetime`` and
+    ``Content`` columns). ``window`` and ``step`` are pandas durations (``"5min"``,
+    ``"1h"``, a ``timedelta``); ``step`` (default: ``window``) below ``window`` makes
+    overlapping, sliding windows. A line whose time is missing or not understood belongs
+    with the line before it (continuation lines); lines before the first timestamp join
+    the first window. No timestamp at all raises :class:`loglm.InvalidInputError`.
+    """
+    import pandas as pd
+
+    from loglm.inputs import parse_datetimes
+
+    if timestamps is None:
+        if not (hasattr(lines, "columns") and "Datetime" in lines.columns and "Content" in lines.columns):
+            raise InvalidInputError("give timestamps, or a DataFrame with Datetime and Content columns "
+                                    "(parse / detect_anomalies with a log_format that names the time)")
+        ts = pd.Series(pd.to_datetime(lines["Datetime"], errors="coerce")).reset_index(drop=True)
+        texts = [str(x) for x in lines["Content"].tolist()]
+    else:
+        texts = [str(x) for x in (lines.tolist() if hasattr(lines, "tolist") else lines)]
+        vals = list(timestamps.tolist() if hasattr(timestamps, "tolist") else timestamps)
+        if len(vals) != len(texts):
+            raise InvalidInputError(f"length mismatch: {len(texts)} lines, {len(vals)} timestamps")
+        if vals and all(isinstance(v, str) for v in vals):
+            ts = parse_datetimes(vals).reset_index(drop=True)
+        else:
+            ts = pd.Series(pd.to_datetime(pd.Series(vals, dtype=object), errors="coerce")).reset_index(drop=True)
+    if not texts:
+        raise InvalidInputError("no lines given")
+    try:
+        win = pd.Timedelta(window)
+        stp = pd.Timedelta(step) if step is not None else win
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"window / step must be durations such as '5min': {e}") from None
+    if win <= pd.Timedelta(0) or stp <= pd.Timedelta(0):
+        raise InvalidInputError("window and step must be positive")
+    if getattr(ts.dt, "tz", None) is not None:
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    filled = ts.ffill().bfill()
+    if filled.isna().all():
+        raise InvalidInputError("no timestamp could be read")
+    ns = filled.astype("datetime64[ns]").astype("int64").to_numpy()
+    w, st = int(win.value), int(stp.value)
+    origin = (int(ns.min()) // st) * st
+    buckets: Dict[int, List[str]] = {}
+    for t, text in zip(ns.tolist(), texts):
+        rel = t - origin
+        k_lo = max((rel - w) // st + 1, 0)
+        for k in range(int(k_lo), int(rel // st) + 1):
+            buckets.setdefault(k, []).append(text)
+    out: "OrderedDict[Any, List[str]]" = OrderedDict()
+    for k in sorted(buckets):
+        out[pd.Timestamp(origin + k * st)] = buckets[k]
+    return out
+
+
 def sessions_by_key(lines: Sequence[str], keys: Sequence[Hashable]) -> "OrderedDict[Hashable, List[str]]":
     """Group ``lines`` by a user key per line (same length)."""
     lines, keys = list(lines), list(keys)
     if len(lines) != len(keys):
-        raise ValueError(f"length mismatch: {len(lines)} lines, {len(keys)} keys")
+        raise InvalidInputError(f"length mismatch: {len(lines)} lines, {len(keys)} keys")
     out: "OrderedDict[Hashable, List[str]]" = OrderedDict()
     for line, k in zip(lines, keys):
         out.setdefault(k, []).append(line)
@@ -130,7 +198,7 @@ def sessions_by_key(lines: Sequence[str], keys: Sequence[Hashable]) -> "OrderedD
 def _split_sessions(sessions: Sessions, keys: Optional[Sequence[Hashable]]) -> Tuple[List[Hashable], List[List[str]]]:
     if isinstance(sessions, Mapping):
         if keys is not None:
-            raise ValueError("keys must not be given with a mapping of sessions")
+            raise InvalidInputError("keys must not be given with a mapping of sessions")
         ks, ss = list(sessions.keys()), [list(v) for v in sessions.values()]
     else:
         if isinstance(sessions, (str, bytes)):
@@ -140,12 +208,12 @@ def _split_sessions(sessions: Sessions, keys: Optional[Sequence[Hashable]]) -> T
             raise TypeError("each session must be a list of lines, not a string")
         ks = list(keys) if keys is not None else list(range(len(ss)))
         if len(ks) != len(ss):
-            raise ValueError(f"length mismatch: {len(ss)} sessions, {len(ks)} keys")
+            raise InvalidInputError(f"length mismatch: {len(ss)} sessions, {len(ks)} keys")
     if not ss:
-        raise ValueError("no sessions given")
+        raise InvalidInputError("no sessions given")
     for k, s in zip(ks, ss):
         if len(s) == 0:
-            raise ValueError(f"session {k!r} is empty")
+            raise InvalidInputError(f"session {k!r} is empty")
         for line in s:
             if not isinstance(line, str):
                 raise TypeError(f"session {k!r} holds a {type(line).__name__}, lines must be strings")
@@ -166,7 +234,7 @@ def normalize_labels(labels: Iterable[Any]) -> np.ndarray:
         elif isinstance(lab, str) and lab.strip().lower() in _LABEL_WORDS:
             out.append(_LABEL_WORDS[lab.strip().lower()])
         else:
-            raise ValueError(f"unknown label {lab!r} at position {i}; use normal/abnormal, bools or 0/1")
+            raise InvalidInputError(f"unknown label {lab!r} at position {i}; use normal/abnormal, bools or 0/1")
     return np.asarray(out, dtype=np.float32)
 
 
@@ -186,7 +254,7 @@ def session_embeddings(
     starts: List[int] = []
     for k, s in enumerate(sessions):
         if len(s) == 0:
-            raise ValueError(f"session {k} is empty")
+            raise InvalidInputError(f"session {k} is empty")
         starts.append(len(flat))
         for line in s:
             t = preprocess(line) if preprocess else line
@@ -205,9 +273,22 @@ Coordinator = _loglm.Coordinator
 
 
 def _f32_2d(x: Any, name: str) -> np.ndarray:
-    a = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-    if a.ndim != 2 or a.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array, got shape {a.shape}")
+    raw = np.asarray(x)
+    if raw.dtype.kind == "c":
+        raise InvalidInputError(f"Complex data not supported: {name} must be real numbers")
+    try:
+        a = np.ascontiguousarray(raw.astype(np.float32))
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"{name} must be numbers: {e}") from None
+    if a.ndim != 2:
+        raise InvalidInputError(f"Expected 2D array, got {a.ndim}D array instead: {name} must be one row per "
+                                "session. Reshape your data (e.g. array.reshape(1, -1) for one session)")
+    if a.shape[0] == 0:
+        raise InvalidInputError(f"Found array with 0 sample(s) (shape={a.shape}) while a minimum of 1 is required.")
+    if a.shape[1] == 0:
+        raise InvalidInputError(f"Found array with 0 feature(s) (shape={a.shape}) while a minimum of 1 is required.")
+    if not np.isfinite(a).all():
+        raise InvalidInputError(f"{name} contain NaN or inf")
     return a
 
 
@@ -219,7 +300,7 @@ def knn_vote(memory: Any, labels: Any, queries: Any, *, k: int = 10, temperature
     q = _f32_2d(queries, "queries")
     lab = np.ascontiguousarray(np.asarray(labels, dtype=np.float32))
     if lab.ndim != 1 or lab.shape[0] != m.shape[0]:
-        raise ValueError(f"length mismatch: {m.shape[0]} memory rows, labels of shape {lab.shape}")
+        raise InvalidInputError(f"length mismatch: {m.shape[0]} memory rows, labels of shape {lab.shape}")
     s, u, ms, nb, sims = _loglm.knn_vote(m, lab, q, k, temperature)
     return {"score": s, "uncertainty": u, "max_sim": ms, "neighbours": nb, "sims": sims}
 
@@ -252,11 +333,21 @@ _ORIGIN = {"train": 0, "llm": 1}
 
 
 class CollaborativeDetector:
-    """Small model for known sessions, LLM for novel ones, with feedback.
+    """Small model for known sessions, LLM for novel ones, with feedback -- a
+    scikit-learn style classifier (``get_params`` / ``set_params``, ``clone``, ``fit(X, y)``,
+    ``predict``, ``predict_proba``, ``decision_function``, ``score``, ``partial_fit``).
+
+    ``X`` is a list of sessions (each a list of log lines), a mapping ``{key: lines}``,
+    or a 2-D float array of session embeddings. ``y`` follows :func:`normalize_labels`
+    (1 = abnormal). :meth:`predict` returns 0/1 labels and changes nothing in the
+    detector; :meth:`report` gives the per-session DataFrame (label, score, route,
+    novelty, reason); LLM verdicts join the memory only through :meth:`partial_fit`
+    (or ``report(..., feedback=True)``).
 
     Parameters
     ----------
-    encoder: a :class:`~loglm.embed.SentenceEncoder` (default: all-MiniLM-L6-v2, loaded lazily).
+    encoder: a :class:`~loglm.embed.SentenceEncoder` (default ``None``: all-MiniLM-L6-v2,
+        loaded on first use).
     llm: any object with ``score_choices`` and/or ``generate`` (e.g. ``loglm.LogLM``); ``None``
         keeps everything on the small model (novel sessions are then marked ``small-fallback``).
     mode: ``"supervised"`` (autoencoder coordinator) or ``"zero_label"`` (similarity router:
@@ -267,12 +358,24 @@ class CollaborativeDetector:
     uncertainty_threshold: if set, known sessions whose KNN uncertainty exceeds it also go to the LLM.
     llm_weight: 1.0 (default) takes the LLM's verdict on novel sessions as is; below 1 the score is
         ``llm_weight * p_llm + (1 - llm_weight) * knn_score``.
-    feedback: add LLM verdicts to memory and refit the coordinator (``refit_epochs``) after predict.
+    feedback: within one call, reuse an LLM verdict for near-identical novel sessions; and let
+        :meth:`partial_fit` add LLM verdicts to memory (refitting the coordinator with
+        ``refit_epochs``).
     reasoning: ask the LLM for a JSON verdict with a reason (one generation) before choice scoring;
         ``False`` scores the choices directly (faster).
     n_examples, max_prompt_lines, max_new_tokens: prompt size and generation length.
     preprocess: per-line text normalisation before embedding (default :func:`mask_line`; ``None`` = raw).
+    progress: progress bars for embedding and LLM calls.
+
+    Fitted attributes: ``memory_`` (embeddings), ``memory_labels_``, ``memory_origin_`` (0 =
+    given, 1 = LLM), ``memory_text_``, ``coordinator_``, ``train_losses_``, ``stats_``,
+    ``classes_`` (``[0, 1]``), ``n_features_in_``; the names without ``_`` stay as aliases.
     """
+
+    _estimator_type = "classifier"
+    coordinator_: Any
+    memory_: np.ndarray
+    memory_labels_: np.ndarray
 
     def __init__(
         self,
@@ -301,36 +404,144 @@ class CollaborativeDetector:
         preprocess: Optional[Callable[[str], str]] = mask_line,
         progress: bool = False,
     ) -> None:
-        if not 0.0 <= llm_weight <= 1.0:
-            raise ValueError("llm_weight must lie in [0, 1]")
-        if mode not in ("supervised", "zero_label"):
-            raise ValueError(f"mode must be 'supervised' or 'zero_label', got {mode!r}")
-        if k < 1:
-            raise ValueError("k must be >= 1")
-        if not 0.0 <= percentile <= 100.0:
-            raise ValueError("percentile must lie in [0, 100]")
-        self._encoder = encoder
+        # scikit-learn convention: the arguments are stored as given (checked here and in fit)
+        self.encoder = encoder
         self.llm = llm
-        self.params: Dict[str, Any] = dict(
-            mode=mode, k=int(k), temperature=float(temperature), hidden=[int(h) for h in hidden],
-            percentile=float(percentile), epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
-            seed=int(seed), known_similarity=float(known_similarity),
-            similarity_threshold=float(similarity_threshold),
-            uncertainty_threshold=None if uncertainty_threshold is None else float(uncertainty_threshold),
-            llm_weight=float(llm_weight),
-            feedback=bool(feedback), refit_epochs=int(refit_epochs), reasoning=bool(reasoning),
-            n_examples=int(n_examples), max_prompt_lines=int(max_prompt_lines),
-            max_new_tokens=int(max_new_tokens),
-        )
+        self.mode = mode
+        self.k = k
+        self.temperature = temperature
+        self.hidden = hidden
+        self.percentile = percentile
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.seed = seed
+        self.known_similarity = known_similarity
+        self.similarity_threshold = similarity_threshold
+        self.uncertainty_threshold = uncertainty_threshold
+        self.llm_weight = llm_weight
+        self.feedback = feedback
+        self.refit_epochs = refit_epochs
+        self.reasoning = reasoning
+        self.n_examples = n_examples
+        self.max_prompt_lines = max_prompt_lines
+        self.max_new_tokens = max_new_tokens
         self.preprocess = preprocess
         self.progress = progress
-        self.memory: Optional[np.ndarray] = None
-        self.memory_labels: Optional[np.ndarray] = None
-        self.memory_origin: Optional[np.ndarray] = None
-        self.memory_text: List[str] = []
-        self.coordinator: Optional[Any] = None
-        self.train_losses: List[float] = []
-        self.stats: Dict[str, float] = self._zero_stats()
+
+    # ----------------------------------------------------------------- scikit-learn surface
+
+    _PARAM_NAMES = (
+        "encoder", "llm", "mode", "k", "temperature", "hidden", "percentile", "epochs", "batch_size", "lr",
+        "seed", "known_similarity", "similarity_threshold", "uncertainty_threshold", "llm_weight", "feedback",
+        "refit_epochs", "reasoning", "n_examples", "max_prompt_lines", "max_new_tokens", "preprocess",
+        "progress",
+    )
+
+    def get_params(self, deep: bool = True) -> Dict[str, Any]:
+        """The constructor arguments (scikit-learn ``get_params``; ``deep`` has no nested
+        estimators to expand)."""
+        return {name: getattr(self, name) for name in self._PARAM_NAMES}
+
+    def set_params(self, **params: Any) -> "CollaborativeDetector":
+        """Set constructor arguments (scikit-learn ``set_params``); unknown names raise
+        :class:`loglm.InvalidInputError`. Values are checked, and take effect, at the next
+        ``fit``."""
+        bad = sorted(set(params) - set(self._PARAM_NAMES))
+        if bad:
+            raise InvalidInputError(f"unknown parameter(s) {', '.join(bad)} for CollaborativeDetector")
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn (>= 1.6) tags: a binary classifier needing ``y``, taking 2-D float
+        embeddings or sessions of text."""
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags  # type: ignore[import-untyped]
+
+        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
+                    classifier_tags=ClassifierTags(multi_class=False, poor_score=True),
+                    input_tags=InputTags(two_d_array=True, allow_nan=False), requires_fit=True,
+                    non_deterministic=False)
+
+    def _more_tags(self) -> Dict[str, Any]:  # scikit-learn < 1.6
+        return {"binary_only": True, "requires_y": True, "poor_score": True}
+
+    def _check_params(self) -> None:
+        if not isinstance(self.llm_weight, (int, float)) or not 0.0 <= float(self.llm_weight) <= 1.0:
+            raise InvalidInputError("llm_weight must lie in [0, 1]")
+        if self.mode not in ("supervised", "zero_label"):
+            raise InvalidInputError(f"mode must be 'supervised' or 'zero_label', got {self.mode!r}")
+        if not isinstance(self.k, (int, np.integer)) or self.k < 1:
+            raise InvalidInputError("k must be an integer >= 1")
+        if not 0.0 <= float(self.percentile) <= 100.0:
+            raise InvalidInputError("percentile must lie in [0, 100]")
+
+    @property
+    def params(self) -> Dict[str, Any]:
+        """The numeric settings, converted (what ``save`` records)."""
+        return dict(
+            mode=self.mode, k=int(self.k), temperature=float(self.temperature),
+            hidden=[int(h) for h in self.hidden], percentile=float(self.percentile), epochs=int(self.epochs),
+            batch_size=int(self.batch_size), lr=float(self.lr), seed=int(self.seed),
+            known_similarity=float(self.known_similarity), similarity_threshold=float(self.similarity_threshold),
+            uncertainty_threshold=None if self.uncertainty_threshold is None else float(self.uncertainty_threshold),
+            llm_weight=float(self.llm_weight), feedback=bool(self.feedback), refit_epochs=int(self.refit_epochs),
+            reasoning=bool(self.reasoning), n_examples=int(self.n_examples),
+            max_prompt_lines=int(self.max_prompt_lines), max_new_tokens=int(self.max_new_tokens),
+        )
+
+    def __repr__(self) -> str:
+        n = len(self.memory_) if hasattr(self, "memory_") else 0
+        return f"CollaborativeDetector(mode={self.mode!r}, memory={n}, llm={type(self.llm).__name__})"
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """Picklable state: the Rust coordinator travels as its safetensors bytes (the
+        only thing in it is numbers)."""
+        state = self.__dict__.copy()
+        coord = state.pop("coordinator_", None)
+        state.pop("_default_encoder", None)
+        if coord is not None:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                f = Path(tmp) / "c.safetensors"
+                coord.save(str(f))
+                state["_coordinator_bytes"] = f.read_bytes()
+        elif "memory_" in state:
+            state["coordinator_"] = None
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        blob = state.pop("_coordinator_bytes", None)
+        self.__dict__.update(state)
+        if blob is not None:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                f = Path(tmp) / "c.safetensors"
+                f.write_bytes(blob)
+                self.coordinator_ = _loglm.Coordinator.load(str(f), int(self.seed))
+
+    # fitted state under the older names (read-only aliases, except stats)
+    memory = property(lambda self: getattr(self, "memory_", None), doc="Alias of ``memory_``.")
+    memory_labels = property(lambda self: getattr(self, "memory_labels_", None), doc="Alias of ``memory_labels_``.")
+    memory_origin = property(lambda self: getattr(self, "memory_origin_", None), doc="Alias of ``memory_origin_``.")
+    memory_text = property(lambda self: getattr(self, "memory_text_", []), doc="Alias of ``memory_text_``.")
+    coordinator = property(lambda self: getattr(self, "coordinator_", None), doc="Alias of ``coordinator_``.")
+    train_losses = property(lambda self: getattr(self, "train_losses_", []), doc="Alias of ``train_losses_``.")
+
+    @property
+    def stats(self) -> Dict[str, float]:
+        """Counters: sessions, routed_llm, llm_calls, llm tokens and seconds, embedding and
+        small-model seconds, feedback_added / feedback_hits, refits."""
+        if "stats_" not in self.__dict__:
+            self.stats_ = self._zero_stats()
+        return self.stats_
+
+    @stats.setter
+    def stats(self, value: Dict[str, float]) -> None:
+        self.stats_ = dict(value)
 
     # ----------------------------------------------------------------- helpers
 
@@ -342,31 +553,39 @@ class CollaborativeDetector:
             "embed_seconds": 0.0, "feedback_added": 0, "feedback_hits": 0, "refits": 0,
         }
 
-    @property
-    def encoder(self) -> SentenceEncoder:
-        """The sentence encoder (loaded on first use)."""
-        if self._encoder is None:
-            self._encoder = SentenceEncoder.load()
-        return self._encoder
+    def _get_encoder(self) -> SentenceEncoder:
+        """The sentence encoder (the default one is loaded on first use)."""
+        if self.encoder is not None:
+            return self.encoder
+        enc = self.__dict__.get("_default_encoder")
+        if enc is None:
+            enc = SentenceEncoder.load()
+            self.__dict__["_default_encoder"] = enc
+        return enc
 
     @property
     def fitted(self) -> bool:
-        return self.memory is not None
+        """Whether :meth:`fit` has run."""
+        return hasattr(self, "memory_")
 
     def _check_fitted(self) -> None:
-        if self.memory is None:
-            raise RuntimeError("the detector is not fitted; call fit() first")
+        if not hasattr(self, "memory_"):
+            raise _not_fitted_error()("this CollaborativeDetector is not fitted yet; call fit() first")
 
     def embed(self, sessions: Sequence[Sequence[str]]) -> np.ndarray:
         """Session embeddings (see :func:`session_embeddings`)."""
         t0 = time.perf_counter()
-        out = session_embeddings(self.encoder, sessions, preprocess=self.preprocess, progress=self.progress)
+        out = session_embeddings(self._get_encoder(), sessions, preprocess=self.preprocess, progress=self.progress)
         self.stats["embed_seconds"] += time.perf_counter() - t0
         return out
 
-    def _prepare(self, sessions: Optional[Sessions], keys: Optional[Sequence[Hashable]], embeddings: Any):
+    def _prepare(self, sessions: Any, keys: Optional[Sequence[Hashable]], embeddings: Any):
+        if sessions is not None and embeddings is None:
+            emb = _as_embeddings(sessions)
+            if emb is not None:  # X given as a 2-D numeric array: embeddings
+                sessions, embeddings = None, emb
         if sessions is None and embeddings is None:
-            raise ValueError("give sessions or embeddings")
+            raise InvalidInputError("give sessions or embeddings")
         if sessions is not None:
             ks, ss = _split_sessions(sessions, keys)
         else:
@@ -374,70 +593,84 @@ class CollaborativeDetector:
         if embeddings is not None:
             x = _f32_2d(embeddings, "embeddings")
             if ss is not None and len(ss) != x.shape[0]:
-                raise ValueError(f"length mismatch: {len(ss)} sessions, {x.shape[0]} embeddings")
+                raise InvalidInputError(f"length mismatch: {len(ss)} sessions, {x.shape[0]} embeddings")
             if ks is None:
                 ks = list(keys) if keys is not None else list(range(x.shape[0]))
                 if len(ks) != x.shape[0]:
-                    raise ValueError(f"length mismatch: {x.shape[0]} embeddings, {len(ks)} keys")
+                    raise InvalidInputError(f"length mismatch: {x.shape[0]} embeddings, {len(ks)} keys")
         else:
             x = self.embed(ss)  # type: ignore[arg-type]
+        if hasattr(self, "n_features_in_") and x.shape[1] != self.n_features_in_:
+            raise InvalidInputError(f"X has {x.shape[1]} features, but CollaborativeDetector is expecting "
+                                    f"{self.n_features_in_} features as input")
         return ks, ss, x
 
     def _summary(self, lines: Optional[Sequence[str]]) -> str:
         if not lines:
             return ""
         pre = [self.preprocess(l) if self.preprocess else l for l in lines]
-        return _session_text(pre, self.params["max_prompt_lines"])
+        return _session_text(pre, int(self.max_prompt_lines))
 
     # ----------------------------------------------------------------- fit
 
     def fit(
         self,
-        sessions: Optional[Sessions] = None,
-        labels: Optional[Iterable[Any]] = None,
+        X: Any = None,
+        y: Optional[Iterable[Any]] = None,
         *,
         keys: Optional[Sequence[Hashable]] = None,
         embeddings: Any = None,
+        sessions: Any = None,
+        labels: Optional[Iterable[Any]] = None,
     ) -> "CollaborativeDetector":
-        """Store labelled sessions as the small model's memory and train the
-        coordinator on them. ``labels`` follow :func:`normalize_labels`; in
-        zero-label mode they are the *source* system's labels."""
-        if labels is None:
-            raise ValueError("fit() needs labels (of the source system in zero-label mode)")
-        ks, ss, x = self._prepare(sessions, keys, embeddings)
-        y = normalize_labels(labels)
+        """Store labelled sessions as the small model's memory and train the coordinator
+        on them. ``X``: sessions (lists of lines, or ``{key: lines}``) or a 2-D float array
+        of embeddings (``embeddings=`` gives them next to the sessions); ``y`` follows
+        :func:`normalize_labels` (in zero-label mode: the *source* system's labels).
+        ``sessions`` / ``labels`` are the older keyword names of ``X`` / ``y``."""
+        X, y = _alias(X, sessions, "X", "sessions"), _alias(y, labels, "y", "labels")
+        if y is None:
+            raise InvalidInputError("CollaborativeDetector requires y to be passed, but the target y is None "
+                                    "(labels of the source system in zero-label mode)")
+        self._check_params()
+        for name in [n for n in ("n_features_in_",) if hasattr(self, n)]:
+            delattr(self, name)
+        ks, ss, x = self._prepare(X, keys, embeddings)
+        y = _binary_labels(y)
         if len(y) != x.shape[0]:
-            raise ValueError(f"length mismatch: {x.shape[0]} sessions, {len(y)} labels")
-        self.memory = x
-        self.memory_labels = y
-        self.memory_origin = np.zeros(len(y), dtype=np.int8)
-        self.memory_text = [self._summary(s) for s in ss] if ss is not None else [""] * len(y)
-        self.stats = self._zero_stats()
+            raise InvalidInputError(f"length mismatch: {x.shape[0]} sessions, {len(y)} labels")
+        self.memory_ = x
+        self.memory_labels_ = y
+        self.memory_origin_ = np.zeros(len(y), dtype=np.int8)
+        self.memory_text_ = [self._summary(s) for s in ss] if ss is not None else [""] * len(y)
+        self.stats_ = self._zero_stats()
+        self.classes_ = np.array([0, 1])
+        self.n_features_in_ = int(x.shape[1])
         p = self.params
         if p["mode"] == "supervised":
-            self.coordinator = _loglm.Coordinator(x.shape[1], p["hidden"], p["percentile"], p["seed"])
-            self.train_losses = list(self.coordinator.fit(x, p["epochs"], p["batch_size"], p["lr"]))
+            self.coordinator_ = _loglm.Coordinator(x.shape[1], p["hidden"], p["percentile"], p["seed"])
+            self.train_losses_ = list(self.coordinator_.fit(x, p["epochs"], p["batch_size"], p["lr"]))
         else:
-            self.coordinator = None
-            self.train_losses = []
+            self.coordinator_ = None
+            self.train_losses_ = []
         return self
 
     # ----------------------------------------------------------------- routing
 
     def route(
-        self, sessions: Optional[Sessions] = None, *, keys: Optional[Sequence[Hashable]] = None, embeddings: Any = None
+        self, sessions: Any = None, *, keys: Optional[Sequence[Hashable]] = None, embeddings: Any = None
     ) -> np.ndarray:
         """``"known"`` or ``"novel"`` per session (no LLM call, no feedback)."""
         self._check_fitted()
         _, _, x = self._prepare(sessions, keys, embeddings)
-        novel, _ = self._novel(x, max_similarity(self.memory, x))
+        novel, _ = self._novel(x, max_similarity(self.memory_, x))
         return np.where(novel, "novel", "known")
 
     def _novel(self, x: np.ndarray, max_sim: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         p = self.params
         if p["mode"] == "supervised":
-            err = np.asarray(self.coordinator.errors(x))
-            novel = err > self.coordinator.tau
+            err = np.asarray(self.coordinator_.errors(x))
+            novel = err > self.coordinator_.tau
         else:
             err = 1.0 - max_sim
             novel = max_sim < p["similarity_threshold"]
@@ -507,21 +740,71 @@ class CollaborativeDetector:
 
     # ----------------------------------------------------------------- predict
 
-    def predict(
-        self, sessions: Optional[Sessions] = None, *, keys: Optional[Sequence[Hashable]] = None, embeddings: Any = None
-    ):
-        """Label sessions. Returns a pandas DataFrame with columns ``session``,
+    def predict(self, X: Any = None, *, keys: Optional[Sequence[Hashable]] = None, embeddings: Any = None,
+                sessions: Any = None) -> np.ndarray:
+        """0/1 labels (1 = abnormal), one per session. Nothing in the detector changes
+        (only the ``stats`` counters move); see :meth:`report` for routes and reasons."""
+        return np.asarray(self.report(_alias(X, sessions, "X", "sessions"), keys=keys,
+                                      embeddings=embeddings)["label"].eq("abnormal").to_numpy(dtype=int))
+
+    def predict_proba(self, X: Any = None, *, keys: Optional[Sequence[Hashable]] = None,
+                      embeddings: Any = None, sessions: Any = None) -> np.ndarray:
+        """``(n, 2)`` array: P(normal), P(abnormal) per session (the ``score`` of
+        :meth:`report`: KNN vote, LLM probability, or their fusion)."""
+        s = self.report(_alias(X, sessions, "X", "sessions"), keys=keys, embeddings=embeddings)["score"]
+        p = np.clip(s.to_numpy(dtype=float), 0.0, 1.0)
+        return np.stack([1.0 - p, p], axis=1)
+
+    def decision_function(self, X: Any = None, *, keys: Optional[Sequence[Hashable]] = None,
+                          embeddings: Any = None, sessions: Any = None) -> np.ndarray:
+        """``score - 0.5`` per session (positive leans abnormal)."""
+        return self.predict_proba(X, keys=keys, embeddings=embeddings, sessions=sessions)[:, 1] - 0.5
+
+    def score(self, X: Any, y: Iterable[Any], sample_weight: Any = None) -> float:
+        """Accuracy of :meth:`predict` against ``y`` (scikit-learn classifier ``score``)."""
+        want = normalize_labels(y).astype(int)
+        got = self.predict(X)
+        if len(want) != len(got):
+            raise InvalidInputError(f"length mismatch: {len(got)} sessions, {len(want)} labels")
+        w = np.ones(len(want)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
+        return float(np.sum(w * (got == want)) / np.sum(w))
+
+    def partial_fit(self, X: Any = None, y: Optional[Iterable[Any]] = None, *, classes: Any = None,
+                    keys: Optional[Sequence[Hashable]] = None, embeddings: Any = None) -> "CollaborativeDetector":
+        """Grow the memory. With ``y`` (operator verdicts): the sessions join it with their
+        labels (the first call on an unfitted detector is :meth:`fit`). Without ``y``: the
+        sessions are judged (LLM on novel ones) and, when ``feedback`` is on, the LLM's
+        verdicts join the memory (pseudo-labels in zero-label mode) and the coordinator is
+        refit -- the feedback loop, done only when asked."""
+        if classes is not None and not set(normalize_labels(classes).tolist()) <= {0.0, 1.0}:
+            raise InvalidInputError("classes must be normal/abnormal")
+        if y is not None:
+            if not self.fitted:
+                return self.fit(X, y, keys=keys, embeddings=embeddings)
+            self.add_feedback(X, y, keys=keys, embeddings=embeddings)
+            return self
+        self.report(X, keys=keys, embeddings=embeddings, feedback=True)
+        return self
+
+    def report(
+        self, X: Any = None, *, keys: Optional[Sequence[Hashable]] = None, embeddings: Any = None,
+        feedback: bool = False, sessions: Any = None,
+    ) -> Any:
+        """Label sessions with the reasons. Returns a pandas DataFrame with columns ``session``,
         ``label`` ("normal"/"abnormal"), ``score`` (probability-like, 1 =
         anomalous), ``route`` (``small``, ``llm``, ``small-feedback`` when an
-        earlier LLM verdict on a near-identical session was reused,
-        ``small-fallback`` when novel but no LLM is set), ``novelty`` and ``reason``."""
+        earlier LLM verdict of this call on a near-identical session was reused,
+        ``small-fallback`` when novel but no LLM is set), ``novelty`` and ``reason``.
+        ``feedback=True`` (with the ``feedback`` setting on) adds the LLM's verdicts to
+        the memory, as :meth:`partial_fit` does; by default nothing is added."""
+        sessions = _alias(X, sessions, "X", "sessions")
         import pandas as pd
 
         self._check_fitted()
         ks, ss, x = self._prepare(sessions, keys, embeddings)
         p = self.params
         t0 = time.perf_counter()
-        votes = knn_vote(self.memory, self.memory_labels, x, k=p["k"], temperature=p["temperature"])
+        votes = knn_vote(self.memory_, self.memory_labels_, x, k=p["k"], temperature=p["temperature"])
         novel, err = self._novel(x, votes["max_sim"])
         if p["uncertainty_threshold"] is not None:
             novel |= votes["uncertainty"] > p["uncertainty_threshold"]
@@ -539,12 +822,9 @@ class CollaborativeDetector:
         new_rows: List[int] = []
         it: Iterable[int] = idx
         if self.progress and self.llm is not None and len(idx):
-            try:
-                from tqdm.auto import tqdm
+            from loglm.progress import progress_bar
 
-                it = tqdm(idx, desc="LLM", unit="session")
-            except ImportError:  # pragma: no cover
-                pass
+            it = progress_bar(True, len(idx), "LLM", "session", iterable=idx)
         for i in it:
             if self.llm is None:
                 routes[i] = "small-fallback"
@@ -564,7 +844,7 @@ class CollaborativeDetector:
                     continue
             nb = votes["neighbours"][i][: p["n_examples"]]
             examples = [
-                (self.memory_text[j], int(self.memory_labels[j] >= 0.5), float(s))
+                (self.memory_text_[j], int(self.memory_labels_[j] >= 0.5), float(s))
                 for j, s in zip(nb, votes["sims"][i][: p["n_examples"]])
             ]
             prompt = self.build_prompt(ss[i] if ss is not None else None, examples)
@@ -579,7 +859,7 @@ class CollaborativeDetector:
             routes[i] = "llm"
             self.stats["routed_llm"] += 1
             new_rows.append(int(i))
-        if p["feedback"] and self.llm is not None and new_rows:
+        if feedback and p["feedback"] and self.llm is not None and new_rows:
             self._add_to_memory(
                 x[new_rows], labels[new_rows].astype(np.float32),
                 [self._summary(ss[i]) if ss is not None else "" for i in new_rows],
@@ -597,28 +877,29 @@ class CollaborativeDetector:
         )
 
     def _add_to_memory(self, x: np.ndarray, y: np.ndarray, texts: List[str]) -> None:
-        self.memory = np.concatenate([self.memory, x.astype(np.float32)], axis=0)
-        self.memory_labels = np.concatenate([self.memory_labels, y])
-        self.memory_origin = np.concatenate([self.memory_origin, np.full(len(y), _ORIGIN["llm"], dtype=np.int8)])
-        self.memory_text.extend(texts)
+        self.memory_ = np.concatenate([self.memory_, x.astype(np.float32)], axis=0)
+        self.memory_labels_ = np.concatenate([self.memory_labels_, y])
+        self.memory_origin_ = np.concatenate([self.memory_origin_, np.full(len(y), _ORIGIN["llm"], dtype=np.int8)])
+        self.memory_text_ = list(self.memory_text_) + list(texts)
         self.stats["feedback_added"] += len(y)
         p = self.params
         if p["mode"] == "supervised" and p["refit_epochs"] > 0:
-            self.coordinator.fit(self.memory, p["refit_epochs"], p["batch_size"], p["lr"])
+            self.coordinator_.fit(self.memory_, p["refit_epochs"], p["batch_size"], p["lr"])
             self.stats["refits"] += 1
 
     def add_feedback(
-        self, sessions: Optional[Sessions] = None, labels: Optional[Iterable[Any]] = None, *,
+        self, sessions: Any = None, labels: Optional[Iterable[Any]] = None, *,
         keys: Optional[Sequence[Hashable]] = None, embeddings: Any = None,
     ) -> None:
-        """Add labelled sessions (e.g. operator verdicts) to memory and refit the coordinator."""
+        """Add labelled sessions (e.g. operator verdicts) to memory and refit the
+        coordinator (what ``partial_fit(X, y)`` does on a fitted detector)."""
         self._check_fitted()
         if labels is None:
-            raise ValueError("add_feedback() needs labels")
+            raise InvalidInputError("add_feedback() needs labels")
         _, ss, x = self._prepare(sessions, keys, embeddings)
         y = normalize_labels(labels)
         if len(y) != x.shape[0]:
-            raise ValueError(f"length mismatch: {x.shape[0]} sessions, {len(y)} labels")
+            raise InvalidInputError(f"length mismatch: {x.shape[0]} sessions, {len(y)} labels")
         self._add_to_memory(x, y, [self._summary(s) for s in ss] if ss is not None else [""] * len(y))
 
     # ----------------------------------------------------------------- save / load
@@ -630,19 +911,20 @@ class CollaborativeDetector:
         self._check_fitted()
         d = Path(path)
         d.mkdir(parents=True, exist_ok=True)
+        enc = self.encoder if self.encoder is not None else self.__dict__.get("_default_encoder")
         cfg = {
             "format": "loglm.collab/1",
             "params": self.params,
             "preprocess": "mask_line" if self.preprocess is mask_line else (None if self.preprocess is None else "custom"),
-            "encoder_path": str(self._encoder.path) if self._encoder is not None else None,
-            "memory_text": self.memory_text,
-            "train_losses": self.train_losses,
+            "encoder_path": str(enc.path) if enc is not None else None,
+            "memory_text": list(self.memory_text_),
+            "train_losses": list(self.train_losses_),
             "stats": self.stats,
         }
         (d / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
-        np.savez(d / "memory.npz", embeddings=self.memory, labels=self.memory_labels, origin=self.memory_origin)
-        if self.coordinator is not None:
-            self.coordinator.save(str(d / "coordinator.safetensors"))
+        np.savez(d / "memory.npz", embeddings=self.memory_, labels=self.memory_labels_, origin=self.memory_origin_)
+        if self.coordinator_ is not None:
+            self.coordinator_.save(str(d / "coordinator.safetensors"))
 
     @classmethod
     def load(
@@ -650,32 +932,140 @@ class CollaborativeDetector:
         preprocess: Optional[Callable[[str], str]] = None,
     ) -> "CollaborativeDetector":
         """Load a detector written by :meth:`save`. ``encoder`` defaults to the
-        recorded folder (loaded lazily); a custom ``preprocess`` must be passed again."""
+        recorded folder (loaded lazily); a custom ``preprocess`` must be passed again.
+
+        Raises:
+            ModelNotFoundError: no saved detector in ``path`` (a ``FileNotFoundError``).
+            ModelLoadError: a corrupt or inconsistent file (bad JSON, bad ``.npz`` zip,
+                wrong shapes, unknown settings, a coordinator that does not fit).
+        """
         d = Path(path)
         if not (d / "config.json").is_file():
-            raise FileNotFoundError(f"{d / 'config.json'} not found")
-        cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
-        if cfg.get("format") != "loglm.collab/1":
-            raise ValueError(f"{d}: not a saved CollaborativeDetector")
+            raise ModelNotFoundError(f"{d / 'config.json'} not found")
+        try:
+            cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ModelLoadError(f"{d / 'config.json'}: corrupt JSON ({e})") from None
+        if not isinstance(cfg, dict) or cfg.get("format") != "loglm.collab/1":
+            raise ModelLoadError(f"{d}: not a saved CollaborativeDetector")
+        params = cfg.get("params")
+        if not isinstance(params, dict) or not set(params) <= set(cls._PARAM_NAMES):
+            raise ModelLoadError(f"{d / 'config.json'}: missing or unknown settings")
         pre = cfg.get("preprocess")
         if preprocess is None:
             if pre == "custom":
-                raise ValueError("the detector was saved with a custom preprocess; pass it to load()")
+                raise InvalidInputError("the detector was saved with a custom preprocess; pass it to load()")
             preprocess = mask_line if pre == "mask_line" else None
-        if encoder is None and cfg.get("encoder_path") and Path(cfg["encoder_path"]).is_dir():
-            encoder = SentenceEncoder.load(cfg["encoder_path"])
-        det = cls(encoder, llm, preprocess=preprocess, **cfg["params"])
-        with np.load(d / "memory.npz", allow_pickle=False) as z:
-            det.memory = np.ascontiguousarray(z["embeddings"], dtype=np.float32)
-            det.memory_labels = np.ascontiguousarray(z["labels"], dtype=np.float32)
-            det.memory_origin = np.ascontiguousarray(z["origin"], dtype=np.int8)
-        det.memory_text = list(cfg.get("memory_text", [""] * len(det.memory_labels)))
-        det.train_losses = list(cfg.get("train_losses", []))
-        det.stats.update(cfg.get("stats", {}))
+        enc_path = cfg.get("encoder_path")
+        if encoder is None and isinstance(enc_path, str) and Path(enc_path).is_dir():
+            encoder = SentenceEncoder.load(enc_path)
+        try:
+            det = cls(encoder, llm, preprocess=preprocess, **params)
+        except (InvalidInputError, TypeError) as e:
+            raise ModelLoadError(f"{d / 'config.json'}: bad settings ({e})") from None
+        try:
+            with open(d / "memory.npz", "rb") as fh, np.load(fh, allow_pickle=False) as z:
+                mem = np.ascontiguousarray(z["embeddings"], dtype=np.float32)
+                lab = np.ascontiguousarray(z["labels"], dtype=np.float32)
+                origin = np.ascontiguousarray(z["origin"], dtype=np.int8)
+        except FileNotFoundError:
+            raise ModelLoadError(f"{d / 'memory.npz'} is missing") from None
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+            raise ModelLoadError(f"{d / 'memory.npz'}: corrupt ({type(e).__name__}: {e})") from None
+        n = len(lab)
+        if mem.ndim != 2 or mem.shape[0] != n or origin.shape != (n,) or lab.ndim != 1 or n == 0:
+            raise ModelLoadError(f"{d / 'memory.npz'}: inconsistent shapes {mem.shape}, {lab.shape}, {origin.shape}")
+        if not np.isfinite(mem).all() or not np.isin(lab, (0.0, 1.0)).all():
+            raise ModelLoadError(f"{d / 'memory.npz'}: non-finite embeddings or labels other than 0/1")
+        text = cfg.get("memory_text", [""] * n)
+        if not isinstance(text, list) or len(text) != n or not all(isinstance(t, str) for t in text):
+            raise ModelLoadError(f"{d / 'config.json'}: memory_text does not match the memory")
+        det.memory_, det.memory_labels_, det.memory_origin_, det.memory_text_ = mem, lab, origin, list(text)
+        det.classes_ = np.array([0, 1])
+        det.n_features_in_ = int(mem.shape[1])
+        det.train_losses_ = [float(v) for v in cfg.get("train_losses", []) if isinstance(v, (int, float))]
+        det.stats_ = det._zero_stats()
+        stats = cfg.get("stats", {})
+        if isinstance(stats, dict):
+            det.stats_.update({k: v for k, v in stats.items() if k in det.stats_ and isinstance(v, (int, float))})
+        det.coordinator_ = None
         if det.params["mode"] == "supervised":
-            det.coordinator = _loglm.Coordinator.load(str(d / "coordinator.safetensors"), det.params["seed"])
+            cpath = d / "coordinator.safetensors"
+            if not cpath.is_file():
+                raise ModelLoadError(f"{cpath} is missing")
+            try:
+                det.coordinator_ = _loglm.Coordinator.load(str(cpath), det.params["seed"])
+            except LoglmError as e:
+                raise ModelLoadError(f"{cpath}: {e}") from None
+            dims = list(det.coordinator_.dims)
+            if not dims or dims[0] != mem.shape[1]:
+                raise ModelLoadError(f"{cpath}: coordinator input width {dims[:1]} does not match the "
+                                     f"{mem.shape[1]}-wide memory")
         return det
 
-    def __repr__(self) -> str:
-        n = 0 if self.memory is None else len(self.memory)
-        return f"CollaborativeDetector(mode={self.params['mode']!r}, memory={n}, llm={type(self.llm).__name__})"
+
+_NOT_FITTED: List[type] = []
+
+
+def _not_fitted_error() -> type:
+    """:class:`loglm.NotFittedError`, also a ``sklearn.exceptions.NotFittedError`` when
+    scikit-learn is installed (imported only on this error path)."""
+    if not _NOT_FITTED:
+        try:
+            from sklearn.exceptions import NotFittedError as SkNotFitted  # type: ignore[import-untyped]
+        except ImportError:  # pragma: no cover - scikit-learn is optional
+            _NOT_FITTED.append(NotFittedError)
+        else:
+            _NOT_FITTED.append(type("NotFittedError", (NotFittedError, SkNotFitted), {"__module__": "loglm.errors"}))
+    return _NOT_FITTED[0]
+
+
+def _binary_labels(y: Any) -> np.ndarray:
+    """:func:`normalize_labels` with scikit-learn's messages for non-binary targets."""
+    if not isinstance(y, (list, tuple, np.ndarray)) and hasattr(y, "__array__"):
+        y = np.asarray(y)
+    vals = list(y.tolist() if hasattr(y, "tolist") else y)
+    if any(isinstance(v, (float, np.floating)) and float(v) not in (0.0, 1.0) for v in vals):
+        raise InvalidInputError("Unknown label type: continuous target; labels are normal/abnormal, bools or 0/1")
+    if any(isinstance(v, (list, tuple, np.ndarray)) for v in vals):
+        raise InvalidInputError("y must be one label per session (a 1-D column of normal/abnormal)")
+    distinct = set(v for v in vals if isinstance(v, Hashable))
+    if len(distinct) > 2 and all(isinstance(v, (int, np.integer)) for v in distinct):
+        raise InvalidInputError("Only binary classification is supported. The type of the target is multiclass "
+                                f"({len(distinct)} classes); labels are normal/abnormal")
+    return normalize_labels(vals)
+
+
+def _alias(value: Any, old: Any, name: str, old_name: str) -> Any:
+    """``value`` or its older keyword spelling (not both)."""
+    if old is not None:
+        if value is not None:
+            raise InvalidInputError(f"give {name} or {old_name}, not both")
+        return old
+    return value
+
+
+def _as_embeddings(X: Any) -> Optional[np.ndarray]:
+    """``X`` as embeddings when it is numeric array data (not sessions of text), else None."""
+    if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
+        raise InvalidInputError("Sparse input is not supported: give dense embeddings or sessions of text")
+    if isinstance(X, Mapping) or isinstance(X, (str, bytes)):
+        return None
+    if hasattr(X, "to_numpy") and hasattr(X, "columns"):  # a pandas DataFrame
+        X = X.to_numpy()
+    if not isinstance(X, (list, tuple, np.ndarray)) and hasattr(X, "__array__"):
+        X = np.asarray(X)
+    if isinstance(X, np.ndarray):
+        if X.dtype.kind in "fiubc":
+            return X
+        if X.dtype.kind == "O" and X.size and not isinstance(X.flat[0], (str, list, tuple)):
+            return X
+        return None
+    try:
+        first = X[0]
+        item = first[0] if hasattr(first, "__getitem__") and not isinstance(first, (str, bytes)) else first
+    except (TypeError, IndexError, KeyError):
+        return None
+    if isinstance(item, (int, float, np.number)) and not isinstance(item, bool):
+        return np.asarray(X)
+    return None

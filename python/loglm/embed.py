@@ -83,13 +83,11 @@ class SentenceEncoder:
         texts = list(texts)
         if not progress or len(texts) <= 4 * batch_size:
             return self._inner.encode(texts, batch_size)
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:  # pragma: no cover - optional
-            return self._inner.encode(texts, batch_size)
+        from loglm.progress import progress_bar
+
         step = 16 * batch_size
         parts = []
-        with tqdm(total=len(texts), desc="encode", unit="text") as bar:
+        with progress_bar(True, len(texts), "encode", "text") as bar:
             for i in range(0, len(texts), step):
                 parts.append(self._inner.encode(texts[i : i + step], batch_size))
                 bar.update(len(texts[i : i + step]))

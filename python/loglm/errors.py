@@ -10,11 +10,15 @@ and ``except FileNotFoundError`` keep working:
   argument of the wrong type (a single string where a list of strings is expected...).
 - :class:`ContextLengthError` (``ValueError``): a prompt does not fit the context.
 - :class:`ModelNotFoundError` (``FileNotFoundError``): a model path that does not
-  exist, or the default model package that is not installed.
+  exist, or the default model package that is not installed;
+  :class:`LogFileNotFoundError` (also ``FileNotFoundError``) for a log file, or a glob
+  that matches no file.
 - :class:`DatasetNotFoundError` (``FileNotFoundError``): a data file (a dataset under
   ``LOGLM_DATA_DIR`` that could not be downloaded, instruction records to tune on).
 - :class:`MissingDependencyError` (``ImportError``): an optional extra is not installed
   (``loglm[train]``, ``loglm[ray]``...); the message says what to install.
+- :class:`NotFittedError` (an :class:`InvalidInputError`, also ``AttributeError``): an
+  estimator used before ``fit``.
 - :class:`ModelLoadError`: a model file that is truncated, corrupt or incomplete;
   :class:`UnsupportedModelError` for a well-formed model loglm cannot run.
 - :class:`AdapterError` (a :class:`ModelLoadError`): a LoRA adapter that is malformed,
@@ -48,6 +52,9 @@ class InvalidInputError(LoglmError, ValueError):
 class InvalidTypeError(InvalidInputError, TypeError):
     """An argument of the wrong type. Also a ``TypeError`` (and, as an
     :class:`InvalidInputError`, a ``ValueError``)."""
+class NotFittedError(InvalidInputError, AttributeError):
+    """An estimator (``CollaborativeDetector``) used before ``fit`` (also ``AttributeError``,
+    as scikit-learn's ``NotFittedError``)."""
 
 
 class ContextLengthError(InvalidInputError):
@@ -65,6 +72,8 @@ class DatasetNotFoundError(LoglmError, FileNotFoundError):
 
 class MissingDependencyError(LoglmError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+class LogFileNotFoundError(LoglmError, FileNotFoundError):
+    """A log file named by a path, a command-line argument or a glob does not exist."""
 
 
 class ModelLoadError(LoglmError):
@@ -150,8 +159,10 @@ __all__ = [
     "InvalidTypeError",
     "LoglmError",
     "MissingDependencyError",
+    "LogFileNotFoundError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "NotFittedError",
     "TokenizerError",
     "UnsupportedModelError",
     "require_path",

@@ -3,7 +3,13 @@ API) that asks a language model only about lines matching no cached template.
 
 ``TemplateMiner`` is a superset of ``drain3.TemplateMiner``: ``add_log_message``, ``match``,
 ``extract_parameters``, ``get_parameter_list``, ``save_state`` / ``load_state`` and
-``drain.clusters`` behave the same way, so pipelines switch with an import change. It adds
+``drain.clusters`` behave the same way, so pipelines switch with an import change: a drain3
+``TemplateMinerConfig`` (or a drain3 ``.ini`` path) is honoured -- masking instructions with
+their names (``<:IP:>``), ``mask_prefix`` / ``mask_suffix``, ``drain_sim_th``,
+``drain_depth``, ``drain_max_children``, ``drain_max_clusters`` (LRU eviction),
+``drain_extra_delimiters``, ``parametrize_numeric_tokens``, snapshot interval and
+compression -- and drain3 snapshots are read (as JSON, never unpickled); see
+:mod:`loglm._drain3`. It adds
 masking of obvious variables, content-derived template ids (``"E3f9a0c12"``), ``merge`` of
 trees built on separate shards, a parallel batch mode returning the loghub DataFrame, and
 the LLM loop (``TemplateMiner(model=...)``), where ``model`` is any object with
@@ -11,18 +17,28 @@ the LLM loop (``TemplateMiner(model=...)``), where ``model`` is any object with
 """
 from __future__ import annotations
 
+import base64
+import json
+import re
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
 from loglm import _loglm
+from loglm._drain3 import (LogMasker, MaskingInstruction, TemplateMinerConfig, decode_state,
+                           drain3_snapshot_to_state, parameter_regex_factory, resolve_config)
+from loglm.errors import InvalidInputError
 
 __all__ = [
     "ExtractedParameter",
     "LogCluster",
+    "MaskingInstruction",
     "TemplateMiner",
+    "TemplateMinerConfig",
+    "templates_table",
     "template_id",
     "template_matches",
     "PARSING_INSTRUCTION",
@@ -38,7 +54,8 @@ _CHUNK = 1 << 16
 
 
 class ExtractedParameter(NamedTuple):
-    """A parameter value and the name of the mask it matched (``"*"`` for all of ours)."""
+    """A parameter value and the name of the mask it matched (``"*"`` for ``<*>``, else the
+    ``mask_with`` of a masking instruction)."""
 
     value: str
     mask_name: str
@@ -109,50 +126,88 @@ def _decode(line: str | bytes) -> tuple[str, bool]:
         except UnicodeDecodeError:
             return line.decode("utf-8", errors="replace"), True
     if not isinstance(line, str):
-        raise TypeError(f"log lines must be str or bytes, got {type(line).__name__}")
+        raise InvalidInputError(f"log lines must be str or bytes, got {type(line).__name__}")
     return line, False
+
+
+def templates_table(df: Any) -> Any:
+    """logparser's ``_templates.csv`` from a parsed DataFrame (EventId, EventTemplate):
+    one row per template with its ``Occurrences``, most frequent first."""
+    import pandas as pd
+
+    if len(df) == 0:
+        return pd.DataFrame({"EventId": [], "EventTemplate": [], "Occurrences": []})
+    t = df.groupby(["EventId", "EventTemplate"], sort=False).size().reset_index(name="Occurrences")
+    return t.sort_values("Occurrences", ascending=False, kind="stable").reset_index(drop=True)
 
 
 class TemplateMiner:
     """Online log template miner: Drain tree in Rust, optional LLM for new patterns.
 
-    Parameters follow drain3 (``persistence_handler``, ``config`` — a
-    ``drain3.TemplateMinerConfig`` or any object with its ``drain_*`` attributes); keywords
-    override them. ``masking=True`` masks obvious variables (numbers, hex, IPs, ids, paths
-    with digits) before the tree; ``masking=False`` reproduces drain3's default clusters.
+    Parameters follow drain3: ``persistence_handler`` (drain3's protocol) and ``config``
+    (a ``drain3.TemplateMinerConfig``, :class:`loglm.parsing.TemplateMinerConfig`, any
+    object with its attributes, or the path of a drain3 ``.ini`` file); keywords override
+    the config. With a config, the miner behaves as drain3: its masking instructions are
+    applied (Python ``re``, named masks such as ``<:IP:>`` in templates), loglm's own
+    masking is off unless ``masking=True``, ``drain_max_clusters`` bounds the live
+    clusters with drain3's LRU eviction, and snapshots follow ``snapshot_compress_state``
+    and ``snapshot_interval_minutes``. Settings loglm does not support raise (another
+    engine) or warn (profiling, unknown attributes). Without a config, ``masking=True``
+    (the default) masks obvious variables (numbers, hex, IPs, ids, paths with digits)
+    before the tree; ``masking=False`` reproduces drain3's default clusters.
     ``model`` enables the LLM loop: lines matching no verified template are sent, batched
     (``batch_size``) with up to ``few_shot`` similar cached (line, template) examples, to
     ``model.propose_templates(lines, examples)``; a returned template enters the cache only
     if it matches its line, otherwise the tree's template is used and the line is flagged.
-    ``threads`` caps the Rust worker threads of batch calls (default: all cores).
+    The LLM loop does not combine with masking instructions or ``max_clusters``
+    (:class:`loglm.InvalidInputError`). ``threads`` caps the Rust worker threads of batch
+    calls (default: all cores).
     """
 
     def __init__(self, persistence_handler: Any = None, config: Any = None, *,
                  model: Any = None, sim_th: float | None = None, depth: int | None = None,
-                 max_children: int | None = None, masking: bool = True,
+                 max_children: int | None = None, masking: bool | None = None,
                  extra_delimiters: Sequence[str] | None = None, param_str: str | None = None,
-                 parametrize_numeric_tokens: bool | None = None, few_shot: int = 3,
-                 batch_size: int = 32, threads: int | None = None) -> None:
-        def pick(value: Any, attr: str, default: Any) -> Any:
+                 parametrize_numeric_tokens: bool | None = None, max_clusters: int | None = None,
+                 few_shot: int = 3, batch_size: int = 32, threads: int | None = None) -> None:
+        d3 = resolve_config(config)
+
+        def pick(value: Any, key: str, default: Any) -> Any:
             if value is not None:
                 return value
-            return getattr(config, attr, default) if config is not None else default
+            return d3[key] if d3 is not None else default
 
-        if param_str is None and config is not None:
-            param_str = f"{getattr(config, 'mask_prefix', '<')}*{getattr(config, 'mask_suffix', '>')}"
+        if param_str is None and d3 is not None:
+            param_str = f"{d3['mask_prefix']}*{d3['mask_suffix']}"
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
         if few_shot < 0:
-            raise ValueError(f"few_shot must be >= 0, got {few_shot}")
+            raise InvalidInputError(f"few_shot must be >= 0, got {few_shot}")
+        if masking is None:
+            masking = d3 is None
+        max_clusters = pick(max_clusters, "drain_max_clusters", None)
+        instructions = list(d3["masking_instructions"]) if d3 is not None else []
+        prefix, suffix = (d3["mask_prefix"], d3["mask_suffix"]) if d3 is not None else ("<", ">")
+        if model is not None and (instructions or max_clusters is not None):
+            raise InvalidInputError("the LLM loop (model=...) does not support masking instructions or max_clusters")
         self._tree = _loglm.TemplateTree(
             sim_th=float(pick(sim_th, "drain_sim_th", 0.4)),
             depth=int(pick(depth, "drain_depth", 4)),
             max_children=int(pick(max_children, "drain_max_children", 100)),
             param_str=param_str or "<*>",
             parametrize_numeric_tokens=bool(pick(parametrize_numeric_tokens, "parametrize_numeric_tokens", True)),
-            extra_delimiters=list(pick(extra_delimiters, "drain_extra_delimiters", [])),
+            extra_delimiters=[str(x) for x in pick(extra_delimiters, "drain_extra_delimiters", [])],
             masking=bool(masking),
+            max_clusters=None if max_clusters is None else int(max_clusters),
         )
+        self.masker = LogMasker(instructions, prefix, suffix)
+        self._mask = self.masker.mask if instructions else None
+        self._param_regex = parameter_regex_factory(
+            self.masker, int(d3["parameter_extraction_cache_capacity"]) if d3 is not None else 3000)
+        self._compress = bool(d3["snapshot_compress_state"]) if d3 is not None else False
+        self._snapshot_interval = float(d3["snapshot_interval_minutes"]) * 60 if d3 is not None else None
+        self._last_save = time.time()
+        self._refresh_settings()
         self.config = config
         self.model = model
         self.few_shot = few_shot
@@ -165,6 +220,18 @@ class TemplateMiner:
         self._model_seconds = 0.0
         if persistence_handler is not None:
             self.load_state()
+
+    def _refresh_settings(self) -> None:
+        cfg = self._tree.config()
+        self._max_clusters = cfg["max_clusters"]
+        self._delimiters = list(cfg["extra_delimiters"])
+        # clusters evicted before a load (a drain3 snapshot); later evictions only happen
+        # when max_clusters are live, so the live count follows without scanning
+        self._evicted_at_load = len(self._tree) - len(self._tree.live_clusters()) if len(self._tree) else 0
+
+    def _live_count(self) -> int:
+        n = len(self._tree) - self._evicted_at_load
+        return n if self._max_clusters is None else min(n, int(self._max_clusters))
 
     # ---- drain3 surface -------------------------------------------------------------
     @property
@@ -179,8 +246,10 @@ class TemplateMiner:
 
     @property
     def clusters(self) -> list[LogCluster]:
-        """All clusters, in creation order."""
-        return [self._cluster(i) for i in range(len(self._tree))]
+        """All live clusters (not evicted by ``max_clusters``), in creation order."""
+        if self._max_clusters is None and not self._evicted_at_load:
+            return [self._cluster(i) for i in range(len(self._tree))]
+        return [self._cluster(i) for i in self._tree.live_clusters()]
 
     def _cluster(self, index: int) -> LogCluster:
         return LogCluster(*self._tree.cluster(index))
@@ -192,7 +261,7 @@ class TemplateMiner:
             "cluster_id": cid,
             "cluster_size": size,
             "template_mined": template,
-            "cluster_count": len(self._tree),
+            "cluster_count": self._live_count(),
             "template_id": tid,
         }
         out.update(extra)
@@ -207,7 +276,7 @@ class TemplateMiner:
         if bad:
             self._tree.add_non_utf8(1)
         if self.model is None:
-            idx, change = self._tree.add(line)
+            idx, change = self._tree.add(self._mask(line) if self._mask is not None else line)
             res = self._result(idx, change)
         else:
             hit = self._tree.hit_batch([line], 1)[0]
@@ -223,18 +292,33 @@ class TemplateMiner:
         return res
 
     def match(self, log_message: str, full_search_strategy: str = "never") -> LogCluster | None:
-        """Cluster whose template matches the line exactly (nothing is changed), or None."""
+        """Cluster whose template matches the (masked) line exactly (nothing is changed), or None."""
+        if self._mask is not None:
+            log_message = self._mask(log_message)
         idx = self._tree.match_line(log_message, full_search_strategy)
         return None if idx is None else self._cluster(idx)
 
     def extract_parameters(self, log_template: str, log_message: str,
                            exact_matching: bool = True) -> list[ExtractedParameter] | None:
         """Parameters of ``log_message`` under ``log_template`` (drain3 semantics: each
-        ``<*>`` matches a non-empty text), or None when the line does not match."""
-        values = _loglm.template_parameters(log_template, log_message, self.param_str, False)
-        if values is None:
+        ``<*>`` matches a non-empty text; a named mask such as ``<:IP:>`` matches what its
+        masking instructions match when ``exact_matching``, any text otherwise), or None
+        when the line does not match."""
+        if self._mask is None and not self._delimiters:
+            values = _loglm.template_parameters(log_template, log_message, self.param_str, False)
+            if values is None:
+                return None
+            return [ExtractedParameter(v, "*") for v in values]
+        try:
+            for d in self._delimiters:
+                log_message = re.sub(d, " ", log_message)  # drain3 treats delimiters as regexes here
+            regex, names = self._param_regex(log_template, bool(exact_matching))
+            m = re.match(regex, log_message)
+        except re.error as e:
+            raise InvalidInputError(f"cannot build the parameter regex of {log_template!r}: {e}") from None
+        if m is None:
             return None
-        return [ExtractedParameter(v, "*") for v in values]
+        return [ExtractedParameter(v, names[g]) for g, v in m.groupdict().items() if g in names]
 
     def get_parameter_list(self, log_template: str, log_message: str) -> list[str]:
         """drain3's deprecated helper: parameter values, ``[]`` on mismatch."""
@@ -244,28 +328,69 @@ class TemplateMiner:
     # ---- state ----------------------------------------------------------------------
     def save_state(self, snapshot_reason: str | None = None) -> str:
         """JSON state (versioned schema ``loglm.template_miner`` v1; no pickle). Also written
-        to the persistence handler (drain3 protocol, bytes) when there is one."""
+        to the persistence handler (drain3 protocol, bytes; base64 + zlib compressed when
+        the drain3 config says ``snapshot_compress_state``) when there is one."""
         state = self._tree.to_json()
         if self.persistence_handler is not None:
-            self.persistence_handler.save_state(state.encode("utf-8"))
+            data = state.encode("utf-8")
+            if self._compress:
+                data = base64.b64encode(zlib.compress(data))
+            self.persistence_handler.save_state(data)
         return state
 
     def load_state(self, state: str | bytes | None = None) -> None:
-        """Replace the tree by a saved state (JSON text/bytes; None reads the persistence
-        handler, a missing state there is a no-op)."""
+        """Replace the tree by a saved state: loglm's JSON, or a drain3 snapshot (jsonpickle
+        JSON, plain or compressed; read as data, never unpickled; tree settings then come
+        from this miner, as in drain3). None reads the persistence handler, where a missing
+        state is a no-op.
+
+        Raises:
+            InvalidInputError: not a state loglm can read (another drain3 version included).
+        """
         if state is None:
             if self.persistence_handler is None:
-                raise ValueError("load_state() needs a state or a persistence_handler")
+                raise InvalidInputError("load_state() needs a state or a persistence_handler")
             state = self.persistence_handler.load_state()
             if state is None:
                 return
-        if isinstance(state, bytes):
-            state = state.decode("utf-8")
-        self._tree = _loglm.TemplateTree.from_json(state)
+        text = decode_state(state)
+        if '"py/object"' in text[:4096]:
+            try:
+                doc = json.loads(text)
+            except ValueError as e:
+                raise InvalidInputError(f"drain3 snapshot is not valid JSON: {e}") from None
+            mine = dict(self._tree.config())
+            text = drain3_snapshot_to_state(doc, config=mine)
+        self._tree = _loglm.TemplateTree.from_json(text)
+        self._refresh_settings()
 
     def _maybe_persist(self, res: dict) -> None:
-        if self.persistence_handler is not None and res["change_type"] != "none":
-            self.save_state(f"{res['change_type']} ({res['cluster_id']})")
+        if self.persistence_handler is None:
+            return
+        if res["change_type"] != "none":
+            reason = f"{res['change_type']} ({res['cluster_id']})"
+        elif self._snapshot_interval is not None and time.time() - self._last_save >= self._snapshot_interval:
+            reason = "periodic"
+        else:
+            return
+        self.save_state(reason)
+        self._last_save = time.time()
+
+    def templates_table(self) -> Any:
+        """logparser's ``_templates.csv`` for the live clusters: EventId, EventTemplate,
+        Occurrences (lines per template; clusters with the same template are summed), most
+        frequent first."""
+        import pandas as pd
+
+        rows: dict[str, list] = {}
+        for c in self.clusters:
+            t = c.get_template()
+            if t in rows:
+                rows[t][2] += c.size
+            else:
+                rows[t] = [template_id(t), t, c.size]
+        df = pd.DataFrame(list(rows.values()), columns=["EventId", "EventTemplate", "Occurrences"])
+        return df.sort_values("Occurrences", ascending=False, kind="stable").reset_index(drop=True)
 
     def save(self, path: str | Path) -> None:
         """Write the JSON state to a file."""
@@ -325,7 +450,7 @@ class TemplateMiner:
         self._llm_lines += len(lines)
         templates = list(templates)
         if len(templates) != len(lines):
-            raise ValueError(f"model.propose_templates returned {len(templates)} templates "
+            raise InvalidInputError(f"model.propose_templates returned {len(templates)} templates "
                              f"for {len(lines)} lines")
         out = []
         for line, tmpl in zip(lines, templates):
@@ -399,7 +524,8 @@ class TemplateMiner:
             if not buf:
                 return
             if self.model is None:
-                parts.append(self._tree.add_batch(buf, self.threads).astype(np.int64))
+                todo = [self._mask(x) for x in buf] if self._mask is not None else buf
+                parts.append(self._tree.add_batch(todo, self.threads).astype(np.int64))
                 rejs.append(np.zeros(len(buf), dtype=bool))
             else:
                 i, r = self._resolve(buf)
@@ -448,31 +574,36 @@ class TemplateMiner:
         idx, bad, rej = self._add_many(tee(), progress, total)
         return self._frame(contents, idx, bad, rej, parameters)
 
-    def parse_file(self, path: str | Path, log_format: str | None = None, *,
-                   progress: bool = True, parameters: bool = True) -> Any:
-        """Parse a log file (LF or CRLF; invalid UTF-8 decoded lossily and flagged, never
-        dropped). ``log_format`` is a loghub format such as ``"<Date> <Time> <Level>:
-        <Content>"``: the headers become columns and only ``Content`` is parsed; lines that
-        do not fit keep the whole line as Content and get ``FormatMismatch=True``."""
-        lines, bad = _loglm.read_log_lines(str(path))
-        headers: list[str] = []
-        cols: list[list[str]] = []
-        fit = None
-        if log_format is not None:
-            headers, cols, fit = _loglm.split_log_format(lines, log_format)
-            content = cols[headers.index("Content")]
-        else:
-            content = lines
+    def parse_file(self, path: str | Path | Sequence[str | Path], log_format: str | None = None, *,
+                   progress: bool = True, parameters: bool = True, record_start: bool | str | None = None) -> Any:
+        """Parse log files (one path, a glob, ``"-"`` for stdin, or a list of them; plain or
+        gzip, LF or CRLF; invalid UTF-8 decoded lossily and flagged, never dropped; see
+        :func:`loglm.read_log_lines`). ``log_format`` is a loghub format such as ``"<Date>
+        <Time> <Level>: <Content>"``: the headers become columns and only ``Content`` is
+        parsed; lines that do not fit keep the whole line as Content and get
+        ``FormatMismatch=True``. With several files a ``File`` column is added and
+        ``LineId`` is the line number inside its file. ``record_start`` (``True`` or a
+        regex) joins multi-line records (stack traces) first."""
+        from loglm.inputs import read_log_lines
+
+        lines = read_log_lines(path, log_format=log_format, record_start=record_start)
+        return self.parse_lines(lines, progress=progress, parameters=parameters)
+
+    def parse_lines(self, lines: Any, *, progress: bool = False, parameters: bool = True) -> Any:
+        """Parse a :class:`loglm.LogLines` (from :func:`loglm.read_log_lines` or
+        :func:`loglm.inputs.as_log_lines`): as :meth:`parse`, plus the input's columns
+        (File, log_format headers, FormatMismatch) and its NonUtf8 flags."""
+        from loglm.inputs import add_input_columns, as_log_lines
+
+        lines = as_log_lines(lines)
+        content = list(lines)
         idx, _, rej = self._add_many(content, progress, len(content))
+        bad = np.asarray(lines.non_utf8, dtype=bool)
         nbad = int(bad.sum())
         if nbad:
             self._tree.add_non_utf8(nbad)
         df = self._frame(content, idx, bad, rej, parameters)
-        if log_format is not None:
-            for pos, (h, col) in enumerate((h, c) for h, c in zip(headers, cols) if h != "Content"):
-                df.insert(1 + pos, h, col)
-            df["FormatMismatch"] = ~fit
-        return df
+        return add_input_columns(df, lines)
 
     def _frame(self, contents: list[str], idx: np.ndarray, bad: np.ndarray, rej: np.ndarray,
                parameters: bool) -> Any:
@@ -486,7 +617,11 @@ class TemplateMiner:
             "EventId": ids[idx] if len(idx) else np.array([], dtype=object),
             "EventTemplate": templates[idx] if len(idx) else np.array([], dtype=object),
         }
-        if parameters:
+        if parameters and (self._mask is not None or self._delimiters):
+            data["ParameterList"] = [
+                [p.value for p in (self.extract_parameters(str(templates[i]), line) or [])]
+                for line, i in zip(contents, idx.tolist())]
+        elif parameters:
             data["ParameterList"] = self._tree.parameters_batch(contents, idx.astype(np.uint32), self.threads)
         data["NonUtf8"] = bad
         if self.model is not None:
@@ -495,10 +630,6 @@ class TemplateMiner:
 
 
 def _progress(enabled: bool, total: int | None) -> Any:
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # progress bars are optional
-        return None
-    return tqdm(total=total, unit="lines", desc="parsing")
+    from loglm.progress import progress_bar
+
+    return progress_bar(enabled, total, "parsing", "lines")

@@ -7,28 +7,28 @@
 * :meth:`TaskMixin.interpret`, :meth:`TaskMixin.root_cause`,
   :meth:`TaskMixin.suggest_solution`, :meth:`TaskMixin.ask` -- text answers.
 
-Inputs are a list of lines, a pandas Series, a path to a log file, or (for the text
-tasks) one log string. Files may use CRLF; bytes that are not UTF-8 are decoded with
-U+FFFD and flagged; empty and binary files are refused with a clear error. Text that
-would not fit the model's context is truncated and the answer says so.
+Inputs (every helper, resolved by :mod:`loglm.inputs`): a ``str`` is always log text
+(never a file name); a :class:`pathlib.Path` (or a list of them) is read as a file (plain
+or gzip, LF or CRLF); a list / pandas Series of lines or an open file are taken as they
+are. Bytes that are not UTF-8 are decoded with U+FFFD and flagged; empty and binary
+files are refused with a clear error. ``log_format`` (loghub style) is accepted by every
+helper (the text tasks take it as a keyword too): the model sees only ``Content`` and
+the other fields become columns. Text that would not fit the model's context is
+truncated and the answer says so.
 """
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from loglm.errors import InvalidInputError
+from loglm.inputs import LogLines, Logs, add_input_columns, as_log_lines, read_log_lines
+from loglm.progress import progress_bar
 
 __all__ = ["TaskMixin", "Answer", "LogLines", "read_log_lines", "as_log_lines"]
 
-PathLike = Union[str, "os.PathLike[str]"]
-Logs = Union[PathLike, Sequence[str], Any]
-
-#: files whose first 64 KiB have more NULs than this fraction (or >5% control bytes) are binary
-_BINARY_NUL_FRACTION = 0.001
 _TRUNCATION_MARK = " …[truncated]"
 
 
@@ -52,111 +52,13 @@ class Answer(str):
         return obj
 
 
-class LogLines(list):
-    """A list of log lines read from a source, with ``non_utf8`` (a bool array: the line
-    had bytes that were not valid UTF-8, replaced by U+FFFD) and ``path`` (or None)."""
-
-    non_utf8: np.ndarray
-    path: Optional[Path]
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise FileNotFoundError(f"log file not found: {path}")
-    if path.is_dir():
-        raise InvalidInputError(f"{path} is a folder, not a log file")
-    with open(path, "rb") as f:
-        head = f.read(1 << 16)
-    if not head:
-        raise InvalidInputError(f"log file is empty: {path}")
-    nul = head.count(b"\x00")
-    ctrl = sum(head.count(bytes([c])) for c in (*range(1, 9), *range(14, 27), *range(28, 32), 127))
-    if nul > _BINARY_NUL_FRACTION * len(head) or (nul and b"\n" not in head) or ctrl > 0.05 * len(head):
-        raise InvalidInputError(
-            f"{path} looks like a binary file ({nul} NUL bytes in the first {len(head)}); "
-            "give a text log file"
-        )
-
-
-def read_log_lines(path: PathLike) -> LogLines:
-    """Lines of a text log file (LF or CRLF; invalid UTF-8 replaced and flagged).
-
-    Raises:
-        FileNotFoundError: no such file.
-        InvalidInputError: a folder, an empty file, a binary file, or a file with no
-            non-blank line.
-    """
-    from loglm import _loglm
-
-    p = Path(os.fspath(path))
-    _check_file(p)
-    lines, bad = _loglm.read_log_lines(str(p))
-    out = LogLines(str(x) for x in lines)
-    out.non_utf8 = np.asarray(bad, dtype=bool)
-    out.path = p
-    if not any(x.strip() for x in out):
-        raise InvalidInputError(f"log file has no non-blank line: {p}")
-    return out
-
-
-def as_log_lines(logs: Logs) -> LogLines:
-    """Normalise a log input to :class:`LogLines`: a path (``str`` naming an existing file
-    or ``os.PathLike``) is read with :func:`read_log_lines`; a pandas Series or any
-    sequence of ``str``/``bytes`` is taken line by line; another ``str`` is split into
-    lines. Empty input raises :class:`loglm.InvalidInputError`."""
-    if isinstance(logs, os.PathLike) or (isinstance(logs, str) and "\n" not in logs and len(logs) < 4096
-                                         and os.path.isfile(logs)):
-        return read_log_lines(logs)
-    if isinstance(logs, str):
-        items: List[Any] = logs.replace("\r\n", "\n").split("\n")
-        if items and items[-1] == "":
-            items.pop()
-    elif isinstance(logs, bytes):
-        items = logs.replace(b"\r\n", b"\n").split(b"\n")
-        if items and items[-1] == b"":
-            items.pop()
-    else:
-        try:
-            items = list(logs.tolist() if hasattr(logs, "tolist") else logs)
-        except TypeError:
-            raise InvalidInputError(
-                f"logs must be a file path, a str, or a list/Series of lines, not {type(logs).__name__}"
-            ) from None
-    out = LogLines()
-    bad = []
-    for i, x in enumerate(items):
-        if isinstance(x, bytes):
-            try:
-                s, b = x.decode("utf-8"), False
-            except UnicodeDecodeError:
-                s, b = x.decode("utf-8", errors="replace"), True
-        elif isinstance(x, str):
-            s, b = x, False
-        else:
-            raise InvalidInputError(f"log line {i} is {type(x).__name__}, not str or bytes")
-        out.append(s.rstrip("\r"))
-        bad.append(b)
-    if not out:
-        raise InvalidInputError("no log lines given")
-    out.non_utf8 = np.array(bad, dtype=bool)
-    out.path = None
-    return out
-
-
 # Logs per call into the model when scoring many (the progress bar moves per call).
 _SCORE_BATCH = 32
 
 
 def _progress(enabled: Optional[bool], total: int, desc: str) -> Any:
-    if enabled is None:
-        enabled = total >= 200
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, unit="logs")
+    """The scoring progress bar (on by default from 200 logs)."""
+    return progress_bar(enabled, total, desc, "logs", auto_over=200)
 
 
 #: Default repetition penalty of the free-text capabilities.
@@ -243,32 +145,32 @@ class TaskMixin:
         return TemplateMiner(model=self, **kwargs)
 
     def parse(self, logs: Logs, *, log_format: Optional[str] = None, progress: Optional[bool] = None,
-              few_shot: int = 3, batch_size: int = 16, miner: Any = None) -> Any:
+              few_shot: int = 3, batch_size: int = 16, miner: Any = None,
+              record_start: Union[None, bool, str] = None) -> Any:
         """Parse logs into the loghub DataFrame: LineId, Content, EventId, EventTemplate,
         ParameterList, NonUtf8, LlmRejected (the model's template did not match its line;
         the tree's template was kept).
 
-        ``logs`` is a file path, a list/Series of lines or a text. Lines matching a known
-        template never reach the model; the others are sent in batches with few-shot
-        examples. EventId is derived from the template text (``template_id``), so
-        results of separate runs or machines merge. ``log_format`` (loghub style,
-        e.g. ``"<Date> <Time> <Level>: <Content>"``) applies to files. Pass ``miner`` to
-        keep learning in an existing :class:`loglm.TemplateMiner`.
+        ``logs`` is log text (a ``str``), a list/Series of lines, or a ``pathlib.Path``
+        (see :func:`loglm.inputs.as_log_lines`). Lines matching a known template never
+        reach the model; the others are sent in batches with few-shot examples. EventId
+        is derived from the template text (``template_id``), so results of separate runs
+        or machines merge. ``log_format`` (loghub style, e.g. ``"<Date> <Time> <Level>:
+        <Content>"``, ``"json"`` or ``"auto"``) splits each line: only Content is parsed,
+        the other fields become columns and ``FormatMismatch`` flags lines that do not
+        fit. ``record_start`` (``True`` or a regex) joins multi-line records first (see
+        :mod:`loglm.inputs`). Pass ``miner`` to keep learning in an existing
+        :class:`loglm.TemplateMiner`; :func:`loglm.parsing.templates_table` of the result
+        gives logparser's templates table.
         """
         tm = miner if miner is not None else self.template_miner(few_shot=few_shot, batch_size=batch_size)
         if tm.model is None:
             tm.model = self
-        src = logs
-        if isinstance(src, os.PathLike) or (isinstance(src, str) and "\n" not in src and os.path.isfile(src)):
-            p = Path(os.fspath(src))
-            _check_file(p)
-            show = progress if progress is not None else p.stat().st_size > 200_000
-            return tm.parse_file(p, log_format, progress=bool(show))
-        lines = as_log_lines(src)
+        lines = as_log_lines(logs, log_format=log_format, record_start=record_start)
         show = progress if progress is not None else len(lines) >= 5000
         df = tm.parse(list(lines), progress=bool(show))
         df["NonUtf8"] = df["NonUtf8"].to_numpy() | lines.non_utf8
-        return df
+        return add_input_columns(df, lines)
 
     # ---- anomaly detection -------------------------------------------------------
     def anomaly_score(self, log: str) -> float:
@@ -277,11 +179,13 @@ class TaskMixin:
         text, _ = self.fit_text(str(log), self._log_budget(8))
         return self._anomaly_probs([text])[0]
 
-    def anomaly_scores(self, logs: Logs, *, progress: Optional[bool] = None) -> List[float]:
+    def anomaly_scores(self, logs: Logs, *, progress: Optional[bool] = None,
+                       log_format: Optional[str] = None, record_start: Union[None, bool, str] = None) -> List[float]:
         """:meth:`anomaly_score` of every log, in order (identical logs scored once;
         progress bar on long inputs). Faster than calling it per log on a local model:
-        the shared instruction is processed once."""
-        lines = list(as_log_lines(logs))
+        the shared instruction is processed once. ``logs``, ``log_format`` and
+        ``record_start`` as for :meth:`detect_anomalies`."""
+        lines = list(as_log_lines(logs, log_format=log_format, record_start=record_start))
         scores = self._score_unique(lines, progress)
         return [scores[x] for x in lines]
 
@@ -295,20 +199,24 @@ class TaskMixin:
 
     def detect_anomalies(self, logs: Logs, *, threshold: float = 0.5,
                          session_ids: Optional[Sequence[Hashable]] = None,
-                         progress: Optional[bool] = None) -> Any:
+                         progress: Optional[bool] = None, log_format: Optional[str] = None,
+                         record_start: Union[None, bool, str] = None) -> Any:
         """Label and score every log by choice scoring (not free text).
 
         Returns a DataFrame: LineId, Content, Score (probability of ``"abnormal"``),
         Label (``"abnormal"`` when Score >= ``threshold``, else ``"normal"``), Truncated
         (the log was cut to fit the context) and NonUtf8; with ``session_ids`` (one per
         line) also SessionId and SessionLabel (a session is abnormal if any line is).
-        Identical lines are scored once.
+        Identical lines are scored once. ``logs``: log text (a ``str``), lines, or a
+        ``pathlib.Path``; with ``log_format`` only Content is scored and the header
+        fields become columns (plus File / FormatMismatch as in :meth:`parse`);
+        ``record_start`` joins multi-line records (one verdict per record).
         """
         if not 0.0 <= threshold <= 1.0:
             raise InvalidInputError(f"threshold must be in [0, 1], got {threshold}")
         import pandas as pd
 
-        lines = as_log_lines(logs)
+        lines = as_log_lines(logs, log_format=log_format, record_start=record_start)
         if session_ids is not None:
             session_ids = list(session_ids.tolist() if hasattr(session_ids, "tolist") else session_ids)
             if len(session_ids) != len(lines):
@@ -327,7 +235,7 @@ class TaskMixin:
             df["SessionId"] = session_ids
             ab = df.groupby("SessionId", sort=False)["Label"].transform(lambda s: (s == "abnormal").any())
             df["SessionLabel"] = np.where(ab.to_numpy(dtype=bool), "abnormal", "normal")
-        return df
+        return add_input_columns(df, lines)
 
     def _score_unique(self, lines: Sequence[str], progress: Optional[bool]) -> Dict[str, float]:
         uniq = list(dict.fromkeys(lines))
@@ -388,7 +296,12 @@ class TaskMixin:
         # Small models loop on greedy decoding; a mild penalty (llama.cpp's classic
         # default) keeps explanations readable. Pass repetition_penalty=1.0 to turn it off.
         gen.setdefault("repetition_penalty", REPETITION_PENALTY)
-        text = log if isinstance(log, str) else "\n".join(as_log_lines(log))
+        log_format = gen.pop("log_format", None)  # input handling (loglm.inputs)
+        gen.pop("record_start", None)  # records are joined by "\n" anyway
+        if isinstance(log, str) and log_format is None:
+            text = log
+        else:
+            text = "\n".join(as_log_lines(log, log_format=log_format))
         if not isinstance(text, str) or not text.strip():
             raise InvalidInputError("the log text is empty")
         fitted, truncated = self.fit_text(text, self._log_budget(max_new_tokens))
@@ -437,18 +350,24 @@ class TaskMixin:
     def ask(self, instruction: str, logs: Union[str, Sequence[str], Any], *, stream: bool = False,
             max_new_tokens: int = 256, **gen: Any) -> Any:
         """Any other instruction about logs (compare two logs, explain a verdict,
-        summarise a session). ``logs`` is one log text, a list of logs (numbered in the
-        prompt) or a file path. Returns an :class:`Answer` or a stream."""
+        summarise a session). ``logs`` is one log text (a ``str``, never a file name), a
+        list of logs (numbered in the prompt) or a ``pathlib.Path`` (a list of Paths is
+        read as one log). ``log_format=...`` (keyword) keeps only each line's Content.
+        Returns an :class:`Answer` or a stream."""
         from loglm.prompts import ask_prompt
 
         if not isinstance(instruction, str) or not instruction.strip():
             raise InvalidInputError("the instruction is empty")
-        if isinstance(logs, os.PathLike) or (isinstance(logs, str) and "\n" not in logs and os.path.isfile(logs)):
-            items = ["\n".join(read_log_lines(logs))]
+        log_format = gen.pop("log_format", None)
+        if isinstance(logs, os.PathLike) or (isinstance(logs, (list, tuple)) and logs
+                                             and all(isinstance(x, os.PathLike) for x in logs)):
+            items = ["\n".join(as_log_lines(logs, log_format=log_format))]
         elif isinstance(logs, str):
-            items = [logs]
+            items = ["\n".join(as_log_lines(logs, log_format=log_format))] if log_format else [logs]
         else:
             items = [str(x) for x in (logs.tolist() if hasattr(logs, "tolist") else logs)]
+            if log_format is not None:
+                items = ["\n".join(as_log_lines(x, log_format=log_format)) for x in items]
         if not items or not any(x.strip() for x in items):
             raise InvalidInputError("no log text given")
         joined_sep = "\x00LOGSEP\x00"

@@ -786,12 +786,10 @@ def _schedule(n_train: int, s: FinetuneSettings) -> _Schedule:
 
 
 def _progress_bar(total: int) -> Any:
-    """A tqdm bar over ``total`` steps, or ``None`` without tqdm."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="finetune", unit="step", dynamic_ncols=True)
+    """A bar over ``total`` steps (the package's one progress helper)."""
+    from loglm.progress import progress_bar
+
+    return progress_bar(True, total, "finetune", "step", dynamic_ncols=True)
 
 
 def _train(run: _Run, lora: _Lora, data: _Tokenized, schedule: _Schedule) -> Tuple[int, float, bool, float]:

@@ -21,7 +21,8 @@ impl Parser {
     /// calling [`Parser::add`] on each line in turn.
     pub fn add_batch<S: AsRef<str> + Sync>(&mut self, lines: &[S]) -> Vec<u32> {
         let mut out = Vec::with_capacity(lines.len());
-        if !self.index.is_empty() {
+        // with LLM templates or an LRU bound (evictions touch other groups) go line by line
+        if !self.index.is_empty() || self.tree.cfg.max_clusters.is_some() {
             for l in lines {
                 out.push(self.add(l.as_ref()).0 as u32);
             }

@@ -76,6 +76,10 @@ pub struct ParserConfig {
     pub extra_delimiters: Vec<String>,
     /// Mask obvious variables (numbers, hex, IPs, ids, paths with digits) before the tree.
     pub masking: bool,
+    /// drain3's `drain_max_clusters`: at most this many live clusters, the least recently
+    /// used one evicted when a new one is created (`None`: unbounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_clusters: Option<usize>,
 }
 
 impl Default for ParserConfig {
@@ -88,6 +92,7 @@ impl Default for ParserConfig {
             parametrize_numeric_tokens: true,
             extra_delimiters: Vec::new(),
             masking: true,
+            max_clusters: None,
         }
     }
 }
@@ -102,6 +107,9 @@ impl ParserConfig {
         }
         if self.max_children < 2 {
             crate::bail!(InvalidArgument, "max_children must be at least 2, got {}", self.max_children);
+        }
+        if self.max_clusters == Some(0) {
+            crate::bail!(InvalidArgument, "max_clusters must be at least 1 (or None for unbounded)");
         }
         if self.param_str.is_empty() || self.param_str.chars().any(char::is_whitespace) {
             crate::bail!(InvalidArgument, "param_str must be non-empty without spaces, got {:?}", self.param_str);

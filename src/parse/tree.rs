@@ -5,9 +5,14 @@
 //! clusters compared by the share of equal non-parameter tokens against `sim_th`.
 //! Differences from drain3: with masking on, a `<*>` template position facing a masked
 //! `<*>` line token counts half as similar (two variables agree); clusters remember the path they were inserted under (exact
-//! save/load), a cluster may be *locked* to a template proposed by the LLM (then it is
-//! never generalised), and there is no LRU `max_clusters` eviction.
+//! save/load), and a cluster may be *locked* to a template proposed by the LLM (then it is
+//! never generalised). `max_clusters` is drain3's LRU bound: creating a cluster when
+//! `max_clusters` are live evicts the least recently used one (recency moves when a line
+//! joins a cluster, not when a cluster is only compared); evicted clusters keep their id
+//! and slot but are never matched again, and leave the leaf lists when a cluster is next
+//! added there (drain3's `LogClusterCache`).
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +38,20 @@ pub struct Cluster {
     /// First line seen with the LLM template (few-shot example).
     #[serde(default)]
     pub example: Option<String>,
+    /// Evicted by the `max_clusters` LRU bound: kept for its id, never matched again.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub evicted: bool,
+    /// LRU recency stamp (only with `max_clusters`; larger = more recently used).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_used: u64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Cluster {
@@ -80,11 +99,44 @@ pub struct Tree {
     nodes: Vec<Node>,
     by_len: FastMap<usize, u32>,
     pub clusters: Vec<Cluster>,
+    /// LRU order of the live clusters (`last_used` -> index), with `max_clusters` only.
+    lru: BTreeMap<u64, u32>,
+    tick: u64,
 }
 
 impl Tree {
     pub fn new(cfg: ParserConfig) -> Self {
-        Tree { cfg, nodes: Vec::new(), by_len: FastMap::default(), clusters: Vec::new() }
+        Tree { cfg, nodes: Vec::new(), by_len: FastMap::default(), clusters: Vec::new(), lru: BTreeMap::new(), tick: 0 }
+    }
+
+    /// Number of clusters that are not evicted.
+    pub fn live_count(&self) -> usize {
+        if self.cfg.max_clusters.is_some() { self.lru.len() } else { self.clusters.len() }
+    }
+
+    /// Mark cluster `idx` most recently used (drain3's cache touch); no-op without an LRU bound.
+    pub fn touch(&mut self, idx: usize) {
+        if self.cfg.max_clusters.is_none() || self.clusters[idx].evicted {
+            return;
+        }
+        let old = self.clusters[idx].last_used;
+        if old != 0 {
+            self.lru.remove(&old);
+        }
+        self.tick += 1;
+        self.clusters[idx].last_used = self.tick;
+        self.lru.insert(self.tick, idx as u32);
+    }
+
+    /// Evict least recently used clusters until a new one fits under `max_clusters`.
+    fn make_room(&mut self) {
+        let Some(m) = self.cfg.max_clusters else { return };
+        while self.lru.len() >= m {
+            let Some((_, i)) = self.lru.pop_first() else { break };
+            let c = &mut self.clusters[i as usize];
+            c.evicted = true;
+            c.last_used = 0;
+        }
     }
 
     fn max_node_depth(&self) -> usize {
@@ -96,7 +148,7 @@ impl Tree {
         let n = tokens.len();
         let mut cur = *self.by_len.get(&n)?;
         if n == 0 {
-            return self.nodes[cur as usize].clusters.first().map(|&c| c as usize);
+            return self.nodes[cur as usize].clusters.first().map(|&c| c as usize).filter(|&c| !self.clusters[c].evicted);
         }
         let mut depth = 1;
         let p = self.cfg.param_str.as_str();
@@ -140,6 +192,9 @@ impl Tree {
     fn fast_match<S: AsRef<str>>(&self, ids: &[u32], tokens: &[S], sim_th: f64, include_params: bool) -> Option<usize> {
         let (mut best, mut max_sim, mut max_params) = (None, -1.0f64, -1i64);
         for &c in ids {
+            if self.clusters[c as usize].evicted {
+                continue;
+            }
             let (s, pc) = self.seq_distance(&self.clusters[c as usize].tokens, tokens, include_params);
             if s > max_sim || (s == max_sim && pc as i64 > max_params) {
                 max_sim = s;
@@ -190,6 +245,11 @@ impl Tree {
         let toks = self.clusters[idx].tokens.clone();
         for tok in &toks {
             if depth >= self.max_node_depth() || depth >= n {
+                if self.cfg.max_clusters.is_some() {
+                    // drain3: stale (evicted) clusters leave the leaf when one is added
+                    let clusters = &self.clusters;
+                    self.nodes[cur as usize].clusters.retain(|&c| !clusters[c as usize].evicted);
+                }
                 self.nodes[cur as usize].clusters.push(idx as u32);
                 break;
             }
@@ -214,7 +274,10 @@ impl Tree {
     }
 
     /// Re-insert a cluster under a recorded path (state loading).
+    /// An evicted cluster only recreates the nodes of its path (drain3 never deletes
+    /// nodes, and they route lines), without joining the leaf.
     fn insert_at_path(&mut self, idx: usize) {
+        let evicted = self.clusters[idx].evicted;
         let n = self.clusters[idx].tokens.len();
         let mut cur = match self.by_len.get(&n) {
             Some(&f) => f,
@@ -225,18 +288,23 @@ impl Tree {
             }
         };
         if n == 0 {
-            self.nodes[cur as usize].clusters = vec![idx as u32];
+            if !evicted {
+                self.nodes[cur as usize].clusters = vec![idx as u32];
+            }
             return;
         }
         let path = self.clusters[idx].path.clone();
         for k in &path {
             cur = self.child(cur, k);
         }
-        self.nodes[cur as usize].clusters.push(idx as u32);
+        if !evicted {
+            self.nodes[cur as usize].clusters.push(idx as u32);
+        }
     }
 
     /// Create a new cluster from tokens; returns its index.
     pub fn create<S: AsRef<str>>(&mut self, tokens: &[S]) -> usize {
+        self.make_room();
         let idx = self.clusters.len();
         self.clusters.push(Cluster {
             cluster_id: idx as u64 + 1,
@@ -245,7 +313,10 @@ impl Tree {
             path: Vec::new(),
             llm_template: None,
             example: None,
+            evicted: false,
+            last_used: 0,
         });
+        self.touch(idx);
         self.insert(idx);
         idx
     }
@@ -254,6 +325,7 @@ impl Tree {
     /// their template.
     pub fn absorb<S: AsRef<str>>(&mut self, idx: usize, tokens: &[S]) -> Change {
         let p = self.cfg.param_str.clone();
+        self.touch(idx);
         let c = &mut self.clusters[idx];
         c.size += 1;
         if c.llm_template.is_some() {
@@ -301,7 +373,7 @@ impl Tree {
     pub fn match_tokens<S: AsRef<str>>(&self, tokens: &[S], full_search: &str) -> Option<usize> {
         let full = || {
             let ids: Vec<u32> = (0..self.clusters.len())
-                .filter(|&i| self.clusters[i].tokens.len() == tokens.len())
+                .filter(|&i| self.clusters[i].tokens.len() == tokens.len() && !self.clusters[i].evicted)
                 .map(|i| i as u32)
                 .collect();
             self.fast_match(&ids, tokens, 1.0, true)
@@ -325,11 +397,94 @@ impl Tree {
         for i in 0..t.clusters.len() {
             t.insert_at_path(i);
         }
+        if t.cfg.max_clusters.is_some() {
+            // LRU order from the saved stamps (ties and missing stamps: by id)
+            let mut live: Vec<usize> = (0..t.clusters.len()).filter(|&i| !t.clusters[i].evicted).collect();
+            live.sort_by_key(|&i| (t.clusters[i].last_used, i));
+            for c in t.clusters.iter_mut() {
+                c.last_used = 0;
+            }
+            for i in live {
+                t.touch(i);
+            }
+            t.make_room_for_existing();
+        } else {
+            for c in t.clusters.iter_mut() {
+                c.last_used = 0;
+            }
+        }
         t
+    }
+
+    /// After loading: evict down to `max_clusters` live clusters.
+    fn make_room_for_existing(&mut self) {
+        let Some(m) = self.cfg.max_clusters else { return };
+        while self.lru.len() > m {
+            let Some((_, i)) = self.lru.pop_first() else { break };
+            let c = &mut self.clusters[i as usize];
+            c.evicted = true;
+            c.last_used = 0;
+        }
     }
 
     /// Lines seen so far.
     pub fn total_size(&self) -> u64 {
-        self.clusters.iter().map(|c| c.size).sum()
+        self.clusters.iter().filter(|c| !c.evicted).map(|c| c.size).sum()
+    }
+}
+
+#[cfg(test)]
+mod lru_tests {
+    use super::*;
+
+    fn tree(max: Option<usize>) -> Tree {
+        Tree::new(ParserConfig { masking: false, max_clusters: max, ..Default::default() })
+    }
+
+    #[test]
+    fn lru_evicts_least_recently_used_like_drain3() {
+        let mut t = tree(Some(2));
+        let add = |t: &mut Tree, l: &str| {
+            let toks: Vec<&str> = l.split_whitespace().collect();
+            t.add_tokens(&toks)
+        };
+        assert_eq!(add(&mut t, "a b c").0, 0);
+        assert_eq!(add(&mut t, "x y").0, 1);
+        assert_eq!(add(&mut t, "a b d").0, 0); // touches cluster 1: cluster 2 is now the oldest
+        assert_eq!(add(&mut t, "p q r s"), (2, Change::Created));
+        assert!(t.clusters[1].evicted && !t.clusters[0].evicted);
+        assert_eq!(t.live_count(), 2);
+        // an evicted cluster is never matched again: a fitting line creates a new one
+        assert_eq!(add(&mut t, "x y"), (3, Change::Created));
+        assert!(t.clusters[0].evicted);
+        assert_eq!(t.total_size(), 2);
+        // the leaf holding evicted ids is cleaned when a cluster is added there
+        let leaf = t.by_len[&2];
+        assert!(t.nodes[leaf as usize].children.values().all(|&n| t.nodes[n as usize]
+            .clusters.iter().all(|&c| !t.clusters[c as usize].evicted)));
+        // unbounded trees never evict
+        let mut u = tree(None);
+        for l in ["a", "b c", "d e f", "g h i j"] {
+            add(&mut u, l);
+        }
+        assert_eq!(u.live_count(), 4);
+        assert!(u.clusters.iter().all(|c| !c.evicted && c.last_used == 0));
+    }
+
+    #[test]
+    fn lru_order_survives_reload() {
+        let mut t = tree(Some(3));
+        for l in ["a 1", "b 2 x", "c 3 y z"] {
+            let toks: Vec<&str> = l.split_whitespace().collect();
+            t.add_tokens(&toks);
+        }
+        t.add_tokens(&["a", "1"]); // a is now the newest
+        let mut r = Tree::from_clusters(t.cfg.clone(), t.clusters.clone());
+        r.add_tokens(&["new", "one", "two", "three", "four"]);
+        assert!(r.clusters[1].evicted && !r.clusters[0].evicted && !r.clusters[2].evicted);
+        // the evicted cluster's node is kept: "b 9 x" goes there (and finds nothing) instead
+        // of falling back to a wildcard child
+        let r2 = Tree::from_clusters(r.cfg.clone(), r.clusters.clone());
+        assert_eq!(r2.nodes.len(), r.nodes.len());
     }
 }

@@ -33,7 +33,8 @@ pub struct TemplateTree {
 impl TemplateTree {
     #[new]
     #[pyo3(signature = (sim_th=0.4, depth=4, max_children=100, param_str="<*>".to_string(),
-                        parametrize_numeric_tokens=true, extra_delimiters=Vec::new(), masking=true))]
+                        parametrize_numeric_tokens=true, extra_delimiters=Vec::new(), masking=true, max_clusters=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         sim_th: f64,
         depth: usize,
@@ -42,8 +43,9 @@ impl TemplateTree {
         parametrize_numeric_tokens: bool,
         extra_delimiters: Vec<String>,
         masking: bool,
+        max_clusters: Option<usize>,
     ) -> PyResult<Self> {
-        let cfg = ParserConfig { sim_th, depth, max_children, param_str, parametrize_numeric_tokens, extra_delimiters, masking };
+        let cfg = ParserConfig { sim_th, depth, max_children, param_str, parametrize_numeric_tokens, extra_delimiters, masking, max_clusters };
         Ok(TemplateTree { inner: Parser::new(cfg)? })
     }
 
@@ -194,6 +196,12 @@ impl TemplateTree {
         Ok(self.inner.merge(&other.inner)?)
     }
 
+    /// Indices of the clusters not evicted by the `max_clusters` LRU bound, in id order.
+    fn live_clusters(&self) -> Vec<usize> {
+        let t = &self.inner.tree;
+        (0..t.clusters.len()).filter(|&i| !t.clusters[i].evicted).collect()
+    }
+
     /// Copy of this tree.
     fn copy(&self) -> Self {
         TemplateTree { inner: self.inner.clone() }
@@ -229,6 +237,7 @@ impl TemplateTree {
         d.set_item("parametrize_numeric_tokens", c.parametrize_numeric_tokens)?;
         d.set_item("extra_delimiters", c.extra_delimiters.clone())?;
         d.set_item("masking", c.masking)?;
+        d.set_item("max_clusters", c.max_clusters)?;
         Ok(d)
     }
 }
