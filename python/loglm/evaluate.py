@@ -55,7 +55,7 @@ def _parse_run(lines: List[str], model: Any) -> Dict[str, Any]:
     out = {"pred": df["EventTemplate"].tolist(), "seconds": secs, "templates": c["templates"]}
     if model is not None:
         out.update(llm_lines=c["llm_lines"], llm_calls=c["llm_calls"], llm_accepted=c["llm_accepted"],
-                   llm_rejected=c["llm_rejected"])
+                   llm_rejected=c["llm_rejected"], llm_refused=c.get("llm_refused", 0))
     return out
 
 
@@ -86,7 +86,7 @@ def evaluate_parsing(model: Any, *, systems: Optional[Sequence[str]] = None, lim
             row = {"system": system, "parser": name, "lines": len(lines), "RI": o["RI"], "F1": o["var_F1"],
                    "GA": c["GA"], "FGA": c["FGA"], "PA": c["PA"], "FTA": c["FTA"],
                    "templates": r["templates"], "seconds": round(r["seconds"], 2)}
-            for k in ("llm_lines", "llm_calls", "llm_accepted", "llm_rejected"):
+            for k in ("llm_lines", "llm_calls", "llm_accepted", "llm_rejected", "llm_refused"):
                 if k in r:
                     row[k] = r[k]
             rows.append(row)
