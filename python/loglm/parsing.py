@@ -164,13 +164,16 @@ def _variable_token(token: str, param_str: str = "<*>") -> bool:
 
 
 def _wildcards_constant(values: Sequence[str], param_str: str = "<*>") -> bool:
-    """Whether the values one ``<*>`` covers on several lines (or one) show it covering a
-    constant: all of the same shape (token count), with one position holding the same
-    token everywhere that is no variable by masking or conventions."""
+    """Whether the values one ``<*>`` covers on the lines it matches (one or more) show it
+    covering a constant: the same value everywhere (or one line) holding a token that is
+    no variable by masking or conventions; or values of one shape (token count) with a
+    ``key=`` / ``Key:`` token that never changes at one position."""
     split = [v.split() for v in values]
+    if all(v == values[0] for v in values):
+        return not all(_variable_token(t, param_str) for t in split[0])
     if len({len(t) for t in split}) > 1:
         return False
-    return any(all(t == toks[0] for t in toks) and not _variable_token(toks[0], param_str)
+    return any(all(t == toks[0] for t in toks) and _KEYED.match(toks[0]) is not None
                for toks in zip(*split))
 
 
@@ -448,10 +451,10 @@ class TemplateMiner:
           it does not match go back to the model); a template matching its own line alone
           in a larger group keeps constant what varies.
         * No ``<*>`` may cover a word the tree saw constant: over the lines it matches
-          (group and pool), a value of fixed shape (same number of tokens) must not hold,
-          at one position, the same token everywhere unless the masking or the template
-          conventions make that token a variable (a digit, a path, an URL, ``true``...).
-          With a single line, every token under a ``<*>`` must be such a variable.
+          (group and pool), a value that is the same everywhere (or on the one line)
+          may hold only tokens that the masking or the template conventions make
+          variables (a digit, a path, an URL, ``true``...); values that vary may not keep
+          a ``key=`` / ``Key:`` token fixed at one position (see ``_wildcards_constant``).
         """
         def sample(xs: list[str], k: int) -> list[str]:
             if len(xs) <= k:
