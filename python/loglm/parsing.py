@@ -164,18 +164,26 @@ def _variable_token(token: str, param_str: str = "<*>") -> bool:
     return any(c.isdigit() for c in token) or canonical_template(token, param_str) == param_str
 
 
+def _fixed_token(token: str) -> bool:
+    """A token that stays constant text when it never changes: a ``key=`` / ``Key:`` key
+    or bare punctuation (``:``, ``-``, ``|``)."""
+    return _KEYED.match(token) is not None or not any(c.isalnum() for c in token)
+
+
 def _wildcards_constant(values: Sequence[str], param_str: str = "<*>") -> bool:
     """Whether the values one ``<*>`` covers on the lines it matches (one or more) show it
     covering a constant: the same value everywhere (or one line) holding a token that is
-    no variable by masking or conventions; or values of one shape (token count) with a
-    ``key=`` / ``Key:`` token that never changes at one position."""
+    no variable by masking or conventions; values of one shape (token count) with a key
+    or bare punctuation that never changes at one position; or values that all end in
+    the same ``.`` ``,`` ``;`` ``:`` (punctuation the tree keeps out of its ``<*>``)."""
     split = [v.split() for v in values]
+    if values[0] and values[0][-1] in ".,;:" and all(v.endswith(values[0][-1]) for v in values):
+        return True
     if all(v == values[0] for v in values):
         return not all(_variable_token(t, param_str) for t in split[0])
     if len({len(t) for t in split}) > 1:
         return False
-    return any(all(t == toks[0] for t in toks) and _KEYED.match(toks[0]) is not None
-               for toks in zip(*split))
+    return any(all(t == toks[0] for t in toks) and _fixed_token(toks[0]) for toks in zip(*split))
 
 
 def _decode(line: str | bytes) -> tuple[str, bool]:
@@ -504,7 +512,8 @@ class TemplateMiner:
           (group and pool), a value that is the same everywhere (or on the one line)
           may hold only tokens that the masking or the template conventions make
           variables (a digit, a path, an URL, ``true``...); values that vary may not keep
-          a ``key=`` / ``Key:`` token fixed at one position (see ``_wildcards_constant``).
+          a ``key=`` / ``Key:`` token or bare punctuation fixed at one position, nor all
+          end in the same ``.,;:`` (see ``_wildcards_constant``).
         """
         def sample(xs: list[str], k: int) -> list[str]:
             if len(xs) <= k:
