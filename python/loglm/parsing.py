@@ -175,9 +175,11 @@ def _wildcards_constant(values: Sequence[str], param_str: str = "<*>") -> bool:
     covering a constant: the same value everywhere (or one line) holding a token that is
     no variable by masking or conventions; values of one shape (token count) with a key
     or bare punctuation that never changes at one position; or values that all end in
-    the same ``.`` ``,`` ``;`` ``:`` (punctuation the tree keeps out of its ``<*>``)."""
+    the same ``.`` ``,`` ``;`` ``:`` (punctuation the tree keeps out of its ``<*>``) unless
+    the conventions make the whole value one variable (a path with its dot)."""
     split = [v.split() for v in values]
-    if values[0] and values[0][-1] in ".,;:" and all(v.endswith(values[0][-1]) for v in values):
+    if (values[0] and values[0][-1] in ".,;:" and all(v.endswith(values[0][-1]) for v in values)
+            and canonical_template(values[0], param_str) != param_str):
         return True
     if all(v == values[0] for v in values):
         return not all(_variable_token(t, param_str) for t in split[0])
