@@ -36,7 +36,9 @@ def test_oracle_model_few_calls_and_exact_templates(data_dir, system, llm_budget
     df = pd.read_csv(data_dir / "loghub_2k_corrected" / system / f"{system}_2k.log_structured_corrected.csv")
     lines, truth = df["Content"].tolist(), df["EventTemplate"].tolist()
     model = TableModel(dict(zip(lines, truth)))
-    tm = TemplateMiner(model=model, batch_size=16)
+    # canonical=False: the answers are the corrected ground truth verbatim (whose Zookeeper
+    # templates keep `<*>:<*>`, against the conventions' rule; tested in test_parsing_quality)
+    tm = TemplateMiner(model=model, batch_size=16, canonical=False)
     out = tm.parse(lines)
     assert "LlmRejected" in out
     n_true = len(set(truth))
@@ -48,7 +50,10 @@ def test_oracle_model_few_calls_and_exact_templates(data_dir, system, llm_budget
     if llm_budget["systems"] == 5:  # issue target over the systems: <= 1.2x true templates
         assert llm_budget["llm_lines"] <= 1.2 * llm_budget["true"], llm_budget
     assert c["llm_calls"] == len(model.calls)
-    assert c["cache_hits"] + c["llm_accepted"] + c["llm_rejected"] >= len(lines) - c["llm_rejected"]
+    # a few ground-truth templates disagree with what the tree saw of their group (refused;
+    # that group's lines follow the tree): nearly every line is still the model's
+    assert c["llm_refused"] == c["llm_rejected"]  # true templates always match their line
+    assert c["cache_hits"] + c["llm_accepted"] >= 0.97 * len(lines)
     assert c["lines"] == len(lines)
     accepted = ~out["LlmRejected"]
     # lines whose template the model answered correctly get exactly the true template

@@ -46,10 +46,11 @@ def _say(log: Optional[Log], msg: str) -> None:
         log(msg)
 
 
-def _parse_run(lines: List[str], model: Any) -> Dict[str, Any]:
+def _parse_run(lines: List[str], model: Any, examples: Any = None) -> Dict[str, Any]:
     from loglm.parsing import TemplateMiner
 
-    tm = TemplateMiner(model=model, few_shot=3, batch_size=16) if model is not None else TemplateMiner()
+    tm = (TemplateMiner(model=model, few_shot=3, batch_size=16, examples=examples) if model is not None
+          else TemplateMiner())
     t0 = time.perf_counter()
     df = tm.parse(lines, parameters=False)
     secs = time.perf_counter() - t0
@@ -57,20 +58,38 @@ def _parse_run(lines: List[str], model: Any) -> Dict[str, Any]:
     out = {"pred": df["EventTemplate"].tolist(), "seconds": secs, "templates": c["templates"]}
     if model is not None:
         out.update(llm_lines=c["llm_lines"], llm_calls=c["llm_calls"], llm_accepted=c["llm_accepted"],
-                   llm_rejected=c["llm_rejected"])
+                   llm_rejected=c["llm_rejected"], llm_refused=c.get("llm_refused", 0))
     return out
 
 
 def evaluate_parsing(model: Any, *, systems: Optional[Sequence[str]] = None, limit: Optional[int] = None,
                      root: Any = None, baseline: bool = True, log: Optional[Log] = None,
-                     on_rows: Optional[Rows] = None) -> List[Dict[str, Any]]:
+                     on_rows: Optional[Rows] = None, retrieval: Optional[str] = None) -> List[Dict[str, Any]]:
     """Parsing on the 1,800 test lines of each system (first ``limit`` of them when given):
     the template tree alone (``baseline``) and tree + ``model`` (``None`` skips it). One
     row per system and parser: RI and F1 (token-level variable F1) against the original
     ground truth, GA / FGA / PA / FTA against the corrected one, and LLM counters.
-    ``on_rows`` (as in every ``evaluate_*``) is called with the rows so far after each one."""
+    ``on_rows`` (as in every ``evaluate_*``) is called with the rows so far after each one.
+    ``retrieval`` picks the model's few-shot examples: ``None`` (similar cached templates
+    of the same run), ``"train"`` (nearest of the training lines 1-200 of every system,
+    corrected templates, by MiniLM cosine) or ``"loso"`` (the same from the other systems
+    only: leave one system out)."""
     from loglm.datasets import load_parsing, loghub_systems
     from loglm.metrics import parsing_scores
+
+    if retrieval not in (None, "train", "loso"):
+        raise ValueError(f"retrieval must be None, 'train' or 'loso', got {retrieval!r}")
+    pools: Dict[str, Any] = {}
+    if retrieval is not None and model is not None:
+        from loglm.embed import SentenceEncoder
+        from loglm.parsing import ExampleRetriever
+
+        enc = SentenceEncoder.load()
+        train = {s: load_parsing(s, root, split="train") for s in loghub_systems(root)}
+        for system in systems or loghub_systems(root):
+            pairs = [(c, t) for s, df in train.items() if retrieval == "train" or s != system
+                     for c, t in zip(df["Content"], df["EventTemplateCorrected"])]
+            pools[system] = ExampleRetriever(pairs, enc)
 
     rows = []
     for system in systems or loghub_systems(root):
@@ -82,13 +101,13 @@ def evaluate_parsing(model: Any, *, systems: Optional[Sequence[str]] = None, lim
             [("tree + LLM", model)] if model is not None else [])
         for name, m in runs:
             _say(log, f"parsing {system}: {name} on {len(lines)} lines")
-            r = _parse_run(lines, m)
+            r = _parse_run(lines, m, pools.get(system) if m is not None else None)
             o = parsing_scores(lines, df["EventTemplate"].tolist(), r["pred"])
             c = parsing_scores(lines, df["EventTemplateCorrected"].tolist(), r["pred"])
             row = {"system": system, "parser": name, "lines": len(lines), "RI": o["RI"], "F1": o["var_F1"],
                    "GA": c["GA"], "FGA": c["FGA"], "PA": c["PA"], "FTA": c["FTA"],
                    "templates": r["templates"], "seconds": round(r["seconds"], 2)}
-            for k in ("llm_lines", "llm_calls", "llm_accepted", "llm_rejected"):
+            for k in ("llm_lines", "llm_calls", "llm_accepted", "llm_rejected", "llm_refused"):
                 if k in r:
                     row[k] = r[k]
             rows.append(row)

@@ -41,6 +41,8 @@ __all__ = [
     "templates_table",
     "template_id",
     "template_matches",
+    "canonical_template",
+    "ExampleRetriever",
     "PARSING_INSTRUCTION",
 ]
 
@@ -119,6 +121,89 @@ def template_matches(template: str, line: str, param_str: str = "<*>") -> bool:
     return _loglm.template_matches(template, line, param_str, True)
 
 
+# loghub-2.0 template conventions (Jiang et al. 2024, "A large-scale evaluation for log
+# parsing techniques"; the corrected ground truth of loghub_2k_corrected): a variable is a
+# whole token, not glued to a prefix (``blk_<*>``, ``/<*>``, ``<*>:<*>`` are ``<*>``), paths,
+# URLs, pure numbers and the values true / false / null / root are variables, and adjacent
+# variables joined by ``.`` ``:`` ``/`` ``@`` ``#`` or nothing are one. Each rule was kept
+# because it raises the share of training lines (lines 1-200 of each loghub-2k system) whose
+# original template, canonicalised, equals its corrected one (EVALUATION.md, issue 16).
+_CANON_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\[\](){},;\"']*<\*>[^\s\[\](){},;\"']*")
+_CANON_SCHEME = re.compile(r"(?<![\w:])(?:https?|hdfs|s3a?|ftp|file|jdbc|tcp|udp):<\*>")
+_CANON_PATH_SPLIT = re.compile(r"(\s|[,!;:=|\"'\[\](){}])")
+_CANON_TOKEN_SPLIT = re.compile(r"(\s|[,!;:=|\"'\[\](){}.\-+@#$%&])")
+_CANON_PATH = re.compile(r"^(?:/[^/]+)+$")
+_CANON_GLUED = re.compile(r"^[^\s/]*<\*>[^\s/]*$")
+_CANON_NAMED = frozenset({"true", "false", "null", "root"})
+_CANON_JOINS = ("<*>.<*>", "<*><*>", "<*>:<*>", "<*>#<*>", "<*>/<*>", "<*>@<*>", "#<*>#")
+
+
+def canonical_template(template: str, param_str: str = "<*>") -> str:
+    """``template`` rewritten to the loghub-2.0 (corrected ground truth) conventions:
+    whitespace runs collapsed; URLs and absolute paths holding or being variables, pure
+    numbers and the words true / false / null / root become ``<*>``; a sub-token glued to a
+    ``<*>`` (``blk_<*>``, ``<*>ms``, ``D<*>``; sub-tokens split at punctuation such as
+    ``.-:=,[]()``) becomes ``<*>``; adjacent variables joined by ``.``, ``:``, ``/``, ``@``,
+    ``#`` or nothing merge into one. Only literal text turns into ``<*>``, so a template
+    that matched a line still matches it. Templates using another ``param_str`` are only
+    whitespace-normalised."""
+    t = " ".join(str(template).split())
+    if param_str != "<*>":
+        return t
+    t = _CANON_SCHEME.sub("<*>", _CANON_URL.sub("<*>", t))
+    t = "".join("<*>" if _CANON_PATH.match(p) else p for p in _CANON_PATH_SPLIT.split(t))
+    out = []
+    for tok in _CANON_TOKEN_SPLIT.split(t):
+        if (tok.lower() in _CANON_NAMED or (tok.isascii() and tok.isdigit())
+                or (tok != "<*>/<*>" and _CANON_GLUED.match(tok))):
+            tok = "<*>"
+        out.append(tok)
+    t = "".join(out)
+    prev = None
+    while prev != t:
+        prev = t
+        for join in _CANON_JOINS:
+            t = t.replace(join, "<*>")
+        t = t.replace(" #<*> ", " <*> ")
+    return t
+
+
+_KEYED = re.compile(r"^[A-Za-z_-]+[:=]")
+
+
+def _variable_token(token: str, param_str: str = "<*>") -> bool:
+    """Whether the tree (masking) or the template conventions take a token for a variable:
+    it holds a digit or canonicalises to ``<*>``; a ``key=value`` / ``Key:value`` token is
+    not one (its key is constant)."""
+    if _KEYED.match(token) and "://" not in token:
+        return False
+    return any(c.isdigit() for c in token) or canonical_template(token, param_str) == param_str
+
+
+def _fixed_token(token: str) -> bool:
+    """A token that stays constant text when it never changes: a ``key=`` / ``Key:`` key
+    or bare punctuation (``:``, ``-``, ``|``)."""
+    return _KEYED.match(token) is not None or not any(c.isalnum() for c in token)
+
+
+def _wildcards_constant(values: Sequence[str], param_str: str = "<*>") -> bool:
+    """Whether the values one ``<*>`` covers on the lines it matches (one or more) show it
+    covering a constant: the same value everywhere (or one line) holding a token that is
+    no variable by masking or conventions; values of one shape (token count) with a key
+    or bare punctuation that never changes at one position; or values that all end in
+    the same ``.`` ``,`` ``;`` ``:`` (punctuation the tree keeps out of its ``<*>``) unless
+    the conventions make the whole value one variable (a path with its dot)."""
+    split = [v.split() for v in values]
+    if (values[0] and values[0][-1] in ".,;:" and all(v.endswith(values[0][-1]) for v in values)
+            and canonical_template(values[0], param_str) != param_str):
+        return True
+    if all(v == values[0] for v in values):
+        return not all(_variable_token(t, param_str) for t in split[0])
+    if len({len(t) for t in split}) > 1:
+        return False
+    return any(all(t == toks[0] for t in toks) and _fixed_token(toks[0]) for toks in zip(*split))
+
+
 def _decode(line: str | bytes) -> tuple[str, bool]:
     if isinstance(line, bytes):
         try:
@@ -139,6 +224,42 @@ def templates_table(df: Any) -> Any:
         return pd.DataFrame({"EventId": [], "EventTemplate": [], "Occurrences": []})
     t = df.groupby(["EventId", "EventTemplate"], sort=False).size().reset_index(name="Occurrences")
     return t.sort_values("Occurrences", ascending=False, kind="stable").reset_index(drop=True)
+
+
+class ExampleRetriever:
+    """Labelled ``(line, template)`` examples, retrieved for a line by the cosine of their
+    sentence vectors (the MiniLM encoder of :mod:`loglm.embed` by default), as LILAC /
+    LogPrompt choose their demonstrations. Neighbours with a template already chosen are
+    skipped, so the ``k`` examples show ``k`` different templates where the pool has them."""
+
+    def __init__(self, examples: Iterable[tuple[str, str]], encoder: Any = None) -> None:
+        self.examples = [(str(a), str(b)) for a, b in examples]
+        if not self.examples:
+            raise InvalidInputError("ExampleRetriever needs at least one (line, template) example")
+        if encoder is None:
+            from loglm.embed import SentenceEncoder
+
+            encoder = SentenceEncoder.load()
+        self.encoder = encoder
+        self._vectors = np.asarray(encoder.encode([a for a, _ in self.examples]), dtype=np.float32)
+
+    def nearest(self, lines: Sequence[str], k: int) -> list[list[tuple[str, str]]]:
+        """Per line, up to ``k`` examples, nearest first (ties: pool order)."""
+        if k <= 0 or not lines:
+            return [[] for _ in lines]
+        sims = np.asarray(self.encoder.encode(list(lines)), dtype=np.float32) @ self._vectors.T
+        out = []
+        for row in sims:
+            picked: list[tuple[str, str]] = []
+            templates: set[str] = set()
+            for j in np.argsort(-row, kind="stable").tolist():
+                if self.examples[j][1] not in templates:
+                    picked.append(self.examples[j])
+                    templates.add(self.examples[j][1])
+                    if len(picked) == k:
+                        break
+            out.append(picked)
+        return out
 
 
 class TemplateMiner:
@@ -162,6 +283,16 @@ class TemplateMiner:
     The LLM loop does not combine with masking instructions or ``max_clusters``
     (:class:`loglm.InvalidInputError`). ``threads`` caps the Rust worker threads of batch
     calls (default: all cores).
+
+    In batch calls (``parse``, ``add_log_messages``) a model template must also agree with
+    the tree's evidence, the other lines the tree groups with its line (see
+    ``_supported``); otherwise the tree's template is kept (counted in ``llm_refused``).
+    ``examples`` (labelled ``(line, template)`` pairs, or an :class:`ExampleRetriever`)
+    replaces the few-shot examples taken from the cache by the nearest labelled ones.
+    ``canonical`` (default: on without a drain3 config, off with one) rewrites model
+    templates and the templates of ``parse`` output to the loghub-2.0 conventions
+    (:func:`canonical_template`); ``add_log_message`` and ``clusters`` keep the tree's
+    own (drain3-style) templates.
     """
 
     def __init__(self, persistence_handler: Any = None, config: Any = None, *,
@@ -169,7 +300,9 @@ class TemplateMiner:
                  max_children: int | None = None, masking: bool | None = None,
                  extra_delimiters: Sequence[str] | None = None, param_str: str | None = None,
                  parametrize_numeric_tokens: bool | None = None, max_clusters: int | None = None,
-                 few_shot: int = 3, batch_size: int = 32, threads: int | None = None) -> None:
+                 few_shot: int = 3, batch_size: int = 32, threads: int | None = None,
+                 canonical: bool | None = None,
+                 examples: ExampleRetriever | Iterable[tuple[str, str]] | None = None) -> None:
         d3 = resolve_config(config)
 
         def pick(value: Any, key: str, default: Any) -> Any:
@@ -213,6 +346,11 @@ class TemplateMiner:
         self.few_shot = few_shot
         self.batch_size = batch_size
         self.threads = threads
+        self.canonical = (d3 is None) if canonical is None else bool(canonical)
+        if examples is not None and not isinstance(examples, ExampleRetriever):
+            examples = ExampleRetriever(examples)
+        self.retriever = examples
+        self._llm_refused = 0
         self.persistence_handler = persistence_handler
         self._llm_calls = 0
         self._llm_lines = 0
@@ -418,9 +556,13 @@ class TemplateMiner:
     @property
     def counters(self) -> dict:
         """lines, cache_hits, llm_calls (model invocations), llm_lines (lines sent),
-        llm_accepted, llm_rejected, templates, over/under-merge repairs, non_utf8_lines,
+        llm_accepted, llm_rejected (model templates not used: failed verification, or
+        refused for disagreeing with the tree's evidence; the latter also in llm_refused),
+        templates, over/under-merge repairs, non_utf8_lines,
         seconds (total) and model_seconds."""
         c = dict(self._tree.counters())
+        c["llm_refused"] = self._llm_refused
+        c["llm_rejected"] += self._llm_refused
         c["llm_calls"] = self._llm_calls
         c["llm_lines"] = self._llm_lines
         c["templates"] = len(set(self._tree.templates()))
@@ -433,6 +575,13 @@ class TemplateMiner:
         if self.few_shot == 0:
             return []
         seen: dict[tuple[str, str], None] = {}
+        if self.retriever is not None:
+            for near in self.retriever.nearest(list(lines), self.few_shot):
+                for ex in near:
+                    seen.setdefault(ex, None)
+                    if len(seen) >= 4 * self.few_shot:
+                        return list(seen)
+            return list(seen)
         for line in lines:
             for ex in self._tree.similar_examples(line, self.few_shot):
                 seen.setdefault(tuple(ex), None)  # type: ignore[arg-type]
@@ -440,8 +589,12 @@ class TemplateMiner:
                     return list(seen)
         return list(seen)
 
-    def _ask_model(self, lines: Sequence[str]) -> list[tuple[int, str, bool]]:
-        """Send lines to the model (one call); verify and insert: (index, change, rejected)."""
+    def _ask_model(self, lines: Sequence[str], groups: Sequence[Sequence[str]] | None = None,
+                   pool: Sequence[str] = ()) -> list[tuple[int, str, bool]]:
+        """Send lines to the model (one call); check, verify and insert: (index, change,
+        rejected). ``groups[i]`` are the lines the tree groups with ``lines[i]`` (the
+        evidence a template must agree with, with the other lines of the batch, ``pool``; see
+        :meth:`_supported`)."""
         examples = self._examples(lines)
         t0 = time.perf_counter()
         templates = self.model.propose_templates(list(lines), examples)
@@ -453,14 +606,58 @@ class TemplateMiner:
             raise InvalidInputError(f"model.propose_templates returned {len(templates)} templates "
                              f"for {len(lines)} lines")
         out = []
-        for line, tmpl in zip(lines, templates):
-            status, idx = self._tree.accept(line, tmpl if isinstance(tmpl, str) else "")
+        for k, (line, tmpl) in enumerate(zip(lines, templates)):
+            tmpl = tmpl if isinstance(tmpl, str) else ""
+            if self.canonical:
+                tmpl = canonical_template(tmpl, self.param_str)
+            if tmpl and groups is not None and not self._supported(tmpl, line, groups[k], pool):
+                self._llm_refused += 1
+                idx, change = self._tree.fallback(line)
+                out.append((idx, change, True))
+                continue
+            status, idx = self._tree.accept(line, tmpl)
             if status == "rejected":
                 idx, change = self._tree.fallback(line)
                 out.append((idx, change, True))
             else:
                 out.append((idx, "cluster_created" if status == "created" else "none", False))
         return out
+
+    #: At most this many distinct lines of a group are checked against a model template.
+    EVIDENCE_SAMPLE = 64
+    EVIDENCE_MIN_MATCHED = 2
+
+    def _supported(self, template: str, line: str, group: Sequence[str], pool: Sequence[str] = ()) -> bool:
+        """Whether a model template agrees with the tree's evidence: ``group``, the lines
+        the tree clusters with ``line``, and ``pool``, other lines of the same batch.
+
+        * It must match every distinct line of the group, or at least
+          ``EVIDENCE_MIN_MATCHED`` of them (then the constants it keeps where the tree saw
+          values vary are shared by several lines: the tree merged events, and the lines
+          it does not match go back to the model); a template matching its own line alone
+          in a larger group keeps constant what varies.
+        * No ``<*>`` may cover a word the tree saw constant: over the lines it matches
+          (group and pool), a value that is the same everywhere (or on the one line)
+          may hold only tokens that the masking or the template conventions make
+          variables (a digit, a path, an URL, ``true``...); values that vary may not keep
+          a ``key=`` / ``Key:`` token or bare punctuation fixed at one position, nor all
+          end in the same ``.,;:`` (see ``_wildcards_constant``).
+        """
+        def sample(xs: list[str], k: int) -> list[str]:
+            if len(xs) <= k:
+                return xs
+            step = (len(xs) - 1) / (k - 1)
+            return [xs[0]] + [xs[1 + int(i * step)] for i in range(k - 1)]
+
+        p = self.param_str
+        distinct = sample(list(dict.fromkeys([line, *group])), self.EVIDENCE_SAMPLE)
+        values = [v for v in (_loglm.template_parameters(template, g, p, True) for g in distinct) if v is not None]
+        if not values or (len(distinct) > 1 and len(values) < self.EVIDENCE_MIN_MATCHED):
+            return False
+        seen = set(distinct)
+        extra = sample([x for x in dict.fromkeys(pool) if x not in seen], 4 * self.EVIDENCE_SAMPLE)
+        values += [v for v in (_loglm.template_parameters(template, g, p, True) for g in extra) if v is not None]
+        return not any(_wildcards_constant(col, p) for col in zip(*values))
 
     def _resolve(self, lines: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Cluster index per line, with the model for cache misses; and the rejected flags."""
@@ -473,11 +670,16 @@ class TemplateMiner:
             for i, k in zip(pending, keys.tolist()):
                 reps.setdefault(k, i)
             rep_ids = list(reps.values())
-            failed_groups = set()
+            members: dict[int, list[str]] = {}
+            for i, k in zip(pending, keys.tolist()):
+                members.setdefault(k, []).append(lines[i])
+            key_of = dict(zip(pending, keys.tolist()))
+            pool = [lines[i] for i in pending]
             todo = rep_ids
             while todo:
                 chunk, todo = todo[:self.batch_size], todo[self.batch_size:]
-                for i, (j, _, rej) in zip(chunk, self._ask_model([lines[i] for i in chunk])):
+                asked = self._ask_model([lines[i] for i in chunk], [members[key_of[i]] for i in chunk], pool)
+                for i, (j, _, rej) in zip(chunk, asked):
                     idx[i] = j
                     rejected[i] = rej
                 if todo:  # templates accepted so far may already cover later groups
@@ -487,7 +689,6 @@ class TemplateMiner:
                             idx[i] = h
                     todo = [i for i, h in zip(todo, hits.tolist()) if h < 0]
             rep_set = set(rep_ids)
-            key_of = dict(zip(pending, keys.tolist()))
             failed_groups = {key_of[i] for i in rep_ids if rejected[i]}
             rest = [i for i in pending if i not in rep_set]
             if not rest:
@@ -561,7 +762,9 @@ class TemplateMiner:
         """Parse lines (an iterable of str/bytes) into the loghub DataFrame: LineId, Content,
         EventId, EventTemplate, ParameterList, NonUtf8 (bytes that were not valid UTF-8,
         decoded with U+FFFD) and, with a model, LlmRejected. Templates are the final ones of
-        each cluster. The tree keeps learning: lines are added to it."""
+        each cluster, in the loghub-2.0 conventions (:func:`canonical_template`) unless the
+        miner was made with ``canonical=False``; ParameterList holds the values under that
+        template. The tree keeps learning: lines are added to it."""
         contents: list[str] = []
 
         def tee() -> Iterable[str | bytes]:
@@ -609,7 +812,9 @@ class TemplateMiner:
                parameters: bool) -> Any:
         import pandas as pd
 
-        templates = np.array(self._tree.templates() + [""], dtype=object)
+        raw = self._tree.templates()
+        canon = [canonical_template(t, self.param_str) for t in raw] if self.canonical else raw
+        templates = np.array(canon + [""], dtype=object)
         ids = np.array([template_id(t) for t in templates[:-1]] + [""], dtype=object)
         data = {
             "LineId": np.arange(1, len(contents) + 1),
@@ -622,7 +827,12 @@ class TemplateMiner:
                 [p.value for p in (self.extract_parameters(str(templates[i]), line) or [])]
                 for line, i in zip(contents, idx.tolist())]
         elif parameters:
-            data["ParameterList"] = self._tree.parameters_batch(contents, idx.astype(np.uint32), self.threads)
+            params = self._tree.parameters_batch(contents, idx.astype(np.uint32), self.threads)
+            changed = np.array([a != b for a, b in zip(raw, canon)] + [False], dtype=bool)
+            p = self.param_str
+            for i in np.flatnonzero(changed[idx]).tolist():  # values under the canonical template
+                params[i] = _loglm.template_parameters(canon[idx[i]], contents[i], p, True) or []
+            data["ParameterList"] = params
         data["NonUtf8"] = bad
         if self.model is not None:
             data["LlmRejected"] = rej
