@@ -157,3 +157,28 @@ def test_examples_vote_in_anomaly_scores_and_shots_reach_the_prompt(model):
             model.use_examples("not a bank")
     finally:
         model.use_examples(None)
+
+
+def test_trim_to_words_keeps_whole_sentences():
+    from loglm.answers import trim_to_words
+
+    text = "One two three. Four five six. Seven eight."
+    assert trim_to_words(text, 6) == "One two three. Four five six."
+    assert trim_to_words(text, 2) == "One two three."  # the first sentence is kept whole
+    assert trim_to_words(text, 100) == text and trim_to_words(text, None) == text
+    assert trim_to_words("A b. C d.\n\nE f g.", 4) == "A b. C d."
+    with pytest.raises(InvalidInputError):
+        trim_to_words(text, 0)
+
+
+def test_free_text_answers_are_cut_to_the_default_length(model):
+    from loglm.tasks import ANSWER_WORDS
+
+    line = "ERROR [main] java.io.IOException: No space left on device"
+    full = model.interpret(line, max_new_tokens=160, max_words=None)
+    cut = model.interpret(line, max_new_tokens=160)
+    assert full.result.text.strip().startswith(cut.strip()[: len(cut.strip()) // 2])  # same answer, shorter
+    n = ANSWER_WORDS["interpret"]
+    assert len(cut.split()) <= max(n, len(full.split(".")[0].split()) + 1)
+    tiny = model.root_cause(line, max_new_tokens=160, max_words=5)
+    assert len(tiny.split()) <= len(full.split()) and tiny.rstrip()[-1:] in ".!?" or len(tiny.split()) == len(full.split())

@@ -144,6 +144,10 @@ def evaluate_anomaly(model: Any, *, systems: Sequence[str] = AD_SYSTEMS, limit: 
     return rows
 
 
+#: Task helper whose default answer length an IRS test set uses.
+_HELPER_OF = {"interpretation": "interpret", "root_cause": "root_cause", "solution": "solution"}
+
+
 def _auc(y: Any, scores: Any) -> Optional[float]:
     """Area under the ROC curve (Mann-Whitney, ties counted half); None with one class."""
     import numpy as np
@@ -169,12 +173,15 @@ def _auc(y: Any, scores: Any) -> Optional[float]:
 def evaluate_irs(model: Any, *, tasks: Sequence[str] = ("interpretation", "root_cause", "solution"),
                  limit: Optional[int] = None, max_new_tokens: int = 256, max_batch: int = 8, seed: int = 0,
                  root: Any = None, log: Optional[Log] = None, keep_outputs: bool = False,
-                 on_rows: Optional[Rows] = None) -> List[Dict[str, Any]]:
+                 on_rows: Optional[Rows] = None, trim: bool = True) -> List[Dict[str, Any]]:
     """Interpretation, root-cause analysis and solution recommendation on the three test
     files (first ``limit`` pairs when given): each record's own instruction and input
-    (``instruction\\ninput``, as in training), greedy decoding of up to ``max_new_tokens``;
-    corpus BLEU (sacrebleu 13a) and mean ROUGE-1/2/L F-measure (rouge-score), 0-100."""
-    from loglm.answers import clean_text
+    (``instruction\\ninput``, as in training), greedy decoding of up to ``max_new_tokens``,
+    answers cut to the task helpers' default length (:data:`loglm.tasks.ANSWER_WORDS`;
+    ``trim=False`` keeps them whole); corpus BLEU (sacrebleu 13a) and mean ROUGE-1/2/L
+    F-measure (rouge-score), 0-100."""
+    from loglm.answers import clean_text, trim_to_words
+    from loglm.tasks import ANSWER_WORDS
     from loglm.datasets import load_irs_test
     from loglm.metrics import bleu, rouge
     from loglm.prompts import alpaca_prompt
@@ -194,13 +201,14 @@ def evaluate_irs(model: Any, *, tasks: Sequence[str] = ("interpretation", "root_
         outs = model.generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0, seed=seed,
                               max_batch=max_batch)
         secs = time.perf_counter() - t0
-        hyps = [clean_text(o.text) for o in outs]
+        words = ANSWER_WORDS[_HELPER_OF[task]] if trim else None
+        hyps = [trim_to_words(clean_text(o.text), words) for o in outs]
         refs = df["output"].tolist()
         b = bleu(hyps, refs, sentence_scores=False)
         r = rouge(hyps, refs)
         row = {"task": task, "pairs": len(df), "BLEU": b.score, "ROUGE-1": 100 * r.mean["rouge1"]["fmeasure"],
                "ROUGE-2": 100 * r.mean["rouge2"]["fmeasure"], "ROUGE-L": 100 * r.mean["rougeL"]["fmeasure"],
-               "bleu_signature": b.signature, "truncated_inputs": truncated,
+               "bleu_signature": b.signature, "truncated_inputs": truncated, "max_words": words,
                "hit_max_new_tokens": sum(o.finish_reason == "length" for o in outs),
                "completion_tokens": sum(o.completion_tokens for o in outs), "seconds": round(secs, 2)}
         if keep_outputs:

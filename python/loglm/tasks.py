@@ -161,6 +161,12 @@ def _progress(enabled: Optional[bool], total: int, desc: str) -> Any:
 
 #: Default repetition penalty of the free-text capabilities.
 REPETITION_PENALTY = 1.1
+#: Default length of a free-text answer, in words, per capability: about 1.25x the
+#: median answer of that capability in the LogLM training set (63 / 78 words); answers
+#: are cut after the last whole sentence within it. Chosen on a validation slice of
+#: training records the shipped adapter never saw (EVALUATION.md), where cutting
+#: solutions (median 113 words) at any length lowered BLEU, so they are not cut.
+ANSWER_WORDS: Dict[str, Optional[int]] = {"interpret": 80, "root_cause": 100, "solution": None}
 #: Characters of a retrieved example's log that go into a prompt.
 _EXAMPLE_INPUT_CHARS = 800
 #: Example-bank task of each free-text helper.
@@ -397,8 +403,9 @@ class TaskMixin:
 
     # ---- text capabilities ---------------------------------------------------------
     def _text_task(self, prompt_of: Any, log: Union[str, Sequence[str]], *, stream: bool,
-                   max_new_tokens: int, shots: Sequence[Tuple[str, str]] = (), **gen: Any) -> Any:
-        from loglm.answers import clean_text
+                   max_new_tokens: int, shots: Sequence[Tuple[str, str]] = (),
+                   max_words: Optional[int] = None, **gen: Any) -> Any:
+        from loglm.answers import clean_text, trim_to_words
         from loglm.prompts import with_examples
 
         # Small models loop on greedy decoding; a mild penalty (llama.cpp's classic
@@ -418,7 +425,8 @@ class TaskMixin:
             s.prompt = prompt  # type: ignore[attr-defined]
             return s
         r = self.generate(prompt, max_new_tokens=max_new_tokens, **gen)  # type: ignore[attr-defined]
-        return Answer(clean_text(r.text, prompt_input=fitted), truncated=truncated, result=r, prompt=prompt)
+        text_out = trim_to_words(clean_text(r.text, prompt_input=fitted), max_words)
+        return Answer(text_out, truncated=truncated, result=r, prompt=prompt)
 
     # ---- retrieved examples ------------------------------------------------------
     #: Labelled examples retrieved into prompts (a :class:`loglm.retrieval.ExampleBank`),
@@ -464,6 +472,7 @@ class TaskMixin:
     def _explain(self, task: str, log: Union[str, Sequence[str]], system: Optional[str],
                  context: Optional[str], instruction: Optional[str], stream: bool,
                  max_new_tokens: int, gen: Dict[str, Any]) -> Any:
+        max_words = gen.pop("max_words", ANSWER_WORDS[task])
         from loglm.prompts import default_instruction, explain_prompt
 
         shots: List[Tuple[str, str]] = []
@@ -473,7 +482,7 @@ class TaskMixin:
             shots = self.example_turns(_EXAMPLE_TASK[task], text, instr)
         return self._text_task(
             lambda t: explain_prompt(task, t, system=system, context=context, instruction=instruction),
-            log, stream=stream, max_new_tokens=max_new_tokens, shots=shots, **gen)
+            log, stream=stream, max_new_tokens=max_new_tokens, shots=shots, max_words=max_words, **gen)
 
     def interpret(self, log: Union[str, Sequence[str]], *, system: Optional[str] = None,
                   context: Optional[str] = None, instruction: Optional[str] = None,
@@ -482,7 +491,9 @@ class TaskMixin:
         ``context`` describes what the user was doing; both go into the prompt. Returns an
         :class:`Answer` (a str; ``.truncated`` says whether the log was cut to fit), or
         with ``stream=True`` a :class:`loglm.TextStream`. ``gen``: generation options
-        (``temperature``, ``seed``...)."""
+        (``temperature``, ``seed``...) and ``max_words``: the answer is cut after the last
+        whole sentence within that many words (default :data:`ANSWER_WORDS`; ``None``
+        keeps it whole; streams are not cut)."""
         return self._explain("interpret", log, system, context, instruction, stream, max_new_tokens, gen)
 
     def root_cause(self, log: Union[str, Sequence[str]], *, system: Optional[str] = None,
