@@ -14,10 +14,11 @@ import json
 import re
 from typing import List, NamedTuple, Optional
 
-from loglm.errors import require_str
+from loglm.errors import InvalidInputError, require_str
 from loglm.parsing import template_matches
 
-__all__ = ["Verdict", "extract_template", "normalize_template", "parse_label", "parse_verdict", "clean_text"]
+__all__ = ["Verdict", "extract_template", "normalize_template", "parse_label", "parse_verdict", "clean_text",
+           "trim_to_words"]
 
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,})[\w+-]*\s*$")
 _PREFIX = re.compile(
@@ -202,3 +203,30 @@ def clean_text(answer: str, *, prompt_input: Optional[str] = None) -> str:
             s = s[len(p):].lstrip()
     s = re.sub(r"^(?:answer|output|response|assistant)\s*:\s*", "", s, flags=re.IGNORECASE)
     return s.strip()
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
+
+
+def trim_to_words(text: str, max_words: Optional[int]) -> str:
+    """``text`` cut after the last whole sentence that keeps it within ``max_words``
+    words (the first sentence is always kept, whole). ``None`` keeps everything.
+    Paragraph breaks inside the kept part are preserved."""
+    if max_words is None:
+        return text
+    if max_words < 1:
+        raise InvalidInputError(f"max_words must be >= 1 or None, got {max_words}")
+    if len(text.split()) <= max_words:
+        return text
+    cut, words, start = 0, 0, 0
+    for m in list(_SENTENCE_END.finditer(text)) + [None]:
+        end = m.start() if m is not None else len(text)
+        n = len(text[start:end].split())
+        if cut and words + n > max_words:
+            break
+        words += n
+        cut = end
+        if m is None:
+            break
+        start = m.end()
+    return text[:cut].rstrip()

@@ -218,7 +218,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     res = evaluate(args.what, model_path=args.model, adapter=_adapter(args), systems=systems, limit=args.limit, threads=args.threads,
                    seed=args.seed, threshold=args.threshold, max_new_tokens=args.max_new_tokens, log=log,
                    command=cmd or "loglm " + " ".join(shlex.quote(a) for a in (args._argv or [])),
-                   checkpoint=lambda r: write_partial(r, args.out))
+                   checkpoint=lambda r: write_partial(r, args.out),
+                   examples=None if args.examples == "none" else args.examples)
     paths = write_results(res, args.out)
     if args.json:
         print(json.dumps(res, indent=2, default=str))
@@ -351,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--examples", choices=["train", "none"], default="train",
+                   help="labelled training examples the model may use (anomaly neighbours; default train)")
     p.add_argument("--quiet", action="store_true")
     common(p, "print the JSON result instead of the tables")
     p.set_defaults(func=_cmd_eval)

@@ -135,33 +135,72 @@ def evaluate_anomaly(model: Any, *, systems: Sequence[str] = AD_SYSTEMS, limit: 
             df = df.iloc[:limit]
         _say(log, f"anomaly detection {s}: {len(df)} templates")
         t0 = time.perf_counter()
-        scores = np.array(model.anomaly_scores(df["log"].tolist(), progress=None if log is not None else False))
+        quiet = None if log is not None else False
+        texts = df["log"].tolist()
+        if callable(getattr(model, "anomaly_evidence", None)):
+            alone = np.array(model.anomaly_scores(texts, progress=quiet, evidence=False))
+            scores = np.array(model.anomaly_evidence().apply(texts, alone))
+        else:
+            alone = scores = np.array(model.anomaly_scores(texts, progress=quiet))
         secs = time.perf_counter() - t0
+        truth = df["Label"].tolist()
         pred = np.where(scores >= threshold, "abnormal", "normal")
-        m = classification_scores(df["Label"].tolist(), pred.tolist())
+        m = classification_scores(truth, pred.tolist())
+        m_alone = classification_scores(truth, np.where(alone >= threshold, "abnormal", "normal").tolist())
         best = 0.0
         for th in np.unique(scores):
-            f = classification_scores(df["Label"].tolist(), np.where(scores >= th, "abnormal", "normal").tolist())["f1"]
+            f = classification_scores(truth, np.where(scores >= th, "abnormal", "normal").tolist())["f1"]
             best = max(best, f)
+        y = (df["Label"] == "abnormal").to_numpy()
         rows.append({"system": s.upper() if s == "bgl" else s.capitalize(), "templates": len(df),
                      "abnormal": int((df["Label"] == "abnormal").sum()), "threshold": threshold,
                      "precision": m["precision"], "recall": m["recall"], "F1": m["f1"], "accuracy": m["accuracy"],
                      "predicted_abnormal": int((pred == "abnormal").sum()), "F1_best_threshold": best,
+                     "AUC": _auc(y, scores), "F1_model_alone": m_alone["f1"], "AUC_model_alone": _auc(y, alone),
                      "seconds": round(secs, 2)})
         if on_rows is not None:
             on_rows(rows)
     return rows
 
 
+#: Task helper whose default answer length an IRS test set uses.
+_HELPER_OF = {"interpretation": "interpret", "root_cause": "root_cause", "solution": "solution"}
+
+
+def _auc(y: Any, scores: Any) -> Optional[float]:
+    """Area under the ROC curve (Mann-Whitney, ties counted half); None with one class."""
+    import numpy as np
+
+    y = np.asarray(y, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    pos, neg = s[y], s[~y]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    ranks = np.empty(len(order))
+    allv = np.concatenate([pos, neg])[order]
+    i = 0
+    while i < len(allv):  # average ranks over ties
+        j = i
+        while j + 1 < len(allv) and allv[j + 1] == allv[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
 def evaluate_irs(model: Any, *, tasks: Sequence[str] = ("interpretation", "root_cause", "solution"),
                  limit: Optional[int] = None, max_new_tokens: int = 256, max_batch: int = 8, seed: int = 0,
                  root: Any = None, log: Optional[Log] = None, keep_outputs: bool = False,
-                 on_rows: Optional[Rows] = None) -> List[Dict[str, Any]]:
+                 on_rows: Optional[Rows] = None, trim: bool = True) -> List[Dict[str, Any]]:
     """Interpretation, root-cause analysis and solution recommendation on the three test
     files (first ``limit`` pairs when given): each record's own instruction and input
-    (``instruction\\ninput``, as in training), greedy decoding of up to ``max_new_tokens``;
-    corpus BLEU (sacrebleu 13a) and mean ROUGE-1/2/L F-measure (rouge-score), 0-100."""
-    from loglm.answers import clean_text
+    (``instruction\\ninput``, as in training), greedy decoding of up to ``max_new_tokens``,
+    answers cut to the task helpers' default length (:data:`loglm.tasks.ANSWER_WORDS`;
+    ``trim=False`` keeps them whole); corpus BLEU (sacrebleu 13a) and mean ROUGE-1/2/L
+    F-measure (rouge-score), 0-100."""
+    from loglm.answers import clean_text, trim_to_words
+    from loglm.tasks import ANSWER_WORDS
     from loglm.datasets import load_irs_test
     from loglm.metrics import bleu, rouge
     from loglm.prompts import alpaca_prompt
@@ -181,13 +220,14 @@ def evaluate_irs(model: Any, *, tasks: Sequence[str] = ("interpretation", "root_
         outs = model.generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0, seed=seed,
                               max_batch=max_batch)
         secs = time.perf_counter() - t0
-        hyps = [clean_text(o.text) for o in outs]
+        words = ANSWER_WORDS[_HELPER_OF[task]] if trim else None
+        hyps = [trim_to_words(clean_text(o.text), words) for o in outs]
         refs = df["output"].tolist()
         b = bleu(hyps, refs, sentence_scores=False)
         r = rouge(hyps, refs)
         row = {"task": task, "pairs": len(df), "BLEU": b.score, "ROUGE-1": 100 * r.mean["rouge1"]["fmeasure"],
                "ROUGE-2": 100 * r.mean["rouge2"]["fmeasure"], "ROUGE-L": 100 * r.mean["rougeL"]["fmeasure"],
-               "bleu_signature": b.signature, "truncated_inputs": truncated,
+               "bleu_signature": b.signature, "truncated_inputs": truncated, "max_words": words,
                "hit_max_new_tokens": sum(o.finish_reason == "length" for o in outs),
                "completion_tokens": sum(o.completion_tokens for o in outs), "seconds": round(secs, 2)}
         if keep_outputs:
@@ -202,7 +242,8 @@ def evaluate(task: str = "all", *, model: Any = None, model_path: Union[str, os.
              adapter: Any = "auto", systems: Optional[Sequence[str]] = None, limit: Optional[int] = None, threads: Optional[int] = None,
              seed: int = 0, threshold: float = 0.5, max_new_tokens: int = 256, root: Any = None,
              log: Optional[Log] = None, command: Optional[str] = None,
-             checkpoint: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+             checkpoint: Optional[Callable[[Dict[str, Any]], None]] = None,
+             examples: Optional[str] = "train") -> Dict[str, Any]:
     """Run ``task`` (``"parsing"``, ``"anomaly"``, ``"irs"`` or ``"all"``) and return the
     result dict: ``meta`` (model file, its sha256, the LoRA adapters merged and the
     sha256 of their weights, library version, metric signatures, settings, timings)
@@ -210,7 +251,10 @@ def evaluate(task: str = "all", *, model: Any = None, model_path: Union[str, os.
 
     ``adapter`` is passed to :meth:`LogLM.load` when the model is loaded here
     (``None``: the base model alone); with ``model`` given, its own adapters are
-    recorded."""
+    recorded. ``examples="train"`` (the default) lets the model use the labelled
+    examples of the training split (:meth:`loglm.LogLM.use_examples`: anomaly detection
+    combines the model's answer with its nearest labelled training templates); ``None``
+    evaluates the model's answers alone."""
     import loglm
     from loglm.models import adapter_sha256, sha256_file
 
@@ -237,7 +281,16 @@ def evaluate(task: str = "all", *, model: Any = None, model_path: Union[str, os.
         "python": platform.python_version(), "platform": platform.platform(),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": command,
+        "examples": examples,
     }
+    if examples not in (None, "train"):
+        raise InvalidInputError(f"examples must be 'train' or None, got {examples!r}")
+    if examples == "train":
+        from loglm.retrieval import ExampleBank
+
+        model.use_examples(ExampleBank.from_instructions(root, tasks=["anomaly_detection"]))
+    if callable(getattr(model, "anomaly_evidence", None)):
+        meta["anomaly_evidence"] = repr(model.anomaly_evidence())
     res: Dict[str, Any] = {"meta": meta}
 
     def saver(part: str) -> Optional[Rows]:
@@ -308,9 +361,10 @@ def to_markdown(res: Dict[str, Any]) -> str:
     if res.get("anomaly"):
         rows = res["anomaly"]
         header = ["System", "templates (abnormal)", "threshold", "precision", "recall", "F1", "predicted abnormal",
-                  "F1 at best threshold (oracle)"]
+                  "F1 at best threshold (oracle)", "AUC", "model alone: F1 / AUC"]
         body = [[r["system"], f"{r['templates']} ({r['abnormal']})", r["threshold"], _f(r["precision"]), _f(r["recall"]),
-                 _f(r["F1"]), r["predicted_abnormal"], _f(r["F1_best_threshold"])] for r in rows]
+                 _f(r["F1"]), r["predicted_abnormal"], _f(r["F1_best_threshold"]), _f(r.get("AUC")),
+                 f"{_f(r.get('F1_model_alone'))} / {_f(r.get('AUC_model_alone'))}"] for r in rows]
         parts.append("### Table III: template-level anomaly detection (F1 of the abnormal class)\n\n" + _table(header, body))
     if res.get("irs"):
         rows = res["irs"]

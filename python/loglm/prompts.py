@@ -33,6 +33,8 @@ __all__ = [
     "anomaly_prompt",
     "explain_prompt",
     "ask_prompt",
+    "with_examples",
+    "default_instruction",
 ]
 
 #: Anomaly-detection instruction of the training set (records 900-1231).
@@ -77,14 +79,8 @@ def parsing_chat(line: str, examples: Sequence[Tuple[str, str]] = ()) -> Union[s
     """Parsing prompt of one log line: the training instruction and the raw line; with
     few-shot ``(line, template)`` examples, a chat whose earlier turns are the examples
     answered with their templates."""
-    if not examples:
-        return alpaca_prompt(PARSING_INSTRUCTION, line)
-    chat: List[Message] = []
-    for ex_line, ex_template in examples:
-        chat.append({"role": "user", "content": alpaca_prompt(PARSING_INSTRUCTION, ex_line)})
-        chat.append({"role": "assistant", "content": ex_template})
-    chat.append({"role": "user", "content": alpaca_prompt(PARSING_INSTRUCTION, line)})
-    return chat
+    return with_examples(alpaca_prompt(PARSING_INSTRUCTION, line),
+                         [(alpaca_prompt(PARSING_INSTRUCTION, a), b) for a, b in examples])
 
 
 def anomaly_prompt(log: str) -> str:
@@ -108,16 +104,21 @@ _TASKS = {
 }
 
 
+def default_instruction(task: str, *, with_context: bool = False) -> str:
+    """The training instruction :func:`explain_prompt` uses for ``task`` when the caller
+    gives none (``with_context``: the variant that refers to a described problem)."""
+    if task not in _TASKS:
+        raise InvalidInputError(f"unknown task {task!r}; expected one of {sorted(_TASKS)}")
+    return _TASKS[task][1 if with_context else 0]
+
+
 def explain_prompt(task: str, log: str, *, system: Optional[str] = None,
                    context: Optional[str] = None, instruction: Optional[str] = None) -> str:
     """Prompt of a free-text capability (``"interpret"``, ``"root_cause"``, ``"solution"``)
     for ``log``, with the user's system name and problem description when given.
     ``instruction`` replaces the default training instruction."""
-    if task not in _TASKS:
-        raise InvalidInputError(f"unknown task {task!r}; expected one of {sorted(_TASKS)}")
-    plain, with_ctx = _TASKS[task]
     block = _context_block(system, context)
-    instr = instruction or (with_ctx if block else plain)
+    instr = instruction or default_instruction(task, with_context=bool(block))
     body = fence(log) if "\n" in log or block else log
     return alpaca_prompt(instr, f"{block}\n{body}" if block else body)
 
@@ -134,3 +135,17 @@ def ask_prompt(instruction: str, logs: Sequence[str]) -> str:
     else:
         body = "\n".join(f"Log {i}:\n{fence(x)}" for i, x in enumerate(logs, 1))
     return alpaca_prompt(instruction, body)
+
+
+def with_examples(prompt: str, examples: Sequence[Tuple[str, str]]) -> Union[str, List[Message]]:
+    """``prompt`` preceded by worked examples as earlier chat turns: each ``(user turn,
+    answer)`` pair becomes a user message answered by the assistant (retrieval-augmented
+    one-shot prompting). No examples: ``prompt`` unchanged."""
+    if not examples:
+        return prompt
+    chat: List[Message] = []
+    for user, answer in examples:
+        chat.append({"role": "user", "content": user})
+        chat.append({"role": "assistant", "content": answer})
+    chat.append({"role": "user", "content": prompt})
+    return chat

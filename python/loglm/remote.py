@@ -512,14 +512,14 @@ class RemoteLogLM(TaskMixin):
         return ChoiceScores(choices=list(choices), logprobs=lps, token_logprobs=per)
 
     # -- task helpers: fan the per-line work out over the pool ----------------------------
-    def _score_unique(self, lines: Sequence[str], progress: Optional[bool]) -> Dict[str, float]:
+    def _score_unique(self, lines: Sequence[str], progress: Optional[bool], evidence: bool = True) -> Dict[str, float]:
         from loglm.tasks import _progress
 
         uniq = list(dict.fromkeys(lines))
         bar = _progress(progress, len(uniq), "scoring")
 
         def one(x: str) -> float:
-            s = self.anomaly_score(x)
+            s = self.anomaly_score(x, evidence=evidence)
             if bar is not None:
                 bar.update(1)
             return s

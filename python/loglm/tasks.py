@@ -63,6 +63,16 @@ def _progress(enabled: Optional[bool], total: int, desc: str) -> Any:
 
 #: Default repetition penalty of the free-text capabilities.
 REPETITION_PENALTY = 1.1
+#: Default length of a free-text answer, in words, per capability: about 1.25x the
+#: median answer of that capability in the LogLM training set (63 / 78 words); answers
+#: are cut after the last whole sentence within it. Chosen on a validation slice of
+#: training records the shipped adapter never saw (EVALUATION.md), where cutting
+#: solutions (median 113 words) at any length lowered BLEU, so they are not cut.
+ANSWER_WORDS: Dict[str, Optional[int]] = {"interpret": 80, "root_cause": 100, "solution": None}
+#: Characters of a retrieved example's log that go into a prompt.
+_EXAMPLE_INPUT_CHARS = 800
+#: Example-bank task of each free-text helper.
+_EXAMPLE_TASK = {"interpret": "interpretation", "root_cause": "root_cause", "solution": "solution"}
 
 
 class TaskMixin:
@@ -173,21 +183,42 @@ class TaskMixin:
         return add_input_columns(df, lines)
 
     # ---- anomaly detection -------------------------------------------------------
-    def anomaly_score(self, log: str) -> float:
-        """Probability of ``"abnormal"`` for one log, renormalised over the two answers
-        ``"normal"``/``"abnormal"`` scored after the training set's instruction."""
+    def anomaly_score(self, log: str, *, evidence: bool = True) -> float:
+        """Probability that one log is abnormal: the model's ``P("abnormal")``, renormalised
+        over the two answers ``"normal"``/``"abnormal"`` scored after the training set's
+        instruction, combined with the evidence of :meth:`anomaly_evidence`
+        (``evidence=False``: the model's answer alone)."""
         text, _ = self.fit_text(str(log), self._log_budget(8))
-        return self._anomaly_probs([text])[0]
+        p = self._anomaly_probs([text])
+        return float(self._with_evidence([str(log)], p)[0]) if evidence else float(p[0])
 
     def anomaly_scores(self, logs: Logs, *, progress: Optional[bool] = None,
-                       log_format: Optional[str] = None, record_start: Union[None, bool, str] = None) -> List[float]:
+                       log_format: Optional[str] = None, record_start: Union[None, bool, str] = None,
+                       evidence: bool = True) -> List[float]:
         """:meth:`anomaly_score` of every log, in order (identical logs scored once;
         progress bar on long inputs). Faster than calling it per log on a local model:
         the shared instruction is processed once. ``logs``, ``log_format`` and
-        ``record_start`` as for :meth:`detect_anomalies`."""
+        ``record_start`` as for :meth:`detect_anomalies`; ``evidence`` as for
+        :meth:`anomaly_score`."""
         lines = list(as_log_lines(logs, log_format=log_format, record_start=record_start))
-        scores = self._score_unique(lines, progress)
+        scores = self._score_unique(lines, progress, evidence)
         return [scores[x] for x in lines]
+
+    def anomaly_evidence(self) -> Any:
+        """The :class:`loglm.anomaly.AnomalyEvidence` combined with the model's answer:
+        severity words always, plus the labelled neighbours of the example bank set with
+        :meth:`use_examples` (when it has anomaly-detection examples)."""
+        from loglm.anomaly import AnomalyEvidence
+
+        ev = self.__dict__.get("_anomaly_evidence")
+        if ev is None or ev[0] is not self.examples:
+            made = AnomalyEvidence() if self.examples is None else AnomalyEvidence.from_bank(self.examples)
+            ev = (self.examples, made)
+            self.__dict__["_anomaly_evidence"] = ev
+        return ev[1]
+
+    def _with_evidence(self, texts: Sequence[str], probs: Sequence[float]) -> List[float]:
+        return [float(x) for x in self.anomaly_evidence().apply(texts, probs)]
 
     def _anomaly_probs(self, texts: Sequence[str]) -> List[float]:
         """P("abnormal") of each already-fitted log text (one call per text here; a local
@@ -200,8 +231,9 @@ class TaskMixin:
     def detect_anomalies(self, logs: Logs, *, threshold: float = 0.5,
                          session_ids: Optional[Sequence[Hashable]] = None,
                          progress: Optional[bool] = None, log_format: Optional[str] = None,
-                         record_start: Union[None, bool, str] = None) -> Any:
-        """Label and score every log by choice scoring (not free text).
+                         record_start: Union[None, bool, str] = None, evidence: bool = True) -> Any:
+        """Label and score every log by choice scoring (not free text), combined with
+        the evidence of :meth:`anomaly_evidence` unless ``evidence=False``.
 
         Returns a DataFrame: LineId, Content, Score (probability of ``"abnormal"``),
         Label (``"abnormal"`` when Score >= ``threshold``, else ``"normal"``), Truncated
@@ -221,7 +253,7 @@ class TaskMixin:
             session_ids = list(session_ids.tolist() if hasattr(session_ids, "tolist") else session_ids)
             if len(session_ids) != len(lines):
                 raise InvalidInputError(f"{len(session_ids)} session ids for {len(lines)} lines")
-        scores = self._score_unique(list(lines), progress)
+        scores = self._score_unique(list(lines), progress, evidence)
         budget = self._log_budget(8)
         df = pd.DataFrame({
             "LineId": np.arange(1, len(lines) + 1),
@@ -237,7 +269,7 @@ class TaskMixin:
             df["SessionLabel"] = np.where(ab.to_numpy(dtype=bool), "abnormal", "normal")
         return add_input_columns(df, lines)
 
-    def _score_unique(self, lines: Sequence[str], progress: Optional[bool]) -> Dict[str, float]:
+    def _score_unique(self, lines: Sequence[str], progress: Optional[bool], evidence: bool = True) -> Dict[str, float]:
         uniq = list(dict.fromkeys(lines))
         bar = _progress(progress, len(uniq), "scoring")
         out: Dict[str, float] = {}
@@ -246,6 +278,8 @@ class TaskMixin:
             for i in range(0, len(uniq), _SCORE_BATCH):
                 part = uniq[i:i + _SCORE_BATCH]
                 probs = self._anomaly_probs([self.fit_text(str(x), budget)[0] for x in part])
+                if evidence:
+                    probs = self._with_evidence([str(x) for x in part], probs)
                 out.update(zip(part, probs))
                 if bar is not None:
                     bar.update(len(part))
@@ -255,7 +289,7 @@ class TaskMixin:
         return out
 
     def detect_sessions(self, sessions: Union[Mapping[Hashable, Sequence[str]], Sequence[Sequence[str]]], *,
-                        threshold: float = 0.5, progress: Optional[bool] = None) -> Any:
+                        threshold: float = 0.5, progress: Optional[bool] = None, evidence: bool = True) -> Any:
         """Verdict per session (``{id: lines}`` or a list of line lists): a session is
         abnormal if any of its lines is. Returns a DataFrame: SessionId, Lines,
         AbnormalLines, Score (highest line score), Label. Distinct lines are scored once
@@ -268,7 +302,7 @@ class TaskMixin:
         if not items:
             raise InvalidInputError("no sessions given")
         norm = [(sid, list(as_log_lines(ls))) for sid, ls in items]
-        scores = self._score_unique([x for _, ls in norm for x in ls], progress)
+        scores = self._score_unique([x for _, ls in norm for x in ls], progress, evidence)
         rows = []
         for sid, ls in norm:
             s = [scores[x] for x in ls]
@@ -290,8 +324,10 @@ class TaskMixin:
 
     # ---- text capabilities ---------------------------------------------------------
     def _text_task(self, prompt_of: Any, log: Union[str, Sequence[str]], *, stream: bool,
-                   max_new_tokens: int, **gen: Any) -> Any:
-        from loglm.answers import clean_text
+                   max_new_tokens: int, shots: Sequence[Tuple[str, str]] = (),
+                   max_words: Optional[int] = None, **gen: Any) -> Any:
+        from loglm.answers import clean_text, trim_to_words
+        from loglm.prompts import with_examples
 
         # Small models loop on greedy decoding; a mild penalty (llama.cpp's classic
         # default) keeps explanations readable. Pass repetition_penalty=1.0 to turn it off.
@@ -304,24 +340,76 @@ class TaskMixin:
             text = "\n".join(as_log_lines(log, log_format=log_format))
         if not isinstance(text, str) or not text.strip():
             raise InvalidInputError("the log text is empty")
-        fitted, truncated = self.fit_text(text, self._log_budget(max_new_tokens))
-        prompt = prompt_of(fitted)
+        reserve = sum(self._count_tokens(u) + self._count_tokens(a) + 16 for u, a in shots)
+        if shots and self._log_budget(max_new_tokens) - reserve < 64:
+            shots, reserve = (), 0  # the examples would crowd out the log: answer without them
+        fitted, truncated = self.fit_text(text, self._log_budget(max_new_tokens) - reserve)
+        prompt = with_examples(prompt_of(fitted), shots)
         if stream:
             s = self.stream(prompt, max_new_tokens=max_new_tokens, **gen)  # type: ignore[attr-defined]
             s.truncated = truncated  # type: ignore[attr-defined]
             s.prompt = prompt  # type: ignore[attr-defined]
             return s
         r = self.generate(prompt, max_new_tokens=max_new_tokens, **gen)  # type: ignore[attr-defined]
-        return Answer(clean_text(r.text, prompt_input=fitted), truncated=truncated, result=r, prompt=prompt)
+        text_out = trim_to_words(clean_text(r.text, prompt_input=fitted), max_words)
+        return Answer(text_out, truncated=truncated, result=r, prompt=prompt)
+
+    # ---- retrieved examples ------------------------------------------------------
+    #: Labelled examples retrieved into prompts (a :class:`loglm.retrieval.ExampleBank`),
+    #: set with :meth:`use_examples`; ``None`` (the default) prompts without examples.
+    examples: Any = None
+    #: Retrieved examples per free-text prompt.
+    example_shots: int = 0
+
+    def use_examples(self, bank: Any, *, shots: int = 0) -> Any:
+        """Use the labelled examples of ``bank`` (a :class:`loglm.retrieval.ExampleBank`,
+        e.g. ``ExampleBank.from_instructions()``, or ``None`` to stop): its
+        anomaly-detection examples vote in :meth:`anomaly_scores` (see
+        :meth:`anomaly_evidence`), and with ``shots`` > 0 the nearest examples of the
+        same capability go before a free-text question as earlier chat turns (off by
+        default: on a validation slice of the training set one retrieved example
+        lowered the shipped adapter's BLEU, see EVALUATION.md). Returns the model."""
+        from loglm.retrieval import ExampleBank
+
+        if bank is not None and not isinstance(bank, ExampleBank):
+            raise InvalidInputError(f"use_examples takes an ExampleBank or None, not {type(bank).__name__}")
+        if not isinstance(shots, int) or isinstance(shots, bool) or not 0 <= shots <= 8:
+            raise InvalidInputError(f"shots must be an int in [0, 8], got {shots!r}")
+        self.examples = bank
+        self.example_shots = shots
+        return self
+
+    def example_turns(self, task: str, text: str, instruction: str = "",
+                      k: Optional[int] = None) -> List[Tuple[str, str]]:
+        """The ``(user turn, answer)`` pairs of the examples retrieved for a free-text
+        ``task`` (``interpretation``, ``root_cause``, ``solution``) about ``text``: the
+        nearest examples of that task in :attr:`examples` (none when no bank is set or it
+        has no example of the task), each quoted as in training."""
+        from loglm.prompts import alpaca_prompt
+        from loglm.retrieval import FREE_TEXT_TASKS
+
+        bank, k = self.examples, self.example_shots if k is None else k
+        if bank is None or k <= 0 or task not in FREE_TEXT_TASKS or task not in bank.tasks():
+            return []
+        near = bank.nearest(text, k=k, task=task, instruction=instruction, exclude_inputs=(text,))
+        # farthest first, so the nearest example is the turn right before the question
+        return [(alpaca_prompt(e.instruction, e.input[:_EXAMPLE_INPUT_CHARS]), e.output) for e in reversed(near)]
 
     def _explain(self, task: str, log: Union[str, Sequence[str]], system: Optional[str],
                  context: Optional[str], instruction: Optional[str], stream: bool,
                  max_new_tokens: int, gen: Dict[str, Any]) -> Any:
-        from loglm.prompts import explain_prompt
+        max_words = gen.pop("max_words", ANSWER_WORDS[task])
+        from loglm.prompts import default_instruction, explain_prompt
 
+        shots: List[Tuple[str, str]] = []
+        if self.examples is not None:
+            fmt = gen.get("log_format")
+            text = log if isinstance(log, str) and fmt is None else "\n".join(as_log_lines(log, log_format=fmt))
+            instr = instruction or default_instruction(task, with_context=bool(system or context))
+            shots = self.example_turns(_EXAMPLE_TASK[task], text, instr)
         return self._text_task(
             lambda t: explain_prompt(task, t, system=system, context=context, instruction=instruction),
-            log, stream=stream, max_new_tokens=max_new_tokens, **gen)
+            log, stream=stream, max_new_tokens=max_new_tokens, shots=shots, max_words=max_words, **gen)
 
     def interpret(self, log: Union[str, Sequence[str]], *, system: Optional[str] = None,
                   context: Optional[str] = None, instruction: Optional[str] = None,
@@ -330,7 +418,9 @@ class TaskMixin:
         ``context`` describes what the user was doing; both go into the prompt. Returns an
         :class:`Answer` (a str; ``.truncated`` says whether the log was cut to fit), or
         with ``stream=True`` a :class:`loglm.TextStream`. ``gen``: generation options
-        (``temperature``, ``seed``...)."""
+        (``temperature``, ``seed``...) and ``max_words``: the answer is cut after the last
+        whole sentence within that many words (default :data:`ANSWER_WORDS`; ``None``
+        keeps it whole; streams are not cut)."""
         return self._explain("interpret", log, system, context, instruction, stream, max_new_tokens, gen)
 
     def root_cause(self, log: Union[str, Sequence[str]], *, system: Optional[str] = None,

@@ -1,0 +1,196 @@
+"""Retrieval of labelled examples for the task helpers (LogPrompt / LILAC / CoorLog style).
+
+An :class:`ExampleBank` holds labelled examples -- ``(task, instruction, input, output)``
+records such as the LogLM training set -- with their all-MiniLM-L6-v2 vectors
+(:class:`loglm.SentenceEncoder`), and returns the nearest ones to a query by cosine
+similarity. The task helpers use it two ways:
+
+* free-text capabilities (``interpret``, ``root_cause``, ``suggest_solution``): the
+  nearest training pair of the same capability goes into the prompt as an earlier
+  chat turn (one-shot), which steers a small model toward the references' shape,
+  length and wording;
+* anomaly detection: the similarity-weighted vote of the nearest labelled logs is a
+  second opinion next to the model's own ``P(abnormal)`` (see
+  :func:`loglm.retrieval.knn_evidence`).
+
+Examples are data, like logs: they are quoted into prompts as earlier turns and never
+read as instructions to the program. Nothing here downloads anything; the LogLM
+training set is read through :mod:`loglm.datasets` (``LOGLM_DATA_DIR``).
+
+>>> bank = ExampleBank.from_instructions()                  # the LogLM training split
+>>> model = loglm.LogLM.load(examples=bank)                 # or model.examples = bank
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from loglm.errors import InvalidInputError
+
+__all__ = ["Example", "ExampleBank", "FREE_TEXT_TASKS"]
+
+#: Capabilities whose examples are free-text answers (as named in :mod:`loglm.datasets`).
+FREE_TEXT_TASKS = ("interpretation", "root_cause", "solution")
+_TASK_ALIASES = {"interpret": "interpretation", "root-cause": "root_cause", "rca": "root_cause",
+                 "solutions": "solution", "anomaly": "anomaly_detection"}
+#: Characters of an example's input that go into its vector (and into a prompt).
+_KEY_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled example: ``task`` (``interpretation``, ``root_cause``, ``solution``,
+    ``anomaly_detection``...), ``instruction``, ``input`` (the log text), ``output``
+    (the answer or label) and, for a retrieval result, its cosine ``similarity``."""
+
+    task: str
+    instruction: str
+    input: str
+    output: str
+    similarity: float = float("nan")
+
+
+def _task_name(task: str) -> str:
+    return _TASK_ALIASES.get(task, task)
+
+
+class ExampleBank:
+    """Labelled examples with sentence vectors, searched by cosine similarity.
+
+    ``records``: mappings with ``input`` and ``output`` (and optional ``instruction``,
+    ``task`` / ``capability``). ``encoder``: a :class:`loglm.SentenceEncoder` (default:
+    all-MiniLM-L6-v2, loaded on first use). Vectors are computed lazily, once.
+    """
+
+    def __init__(self, records: Iterable[Mapping[str, Any]], *, encoder: Any = None) -> None:
+        items: List[Example] = []
+        for i, r in enumerate(records):
+            if not isinstance(r, Mapping):
+                raise InvalidInputError(f"example {i} is {type(r).__name__}, not a mapping")
+            try:
+                inp, out = r["input"], r["output"]
+            except KeyError as e:
+                raise InvalidInputError(f"example {i} has no {e.args[0]!r} field") from None
+            task = r.get("task", r.get("capability", ""))
+            instr = r.get("instruction", "")
+            if not all(isinstance(v, str) for v in (inp, out, task, instr)):
+                raise InvalidInputError(f"example {i}: task, instruction, input and output must be strings")
+            items.append(Example(_task_name(task), instr, inp, out))
+        if not items:
+            raise InvalidInputError("an example bank needs at least one example")
+        self.examples: List[Example] = items
+        self._encoder = encoder
+        self._vectors: Optional[np.ndarray] = None
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_instructions(cls, root: Any = None, *, tasks: Optional[Sequence[str]] = None,
+                          encoder: Any = None) -> "ExampleBank":
+        """The LogLM training set (records 0-1231: interpretation, root cause, solution,
+        anomaly detection; the parsing records are left out) read through
+        :func:`loglm.datasets.load_instructions` (``root`` or ``LOGLM_DATA_DIR``).
+        ``tasks`` keeps only those capabilities."""
+        from loglm.datasets import load_instructions
+
+        df = load_instructions(root)
+        keep = set(_task_name(t) for t in (tasks or (*FREE_TEXT_TASKS, "anomaly_detection")))
+        df = df[df["capability"].isin(keep)]
+        recs = [{"task": c, "instruction": i, "input": x, "output": o}
+                for c, i, x, o in zip(df["capability"], df["instruction"], df["input"], df["output"])]
+        return cls(recs, encoder=encoder)
+
+    @classmethod
+    def from_labelled_logs(cls, logs: Sequence[str], labels: Sequence[Any], *,
+                           encoder: Any = None) -> "ExampleBank":
+        """Anomaly-detection examples from logs and their labels (``"normal"`` /
+        ``"abnormal"``, booleans or 0/1)."""
+        from loglm.collab import normalize_labels
+
+        logs = [str(x) for x in logs]
+        y = normalize_labels(labels)
+        if len(y) != len(logs):
+            raise InvalidInputError(f"{len(labels)} labels for {len(logs)} logs")
+        from loglm.prompts import ANOMALY_INSTRUCTION
+
+        return cls([{"task": "anomaly_detection", "instruction": ANOMALY_INSTRUCTION, "input": x,
+                     "output": "abnormal" if v >= 0.5 else "normal"} for x, v in zip(logs, y)], encoder=encoder)
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __repr__(self) -> str:
+        counts: Dict[str, int] = {}
+        for e in self.examples:
+            counts[e.task] = counts.get(e.task, 0) + 1
+        return f"ExampleBank({', '.join(f'{k}={v}' for k, v in sorted(counts.items()))})"
+
+    def tasks(self) -> List[str]:
+        """Distinct task names in the bank."""
+        return sorted({e.task for e in self.examples})
+
+    @property
+    def encoder(self) -> Any:
+        """The sentence encoder (loaded on first use)."""
+        if self._encoder is None:
+            from loglm.embed import SentenceEncoder
+
+            self._encoder = SentenceEncoder.load()
+        return self._encoder
+
+    @staticmethod
+    def key(instruction: str, text: str) -> str:
+        """Text that is embedded for an example or a query: the instruction (when
+        given) and the first characters of the log."""
+        text = text[:_KEY_CHARS]
+        return f"{instruction}\n{text}" if instruction else text
+
+    def vectors(self) -> np.ndarray:
+        """Unit vectors of the examples, ``(len(self), dim)``."""
+        if self._vectors is None:
+            self._vectors = np.asarray(self.encoder.encode(
+                [self.key(e.instruction if e.task in FREE_TEXT_TASKS else "", e.input) for e in self.examples]),
+                dtype=np.float32)
+        return self._vectors
+
+    def _mask(self, task: Optional[str]) -> np.ndarray:
+        if task is None:
+            return np.ones(len(self.examples), dtype=bool)
+        t = _task_name(task)
+        m = np.array([e.task == t for e in self.examples], dtype=bool)
+        if not m.any():
+            raise InvalidInputError(f"the example bank has no {t!r} examples (it has {', '.join(self.tasks())})")
+        return m
+
+    def similarities(self, queries: Sequence[str], *, task: Optional[str] = None,
+                     instruction: str = "") -> Tuple[np.ndarray, np.ndarray]:
+        """Cosine similarity of each query to every example of ``task``: a matrix
+        ``(len(queries), n)`` and the bank indices of its columns."""
+        if isinstance(queries, str):
+            raise InvalidInputError("queries must be a list of texts, not one str")
+        idx = np.flatnonzero(self._mask(task))
+        if len(queries) == 0:
+            return np.zeros((0, len(idx)), dtype=np.float32), idx
+        q = np.asarray(self.encoder.encode([self.key(instruction, str(x)) for x in queries]), dtype=np.float32)
+        return q @ self.vectors()[idx].T, idx
+
+    def nearest(self, query: str, *, k: int = 1, task: Optional[str] = None, instruction: str = "",
+                exclude_inputs: Iterable[str] = ()) -> List[Example]:
+        """The ``k`` examples of ``task`` most similar to ``query`` (a log text, with the
+        ``instruction`` it comes with), best first, with their similarity. Examples whose
+        input is in ``exclude_inputs`` (e.g. the query's own record) are skipped."""
+        if k < 1:
+            raise InvalidInputError(f"k must be >= 1, got {k}")
+        sims, idx = self.similarities([query], task=task, instruction=instruction)
+        skip = set(exclude_inputs)
+        out: List[Example] = []
+        for j in np.argsort(-sims[0], kind="stable"):
+            e = self.examples[int(idx[j])]
+            if e.input in skip:
+                continue
+            out.append(Example(e.task, e.instruction, e.input, e.output, float(sims[0][j])))
+            if len(out) == k:
+                break
+        return out
