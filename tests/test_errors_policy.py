@@ -113,6 +113,8 @@ def _calls() -> List[Call]:
         ("answers.parse_label", lambda t: answers.parse_label(3), bad_type),  # type: ignore[arg-type]
         ("answers.parse_verdict", lambda t: answers.parse_verdict(b"normal"), bad_type),  # type: ignore[arg-type]
         ("answers.clean_text", lambda t: answers.clean_text(b"x"), bad_type),  # type: ignore[arg-type]
+        ("answers.trim_to_words", lambda t: answers.trim_to_words(3, 5), bad_type),  # type: ignore[arg-type]
+        ("answers.trim_to_words", lambda t: answers.trim_to_words("a b.", 0), bad_input),
         # prompts
         ("prompts.alpaca_prompt", lambda t: prompts.alpaca_prompt(None), bad_type),  # type: ignore[arg-type]
         ("prompts.fence", lambda t: prompts.fence(3), bad_type),  # type: ignore[arg-type]
@@ -120,6 +122,8 @@ def _calls() -> List[Call]:
         ("prompts.anomaly_prompt", lambda t: prompts.anomaly_prompt(None), bad_type),  # type: ignore[arg-type]
         ("prompts.explain_prompt", lambda t: prompts.explain_prompt("no such task", "x"), bad_input),
         ("prompts.ask_prompt", lambda t: prompts.ask_prompt("x", "one string, not a list"), bad_type),
+        ("prompts.with_examples", lambda t: prompts.with_examples("x", [("user turn", 3)]), bad_type),  # type: ignore[list-item]
+        ("prompts.default_instruction", lambda t: prompts.default_instruction("summary"), bad_input),
         # models
         ("models.resolve", lambda t: models.resolve(_missing(t) / "m.gguf"), errors.ModelNotFoundError),
         ("models.resolve", lambda t: models.resolve("no-such-model-name"), errors.ModelNotFoundError),

@@ -38,6 +38,7 @@ def test_notebook_runs(path, data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LOGLM_DATA_DIR", str(data_dir))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("LOGLM_NUM_THREADS", "2")
+    monkeypatch.setenv("LOGLM_RESULTS_DIR", str(REPO / "docs" / "results"))
     monkeypatch.setenv("PYTHONPATH", ":".join(p for p in sys.path if p))
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",

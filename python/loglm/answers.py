@@ -212,6 +212,7 @@ def trim_to_words(text: str, max_words: Optional[int]) -> str:
     """``text`` cut after the last whole sentence that keeps it within ``max_words``
     words (the first sentence is always kept, whole). ``None`` keeps everything.
     Paragraph breaks inside the kept part are preserved."""
+    require_str(text, "text")
     if max_words is None:
         return text
     if max_words < 1:

@@ -78,7 +78,7 @@ def evaluate_parsing(model: Any, *, systems: Optional[Sequence[str]] = None, lim
     from loglm.metrics import parsing_scores
 
     if retrieval not in (None, "train", "loso"):
-        raise ValueError(f"retrieval must be None, 'train' or 'loso', got {retrieval!r}")
+        raise InvalidInputError(f"retrieval must be None, 'train' or 'loso', got {retrieval!r}")
     pools: Dict[str, Any] = {}
     if retrieval is not None and model is not None:
         from loglm.embed import SentenceEncoder

@@ -141,10 +141,13 @@ def with_examples(prompt: str, examples: Sequence[Tuple[str, str]]) -> Union[str
     """``prompt`` preceded by worked examples as earlier chat turns: each ``(user turn,
     answer)`` pair becomes a user message answered by the assistant (retrieval-augmented
     one-shot prompting). No examples: ``prompt`` unchanged."""
+    require_str(prompt, "prompt")
     if not examples:
         return prompt
     chat: List[Message] = []
     for user, answer in examples:
+        require_str(user, "an example's user turn")
+        require_str(answer, "an example's answer")
         chat.append({"role": "user", "content": user})
         chat.append({"role": "assistant", "content": answer})
     chat.append({"role": "user", "content": prompt})
