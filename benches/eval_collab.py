@@ -95,8 +95,8 @@ def three_ways(dataset: str, enc, llm, train: dict, ytrain, test: dict, ytest, a
     df = det.report(test, feedback=True)  # LLM verdicts join the memory as the run goes (the papers' loop)
     wall = time.perf_counter() - t0
     name = "coordinated (AE router + KNN + LLM)"
-    if args.llm_weight < 1.0:
-        name = f"coordinated, LLM fused with KNN (w={args.llm_weight:g})"
+    if args.llm_weight is not None:
+        name = f"coordinated, LLM weight {args.llm_weight:g}"
     record(dataset, name, truth, df, det, wall=wall,
            note=f"routes: {df.route.value_counts().to_dict()}")
     if args.llm_sample > 0:
@@ -111,7 +111,8 @@ def main() -> None:
     ap.add_argument("--llm-sample", type=int, default=40, help="sessions for the LLM-alone rows (half abnormal)")
     ap.add_argument("--reasoning", action="store_true", help="generate a JSON verdict + reason before choice scoring")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--llm-weight", type=float, default=1.0, help="fuse the LLM verdict with the KNN vote (<1)")
+    ap.add_argument("--llm-weight", type=float, default=None,
+                    help="weight of the LLM in the verdict on novel sessions (default: the detector's, 0.4 supervised)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--window", type=int, default=20, help="BGL window size (lines) in the zero-label run")
     ap.add_argument("--zl-examples", type=int, default=3, help="retrieved examples per prompt in the zero-label run")

@@ -143,7 +143,7 @@ def test_routing_known_vs_novel() -> None:
 
 def test_llm_path_and_feedback_loop() -> None:
     llm = FakeLLM()
-    det = fitted(llm)
+    det = fitted(llm, llm_weight=1.0)  # the LLM's verdict as is: this test follows its path
     novel = cluster(9, 6, 30, spread=0.001)  # six near-identical sessions of a new kind
     sessions = [["Receiving block <*>", "java.io.exception: reset"]] * 6
     df = det.report(sessions=sessions, embeddings=novel, feedback=True)
@@ -312,7 +312,7 @@ def test_real_llm_one_session(data_dir: Path) -> None:
 def test_llm_weight_fuses_with_knn_vote() -> None:
     q = cluster(9, 1, 70, spread=0.001)
     sessions = [["java.io.exception: reset"]]
-    pure = fitted(FakeLLM(), feedback=False).report(sessions=sessions, embeddings=q)
+    pure = fitted(FakeLLM(), feedback=False, llm_weight=1.0).report(sessions=sessions, embeddings=q)
     knn_only = fitted(None).report(embeddings=q)
     fused = fitted(FakeLLM(), feedback=False, llm_weight=0.0).report(sessions=sessions, embeddings=q)
     assert pure.score[0] == pytest.approx(0.9) and pure.label[0] == "abnormal"
@@ -320,6 +320,29 @@ def test_llm_weight_fuses_with_knn_vote() -> None:
     assert fused.label[0] == knn_only.label[0] and "fused" in fused.reason[0]
     with pytest.raises(ValueError):
         CollaborativeDetector(llm_weight=1.5).fit(*training_set())
+
+
+def test_default_llm_weight_never_overturns_a_unanimous_knn_vote() -> None:
+    # Supervised default (0.4): the LLM decides only where the neighbours disagree, so its
+    # part can never make a verdict worse than the small model's on a session whose
+    # neighbours agree; in zero-label mode the LLM's verdict is taken as is.
+    class Sure(FakeLLM):
+        def score_choices(self, chat, choices):
+            self.calls += 1
+            return FakeChoices([0.0, 1.0])
+
+    x, y = training_set()
+    det = CollaborativeDetector(encoder=None, llm=Sure(), hidden=(16, 4), epochs=40, lr=5e-3, seed=1,
+                                feedback=False, known_similarity=2.0, percentile=0.0).fit(embeddings=x, labels=y)
+    q = x[:5]  # normal sessions whose neighbours are all normal, forced to the LLM (percentile 0)
+    knn = CollaborativeDetector(encoder=None, llm=None, hidden=(16, 4), epochs=40, lr=5e-3, seed=1,
+                                known_similarity=2.0, percentile=0.0).fit(embeddings=x, labels=y)
+    small = knn.report(embeddings=q)
+    df = det.report(sessions=[["x"]] * 5, embeddings=q)
+    assert (df.route == "llm").all() and (small.score == 0.0).all()
+    assert (df.label == "normal").all() and np.allclose(df.score, 0.4)
+    assert det._llm_weight() == 0.4
+    assert CollaborativeDetector(mode="zero_label")._llm_weight() == 1.0
 
 
 # ----------------------------------------------------------------- scikit-learn conventions
@@ -357,7 +380,7 @@ def test_sklearn_clone_params_and_methods() -> None:
 
 def test_predict_never_learns_partial_fit_does() -> None:
     llm = FakeLLM()
-    det = fitted(llm)
+    det = fitted(llm, llm_weight=1.0)  # the LLM's verdict as is
     novel = cluster(9, 3, 30, spread=0.001)
     sessions = [["java.io.exception: reset"]] * 3
     n0 = len(det.memory_)

@@ -271,6 +271,11 @@ def session_embeddings(
 
 Coordinator = _loglm.Coordinator
 
+#: Default weight of the LLM's probability in a supervised detector's verdict on a novel
+#: session (see ``CollaborativeDetector``'s ``llm_weight``): below 0.5, so that a unanimous
+#: KNN vote (0 or 1) decides whatever the LLM says.
+SUPERVISED_LLM_WEIGHT = 0.4
+
 
 def _f32_2d(x: Any, name: str) -> np.ndarray:
     raw = np.asarray(x)
@@ -356,8 +361,12 @@ class CollaborativeDetector:
     hidden, percentile, epochs, batch_size, lr, seed: autoencoder widths, tau percentile and training.
     known_similarity: a session with a memory neighbour at least this similar is never novel.
     uncertainty_threshold: if set, known sessions whose KNN uncertainty exceeds it also go to the LLM.
-    llm_weight: 1.0 (default) takes the LLM's verdict on novel sessions as is; below 1 the score is
-        ``llm_weight * p_llm + (1 - llm_weight) * knn_score``.
+    llm_weight: the score of a novel session is ``llm_weight * p_llm + (1 - llm_weight) * knn_score``.
+        ``None`` (default): 0.4 in ``"supervised"`` mode, where the memory holds labelled sessions
+        of the same system, so a unanimous KNN vote can never be overturned and the LLM decides
+        only where the neighbours disagree (the LLM's part can then not make the verdict worse
+        than the small model's on a session its neighbours agree on); 1.0 in ``"zero_label"``
+        mode, where the memory comes from another system and the LLM's verdict is taken as is.
     feedback: within one call, reuse an LLM verdict for near-identical novel sessions; and let
         :meth:`partial_fit` add LLM verdicts to memory (refitting the coordinator with
         ``refit_epochs``).
@@ -394,7 +403,7 @@ class CollaborativeDetector:
         known_similarity: float = 0.999,
         similarity_threshold: float = 0.9,
         uncertainty_threshold: Optional[float] = None,
-        llm_weight: float = 1.0,
+        llm_weight: Optional[float] = None,
         feedback: bool = True,
         refit_epochs: int = 10,
         reasoning: bool = True,
@@ -467,9 +476,15 @@ class CollaborativeDetector:
     def _more_tags(self) -> Dict[str, Any]:  # scikit-learn < 1.6
         return {"binary_only": True, "requires_y": True, "poor_score": True}
 
+    def _llm_weight(self) -> float:
+        if self.llm_weight is not None:
+            return float(self.llm_weight)
+        return 1.0 if self.mode == "zero_label" else SUPERVISED_LLM_WEIGHT
+
     def _check_params(self) -> None:
-        if not isinstance(self.llm_weight, (int, float)) or not 0.0 <= float(self.llm_weight) <= 1.0:
-            raise InvalidInputError("llm_weight must lie in [0, 1]")
+        if self.llm_weight is not None and (not isinstance(self.llm_weight, (int, float))
+                                            or not 0.0 <= float(self.llm_weight) <= 1.0):
+            raise InvalidInputError("llm_weight must be None or lie in [0, 1]")
         if self.mode not in ("supervised", "zero_label"):
             raise InvalidInputError(f"mode must be 'supervised' or 'zero_label', got {self.mode!r}")
         if not isinstance(self.k, (int, np.integer)) or self.k < 1:
@@ -486,7 +501,7 @@ class CollaborativeDetector:
             batch_size=int(self.batch_size), lr=float(self.lr), seed=int(self.seed),
             known_similarity=float(self.known_similarity), similarity_threshold=float(self.similarity_threshold),
             uncertainty_threshold=None if self.uncertainty_threshold is None else float(self.uncertainty_threshold),
-            llm_weight=float(self.llm_weight), feedback=bool(self.feedback), refit_epochs=int(self.refit_epochs),
+            llm_weight=float(self._llm_weight()), feedback=bool(self.feedback), refit_epochs=int(self.refit_epochs),
             reasoning=bool(self.reasoning), n_examples=int(self.n_examples),
             max_prompt_lines=int(self.max_prompt_lines), max_new_tokens=int(self.max_new_tokens),
         )
