@@ -194,9 +194,12 @@ def test_detect_anomalies_scores_and_sessions(model):
     assert (low["Label"] == "abnormal").all()
     high = model.detect_anomalies(logs, threshold=1.0)
     assert (high["Label"] == (high["Score"] >= 1.0).map({True: "abnormal", False: "normal"})).all()
-    # score is the renormalised choice probability of "abnormal"
+    # the model's part is the renormalised choice probability of "abnormal"; the score adds
+    # the severity evidence (loglm.anomaly) in log-odds
     cs = model.score_choices(anomaly_prompt(logs[0]), ["normal", "abnormal"])
-    assert df["Score"][0] == pytest.approx(cs.probs[1])
+    assert model.detect_anomalies(logs, evidence=False)["Score"][0] == pytest.approx(cs.probs[1])
+    from loglm.anomaly import combine, severity_evidence
+    assert df["Score"][0] == pytest.approx(float(combine([cs.probs[1]], severity_evidence([logs[0]]))[0]))
     s = model.detect_sessions({"a": logs[:1], "b": logs[1:2]}, threshold=0.0)
     assert s["Label"].tolist() == ["abnormal", "abnormal"] and s["Lines"].tolist() == [1, 1]
     s = model.detect_sessions([logs[:2], logs[1:2]], threshold=df["Score"].max() + 1e-9 if df["Score"].max() < 1 else 1.0)
