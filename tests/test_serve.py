@@ -82,7 +82,7 @@ def test_stream_batch_equals_one_by_one(model: LogLM) -> None:
     ]
     pieces: Dict[int, List[str]] = {0: [], 1: [], 2: []}
     done: Dict[int, Dict[str, Any]] = {}
-    bs = model._engine.stream_batch(ids, params, max_batch=3)
+    bs = model._engine.submit(ids, params, max_batch=3)
     for i, piece, c in bs:
         if c is None:
             assert i not in done, "no text after a request finished"
@@ -95,11 +95,11 @@ def test_stream_batch_equals_one_by_one(model: LogLM) -> None:
         assert done[i]["text"] == alone.text == "".join(pieces[i])
         assert done[i]["finish_reason"] == alone.finish_reason
     with pytest.raises(loglm.InvalidInputError, match="unknown sampling setting"):
-        model._engine.stream_batch(ids[:1], [{"max_tokens": 3}])
+        model._engine.submit(ids[:1], [{"max_tokens": 3}])
     with pytest.raises(loglm.InvalidInputError, match="request 1"):
-        model._engine.stream_batch(ids[:2], [{}, {"top_p": 0.0}])
+        model._engine.submit(ids[:2], [{}, {"top_p": 0.0}])
     with pytest.raises(loglm.ContextLengthError):
-        model._engine.stream_batch(ids[:1], [{"max_new_tokens": 5000}])
+        model._engine.submit(ids[:1], [{"max_new_tokens": 5000}])
 
 
 # ---- endpoints ------------------------------------------------------------------------------

@@ -208,7 +208,7 @@ class _Batcher:
             self.batched_requests += len(jobs)
         finished = [False] * len(jobs)
         try:
-            bs = self.engine.stream_batch([j.ids for j in jobs], [j.params for j in jobs],
+            bs = self.engine.submit([j.ids for j in jobs], [j.params for j in jobs],
                                           max_batch=self.max_batch)
             for index, piece, completion in bs:
                 job = jobs[index]

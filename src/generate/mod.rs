@@ -14,6 +14,7 @@
 //! and decode steps run the per-row decode kernels however many sequences
 //! share them ([`Path::Rows`]), so a sequence's output does not depend on what
 //! else is in the batch: batched generation equals one-by-one generation.
+pub mod engine_loop;
 pub mod sampler;
 
 use std::collections::VecDeque;
@@ -24,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::model::backend::{LanguageModel, SeqCache};
 use crate::model::forward::{Chunk, Logits};
 use crate::model::linear::Path;
-pub use sampler::{SamplingParams, Sampler};
+pub use sampler::{SamplingParams, Sampler, TokenLogprob};
 
 /// Incremental detokenizer of one sequence.
 pub trait TextDecoder: Send {
@@ -76,6 +77,8 @@ pub struct Completion {
     pub prefill_secs: f64,
     /// Seconds of the decode steps this sequence took part in.
     pub decode_secs: f64,
+    /// One per token of `tokens`, when the request asked for log-probabilities.
+    pub logprobs: Option<Vec<TokenLogprob>>,
 }
 
 #[derive(Clone, Debug)]
@@ -134,14 +137,54 @@ struct Seq<C> {
     decode_secs: f64,
     max_stop: usize,
     finished: Option<FinishReason>,
+    logprobs: Option<Vec<TokenLogprob>>,
 }
 
 impl<C: SeqCache> Seq<C> {
+    /// A sequence whose prompt is in `cache`, ready for its first token.
+    fn new(index: usize, cache: C, req: Request, vocab_size: usize, vocab: &dyn Vocab) -> Self {
+        let max_stop = req.params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
+        let logprobs = req.params.logprobs.map(|_| Vec::new());
+        Seq {
+            index,
+            cache,
+            sampler: Sampler::new(req.params, vocab_size, &req.prompt),
+            decoder: vocab.decoder(),
+            text: String::new(),
+            emitted: 0,
+            tokens: Vec::new(),
+            last: 0,
+            prompt_tokens: req.prompt.len(),
+            prefill_secs: 0.0,
+            decode_secs: 0.0,
+            max_stop,
+            finished: None,
+            logprobs,
+        }
+    }
+
+    /// Choose the next token from this sequence's logits (noting its
+    /// log-probability when asked for).
+    fn sample(&mut self, logits: &mut [f32]) -> u32 {
+        let Some(n) = self.sampler.params().logprobs else {
+            return self.sampler.sample(logits);
+        };
+        let raw = logits.to_vec();
+        let tok = self.sampler.sample(logits);
+        if let Some(l) = self.logprobs.as_mut() {
+            l.push(sampler::token_logprob(&raw, tok, n));
+        }
+        tok
+    }
+
     /// Take a sampled token: update text, check the stop rules, stream.
     fn accept(&mut self, tok: u32, vocab: &dyn Vocab, sink: &mut dyn Sink) -> Result<()> {
         let params = self.sampler.params();
         if vocab.is_eos(tok) && !params.ignore_eos {
             self.finished = Some(FinishReason::Eos);
+            if let Some(l) = self.logprobs.as_mut() {
+                l.pop();
+            }
         } else {
             self.tokens.push(tok);
             self.last = tok;
@@ -180,6 +223,7 @@ impl<C: SeqCache> Seq<C> {
             finish_reason: self.finished.unwrap_or(FinishReason::Length),
             prefill_secs: self.prefill_secs,
             decode_secs: self.decode_secs,
+            logprobs: self.logprobs,
         }
     }
 }
@@ -275,23 +319,8 @@ pub fn generate<M: LanguageModel + ?Sized>(
             let capacity = req.prompt.len() + req.params.max_new_tokens;
             let mut cache = model.new_cache(capacity)?;
             let mut logits = prefill(model, &mut cache, &req.prompt, sched.prefill_chunk, false, sink)?;
-            let max_stop = req.params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
-            let mut seq = Seq {
-                index,
-                cache,
-                sampler: Sampler::new(req.params, vocab_size, &req.prompt),
-                decoder: vocab.decoder(),
-                text: String::new(),
-                emitted: 0,
-                tokens: Vec::new(),
-                last: 0,
-                prompt_tokens: req.prompt.len(),
-                prefill_secs: 0.0,
-                decode_secs: 0.0,
-                max_stop,
-                finished: None,
-            };
-            let tok = seq.sampler.sample(&mut logits);
+            let mut seq = Seq::new(index, cache, req, vocab_size, vocab);
+            let tok = seq.sample(&mut logits);
             seq.prefill_secs = t0.elapsed().as_secs_f64();
             stats.prefill_tokens += seq.prompt_tokens;
             stats.prefill_secs += seq.prefill_secs;
@@ -322,7 +351,7 @@ pub fn generate<M: LanguageModel + ?Sized>(
         let outs = model.forward_chunks_on(&mut chunks, Path::Rows)?;
         drop(chunks);
         for (s, mut o) in active.iter_mut().zip(outs) {
-            let tok = s.sampler.sample(&mut o.data);
+            let tok = s.sample(&mut o.data);
             s.accept(tok, vocab, sink)?;
         }
         let dt = t0.elapsed().as_secs_f64();

@@ -6,7 +6,7 @@ use crate::model::tests::{tiny_config, tiny_model};
 use crate::model::{Arch, KvCache};
 
 /// Token t < 256 is byte t; 299 is EOS.
-struct ByteVocab;
+pub(crate) struct ByteVocab;
 struct ByteDecoder(Vec<u8>);
 
 impl TextDecoder for ByteDecoder {
@@ -43,21 +43,21 @@ impl Vocab for ByteVocab {
 }
 
 #[derive(Default)]
-struct Collect(Vec<(usize, String)>);
+pub(crate) struct Collect(Vec<(usize, String)>);
 impl Sink for Collect {
     fn piece(&mut self, i: usize, t: &str) {
         self.0.push((i, t.to_string()));
     }
 }
 
-fn req(prompt: &[u32], max_new: usize, temp: f32, seed: u64) -> Request {
+pub(crate) fn req(prompt: &[u32], max_new: usize, temp: f32, seed: u64) -> Request {
     Request {
         prompt: prompt.to_vec(),
         params: SamplingParams { max_new_tokens: max_new, temperature: temp, seed, ..Default::default() },
     }
 }
 
-fn prompts() -> Vec<Vec<u32>> {
+pub(crate) fn prompts() -> Vec<Vec<u32>> {
     vec![b"hello".iter().map(|&b| b as u32).collect(), (0..40).map(|i| (i * 7 % 250) as u32).collect(), vec![3], vec![10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150, 160, 170, 180]]
 }
 
