@@ -518,18 +518,20 @@ class LogLM(TaskMixin):
         stop: Optional[Sequence[str]] = None,
         ignore_eos: bool = False,
         logprobs: Optional[int] = None,
+        max_batch: int = 16,
     ) -> TextStream:
         """:meth:`stream` for a prompt given as token ids (from :meth:`encode_prompt`),
         e.g. by a server that checked the prompt's length first. ``logprobs=n`` (0-20)
         also reports each generated token's log-probability and the ``n`` most likely
         tokens at its position (``result.logprobs``). The request joins the engine
-        loop's running batch at its next step."""
+        loop's running batch at its next step, while fewer than ``max_batch``
+        sequences run."""
         if isinstance(token_ids, (str, bytes)):
             raise InvalidInputError("stream_tokens() takes token ids; use stream() for text")
         params = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                       repetition_penalty=repetition_penalty, seed=seed, stop=list(stop or []),
                       ignore_eos=ignore_eos, logprobs=logprobs)
-        return TextStream(self._engine.submit([[int(t) for t in token_ids]], [params], max_batch=_STREAM_BATCH))
+        return TextStream(self._engine.submit([[int(t) for t in token_ids]], [params], max_batch=max_batch))
 
     def engine_stats(self) -> Dict[str, int]:
         """Figures of this model's engine loop: sequences ``running`` in the batch and
@@ -606,9 +608,6 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
         n += 1
     return n
 
-
-#: ``max_batch`` of streamed requests: the running batch they may join is at most this wide
-_STREAM_BATCH = 16
 
 _default_lock = threading.Lock()
 _default: Optional[LogLM] = None
