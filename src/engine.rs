@@ -253,4 +253,11 @@ impl Vocab for Tokenizer {
     fn decoder(&self) -> Box<dyn TextDecoder> {
         Box::new(StreamDecoder(self.decode_stream(true)))
     }
+    fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        if self.is_special(id) {
+            None
+        } else {
+            self.token_piece(id).ok()
+        }
+    }
 }

@@ -324,6 +324,22 @@ def test_openai_client_chat_completions_and_models(oai: Any, server: LoglmServer
         oai.with_options(api_key="wrong").models.list()
 
 
+def test_openai_client_json_mode(oai: Any, server: LoglmServer, model: LogLM) -> None:
+    msgs = [{"role": "user", "content": 'Is this log line an error? Answer in JSON with one key "error" '
+                                        "(true or false): " + PROMPTS[0][30:]}]
+    r = oai.chat.completions.create(model=server.model_name, messages=msgs, max_tokens=48, temperature=0,
+                                    response_format={"type": "json_object"})
+    text = r.choices[0].message.content
+    local = model.generate(msgs, max_new_tokens=48, json_object=True)
+    assert text == local.text and text.lstrip().startswith("{")
+    assert r.choices[0].finish_reason == "stop" and isinstance(json.loads(text), dict), text
+    for seed in (1, 2):  # sampled too
+        s = oai.chat.completions.create(model=server.model_name, messages=msgs, max_tokens=48, temperature=1.0,
+                                        seed=seed, response_format={"type": "json_object"})
+        if s.choices[0].finish_reason == "stop":
+            assert isinstance(json.loads(s.choices[0].message.content), dict)
+
+
 def test_openai_client_completions_with_logprobs(oai: Any, server: LoglmServer, model: LogLM) -> None:
     prompt = "The disk error in the kernel log means"
     ids = model.encode_prompt(prompt, raw=True)
@@ -381,6 +397,7 @@ def test_every_bad_request_is_a_4xx(server: LoglmServer) -> None:
         ("/v1/chat/completions", chat("hi", stream="yes")),
         ("/v1/chat/completions", chat("hi", logprobs=True, top_logprobs=99)),
         ("/v1/chat/completions", chat("hi", response_format={"type": "json_schema"})),
+        ("/v1/chat/completions", chat("hi", response_format="json")),
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": {"a": 1}}]}),
         ("/v1/chat/completions", {"messages": "hi"}),
         ("/v1/completions", {"prompt": {"x": 1}}),

@@ -443,6 +443,7 @@ class LogLM(TaskMixin):
         raw: bool = False,
         return_stats: bool = False,
         ignore_eos: bool = False,
+        json_object: bool = False,
     ) -> Any:
         """Generate completions.
 
@@ -454,6 +455,9 @@ class LogLM(TaskMixin):
         engine loop, whose running batch may hold other callers' sequences too;
         each of them is admitted while fewer than ``max_batch`` sequences run. The
         result of each prompt does not depend on the others in the batch.
+        ``json_object=True`` is JSON mode: a token mask in the sampler keeps the text a
+        JSON object (complete when ``finish_reason`` is ``"stop"``; cut short by
+        ``"length"``), as OpenAI's ``response_format={"type": "json_object"}``.
 
         Returns:
             a :class:`GenerationResult` for one prompt, a list for a list; with
@@ -476,6 +480,7 @@ class LogLM(TaskMixin):
             stop=list(stop or []),
             ignore_eos=ignore_eos,
             max_batch=max_batch,
+            json_object=json_object,
         )
         results = [_result(d) for d in outs]
         res: Any = results[0] if single else results
@@ -519,18 +524,19 @@ class LogLM(TaskMixin):
         ignore_eos: bool = False,
         logprobs: Optional[int] = None,
         max_batch: int = 16,
+        json_object: bool = False,
     ) -> TextStream:
         """:meth:`stream` for a prompt given as token ids (from :meth:`encode_prompt`),
         e.g. by a server that checked the prompt's length first. ``logprobs=n`` (0-20)
         also reports each generated token's log-probability and the ``n`` most likely
         tokens at its position (``result.logprobs``). The request joins the engine
         loop's running batch at its next step, while fewer than ``max_batch``
-        sequences run."""
+        sequences run. ``json_object=True``: JSON mode, as in :meth:`generate`."""
         if isinstance(token_ids, (str, bytes)):
             raise InvalidInputError("stream_tokens() takes token ids; use stream() for text")
         params = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                       repetition_penalty=repetition_penalty, seed=seed, stop=list(stop or []),
-                      ignore_eos=ignore_eos, logprobs=logprobs)
+                      ignore_eos=ignore_eos, logprobs=logprobs, json_object=bool(json_object))
         return TextStream(self._engine.submit([[int(t) for t in token_ids]], [params], max_batch=max_batch))
 
     def engine_stats(self) -> Dict[str, int]:

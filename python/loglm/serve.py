@@ -11,7 +11,8 @@ Endpoints (JSON in and out; errors are ``{"error": {"message", "type", "code", "
 - ``POST /v1/chat/completions`` -- ``messages``, ``max_tokens`` /
   ``max_completion_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop``, ``stream``
   (server-sent events ending with ``data: [DONE]``; ``stream_options.include_usage``),
-  ``logprobs`` / ``top_logprobs``, ``n`` = 1 only; ``top_k``, ``repetition_penalty`` and
+  ``logprobs`` / ``top_logprobs``, ``response_format`` ``{"type": "json_object"}`` (JSON
+  mode by a token mask in the sampler), ``n`` = 1 only; ``top_k``, ``repetition_penalty`` and
   ``ignore_eos`` as vLLM's extensions. A loglm field ``"loglm"`` in the response carries
   the engine's finish reason and timings;
 - ``POST /v1/completions`` -- a raw ``prompt`` (a string, a list of strings, or token
@@ -398,9 +399,10 @@ class LoglmServer:
         if body.get("tools") or body.get("functions"):
             raise _bad("tools are not supported", "tools", "unsupported_parameter")
         rf = body.get("response_format")
-        if rf is not None and not (isinstance(rf, dict) and rf.get("type") == "text"):
-            raise _bad("only response_format {'type': 'text'} is supported", "response_format",
-                       "unsupported_parameter")
+        if rf is not None and not (isinstance(rf, dict) and rf.get("type") in ("text", "json_object")):
+            raise _bad("response_format must be {'type': 'text'} or {'type': 'json_object'} (JSON schemas are "
+                       "not supported)", "response_format", "unsupported_parameter")
+        json_object = isinstance(rf, dict) and rf.get("type") == "json_object"
         ctx = self.model.context_length
         room = ctx - n_prompt
         if room < 1:
@@ -436,7 +438,7 @@ class LoglmServer:
             raise _bad("'repetition_penalty' must be in (0, 100]", "repetition_penalty")
         return {"max_new_tokens": mt, "temperature": temperature, "top_p": top_p, "top_k": top_k,
                 "seed": seed % (1 << 64), "repetition_penalty": rp, "stop": _stop(body),
-                "ignore_eos": bool(body.get("ignore_eos", False))}
+                "ignore_eos": bool(body.get("ignore_eos", False)), "json_object": json_object}
 
     def chat_logprobs(self, body: Dict[str, Any]) -> Optional[int]:
         lp = body.get("logprobs")

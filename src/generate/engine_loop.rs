@@ -358,7 +358,7 @@ fn admit<M: LanguageModel + ?Sized>(model: &M, vocab: &dyn Vocab, st: &mut State
                 let mut cache = model.new_cache(req.prompt.len() + req.params.max_new_tokens)?;
                 let mut logits = prefill(model, &mut cache, &req.prompt, chunk, false, &CancelFlag(&cancel))?;
                 let mut seq = Seq::new(index, cache, req, vocab_size, vocab);
-                let tok = seq.sample(&mut logits);
+                let tok = seq.sample(&mut logits, vocab);
                 Ok((seq, tok))
             }))
             .unwrap_or_else(|p| Err(panic_error(p)));
@@ -474,7 +474,7 @@ fn decode_step<M: LanguageModel + ?Sized>(model: &M, vocab: &dyn Vocab, st: &mut
         let outs = model.forward_chunks_on(&mut chunks, Path::Rows)?;
         drop(chunks);
         for ((id, s), mut o) in active.iter_mut().zip(outs) {
-            let tok = s.sample(&mut o.data);
+            let tok = s.sample(&mut o.data, vocab);
             let Some((_, job)) = gen.iter_mut().find(|(i, _)| *i == *id) else { continue };
             let mut sink = Pieces { tx: &job.tx, gone: false };
             s.accept(tok, vocab, &mut sink)?;

@@ -25,6 +25,8 @@ pub struct SamplingParams {
     /// Report the log-probability of each generated token and of the
     /// `n` most likely tokens at its position (`Some(0)`: the chosen one only).
     pub logprobs: Option<usize>,
+    /// JSON mode: the output is a JSON object ([`super::json`] masks the tokens).
+    pub json_object: bool,
 }
 
 impl Default for SamplingParams {
@@ -39,6 +41,7 @@ impl Default for SamplingParams {
             stop: Vec::new(),
             ignore_eos: false,
             logprobs: None,
+            json_object: false,
         }
     }
 }
@@ -136,6 +139,41 @@ impl Sampler {
     }
 
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
+        self.penalize(logits);
+        let tok = self.pick(logits);
+        self.observe(tok);
+        tok
+    }
+
+    /// [`Sampler::sample`] restricted to the tokens `allowed` accepts: the token
+    /// that would be chosen is tried first; only when it is refused are all the
+    /// others masked out and the choice made again. `None` when nothing is allowed.
+    pub fn sample_allowed(&mut self, logits: &mut [f32], allowed: impl Fn(u32) -> bool) -> Option<u32> {
+        self.penalize(logits);
+        let mut tok = self.pick(logits);
+        if !allowed(tok) {
+            let mut any = false;
+            for (i, l) in logits.iter_mut().enumerate() {
+                if allowed(i as u32) {
+                    any = true;
+                } else {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+            if !any {
+                return None;
+            }
+            tok = self.pick(logits);
+            if !allowed(tok) {
+                tok = argmax(logits); // a zero-probability draw at the edge of the float range
+            }
+        }
+        self.observe(tok);
+        Some(tok)
+    }
+
+    /// Apply the repetition penalty to `logits` in place.
+    fn penalize(&self, logits: &mut [f32]) {
         let p = &self.params;
         if p.repetition_penalty != 1.0 {
             for &t in &self.seen {
@@ -147,13 +185,15 @@ impl Sampler {
                 }
             }
         }
-        let tok = if p.temperature <= 0.0 {
+    }
+
+    /// The next token from penalized logits: greedy or a random draw.
+    fn pick(&mut self, logits: &[f32]) -> u32 {
+        if self.params.temperature <= 0.0 {
             argmax(logits)
         } else {
             self.sample_random(logits)
-        };
-        self.observe(tok);
-        tok
+        }
     }
 
     fn sample_random(&mut self, logits: &[f32]) -> u32 {

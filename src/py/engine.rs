@@ -152,6 +152,7 @@ fn params(
     stop: Vec<String>,
     ignore_eos: bool,
     logprobs: Option<i64>,
+    json_object: bool,
 ) -> Result<SamplingParams> {
     if max_new_tokens < 1 {
         return Err(Error::InvalidArgument(format!("max_new_tokens must be at least 1, got {max_new_tokens}")));
@@ -175,13 +176,24 @@ fn params(
         stop,
         ignore_eos,
         logprobs: logprobs.map(|n| n as usize),
+        json_object,
     };
     p.validate()?;
     Ok(p)
 }
 
-const PARAM_KEYS: [&str; 9] =
-    ["max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "stop", "ignore_eos", "logprobs"];
+const PARAM_KEYS: [&str; 10] = [
+    "max_new_tokens",
+    "temperature",
+    "top_k",
+    "top_p",
+    "repetition_penalty",
+    "seed",
+    "stop",
+    "ignore_eos",
+    "logprobs",
+    "json_object",
+];
 
 /// Sampling settings of one request from a dict (missing keys take the defaults of `generate`).
 fn params_from_dict(d: &Bound<'_, PyDict>) -> PyResult<SamplingParams> {
@@ -210,6 +222,7 @@ fn params_from_dict(d: &Bound<'_, PyDict>) -> PyResult<SamplingParams> {
         get(d, "stop", Vec::<String>::new())?,
         get(d, "ignore_eos", false)?,
         get(d, "logprobs", None::<i64>)?,
+        get(d, "json_object", false)?,
     )
     .map_err(to_py_err)
 }
@@ -309,7 +322,7 @@ impl PyEngine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (prompts, *, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=0, stop=Vec::new(), ignore_eos=false, max_batch=8, prefill_chunk=512, logprobs=None))]
+    #[pyo3(signature = (prompts, *, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=0, stop=Vec::new(), ignore_eos=false, max_batch=8, prefill_chunk=512, logprobs=None, json_object=false))]
     fn generate<'py>(
         &self,
         py: Python<'py>,
@@ -325,8 +338,9 @@ impl PyEngine {
         max_batch: usize,
         prefill_chunk: usize,
         logprobs: Option<i64>,
+        json_object: bool,
     ) -> PyResult<(Vec<Bound<'py, PyDict>>, Bound<'py, PyDict>)> {
-        let p = params(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, ignore_eos, logprobs)
+        let p = params(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, ignore_eos, logprobs, json_object)
             .map_err(to_py_err)?;
         let n = prompts.len();
         let requests: Vec<Request> = prompts.into_iter().map(|prompt| Request { prompt, params: p.clone() }).collect();
