@@ -286,4 +286,3 @@ def test_json_mode_gives_json_objects(model: LogLM) -> None:
     batch = model.generate([prompt, PROMPTS[0]], max_new_tokens=24, json_object=True, temperature=0.7, seed=1)
     assert [b.text for b in batch] == [model.generate(p, max_new_tokens=24, json_object=True, temperature=0.7,
                                                       seed=1).text for p in (prompt, PROMPTS[0])]
-

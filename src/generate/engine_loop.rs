@@ -117,27 +117,48 @@ pub struct Submission {
     cancel: Arc<AtomicBool>,
 }
 
+/// The body of a loop thread: runs [`run`] on the model it owns.
+type Body = dyn Fn(Receiver<Submission>, Arc<LoopStats>) + Send + Sync;
+
 /// The submitting side of a model's loop thread. Dropping it lets the thread
 /// finish what it holds and exit (it is never joined while someone waits).
+/// In a child process made by `fork()` (which copies no threads) the first
+/// submission starts a fresh loop thread there; the model's own worker threads
+/// are not restarted, so a model loaded before `fork()` is still not usable in
+/// the child (as before the loop): load it after forking.
 pub struct EngineLoop {
-    tx: Mutex<Sender<Submission>>,
+    inner: Mutex<Inner>,
+    body: Arc<Body>,
+    name: String,
+}
+
+struct Inner {
+    tx: Sender<Submission>,
+    /// The process the loop thread runs in.
+    pid: u32,
     stats: Arc<LoopStats>,
+}
+
+fn start_thread(name: &str, body: &Arc<Body>) -> Result<Inner> {
+    let (tx, rx) = mpsc::channel();
+    let stats = Arc::new(LoopStats::default());
+    let (st, b) = (stats.clone(), body.clone());
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || b(rx, st))
+        .map_err(|e| Error::Internal(format!("cannot start the engine loop thread: {e}")))?;
+    Ok(Inner { tx, pid: std::process::id(), stats })
 }
 
 impl EngineLoop {
     /// Start the loop thread; `body` runs [`run`] on the model it owns.
     pub fn spawn<F>(name: &str, body: F) -> Result<EngineLoop>
     where
-        F: FnOnce(Receiver<Submission>, Arc<LoopStats>) + Send + 'static,
+        F: Fn(Receiver<Submission>, Arc<LoopStats>) + Send + Sync + 'static,
     {
-        let (tx, rx) = mpsc::channel();
-        let stats = Arc::new(LoopStats::default());
-        let st = stats.clone();
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || body(rx, st))
-            .map_err(|e| Error::Internal(format!("cannot start the engine loop thread: {e}")))?;
-        Ok(EngineLoop { tx: Mutex::new(tx), stats })
+        let body: Arc<Body> = Arc::new(body);
+        let inner = start_thread(name, &body)?;
+        Ok(EngineLoop { inner: Mutex::new(inner), body, name: name.to_string() })
     }
 
     /// Hand `work` to the loop; it joins the running batch at the next step.
@@ -145,9 +166,12 @@ impl EngineLoop {
         let (tx, rx) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let sub = Submission { work, tx, cancel: cancel.clone() };
-        let sender = self.tx.lock().map_err(|_| Error::Internal("engine loop lock poisoned".into()))?;
-        sender.send(sub).map_err(|_| Error::Internal("the engine loop has stopped".into()))?;
-        self.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        let mut inner = self.inner.lock().map_err(|_| Error::Internal("engine loop lock poisoned".into()))?;
+        if inner.pid != std::process::id() {
+            *inner = start_thread(&self.name, &self.body)?; // a forked child: its own loop
+        }
+        inner.tx.send(sub).map_err(|_| Error::Internal("the engine loop has stopped".into()))?;
+        inner.stats.submitted.fetch_add(1, Ordering::Relaxed);
         Ok(Handle { events: rx, cancel })
     }
 
@@ -156,8 +180,12 @@ impl EngineLoop {
         handle.cancel();
     }
 
-    pub fn stats(&self) -> &LoopStats {
-        &self.stats
+    /// The figures of the loop (of this process).
+    pub fn stats(&self) -> Arc<LoopStats> {
+        match self.inner.lock() {
+            Ok(i) => i.stats.clone(),
+            Err(p) => p.into_inner().stats.clone(),
+        }
     }
 }
 
