@@ -3,16 +3,19 @@
     RAYON_NUM_THREADS=2 python benches/serve.py [--threads 2] [--requests 8] [--max-tokens 64]
 
 Starts ``loglm serve`` (a subprocess, ``--threads``), then drives it with C concurrent
-clients (threads, each sending ``--requests`` chat completions one after another through
-``LogLM.remote``): fixed prompts asking to interpret real loghub lines (``LOGLM_DATA_DIR``),
-greedy, ``--max-tokens`` tokens each (end-of-sequence ignored, so every request costs the
-same). Prints requests/s, completion tokens/s, p50/p95 latency and the ratio to the
-1-client figure, for two servers:
+streaming clients (threads, each sending ``--requests`` streamed chat completions one
+after another over plain HTTP, so any version of the server can be measured): fixed
+prompts asking to interpret real loghub lines (``LOGLM_DATA_DIR``), greedy,
+``--max-tokens`` tokens each (end-of-sequence ignored, so every request costs the same).
+Prints requests/s, completion tokens/s, time to first token p50/p95, latency p50/p95 and
+the ratio to the 1-client figure, for two servers:
 
-- ``batched``: the default server (concurrent requests share engine batches,
-  ``--max-batch 16``);
-- ``unbatched``: ``--max-batch 1 --parallel 16``, every request its own engine call
-  running side by side -- what a server without batching does.
+- ``batched``: the default server (``--max-batch 16``: concurrent requests share the
+  engine's running batch);
+- ``unbatched``: ``--max-batch 1``, one sequence at a time.
+
+The server measured is the ``loglm`` on ``PYTHONPATH``: point it at another checkout to
+compare versions on the same machine in one sitting.
 
 For reference, the engine called in process on the same prompts (``generate`` with
 ``max_batch`` = C) after the servers are stopped. ``--clients 1,4`` / ``--configs
@@ -21,6 +24,7 @@ batched`` narrow the run.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import re
@@ -29,10 +33,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
-CONFIGS = {"batched": ["--max-batch", "16"], "unbatched": ["--max-batch", "1", "--parallel", "16"]}
+CONFIGS = {"batched": ["--max-batch", "16"], "unbatched": ["--max-batch", "1"]}
 
 
 def log_lines(n: int) -> List[str]:
@@ -72,28 +77,51 @@ def start_server(args: argparse.Namespace, extra: List[str]) -> Any:
     return p, m.group(0)
 
 
-def drive(url: str, clients: int, requests: int, max_tokens: int) -> Dict[str, Any]:
-    from loglm import LogLM
+def stream_one(url: str, text: str, max_tokens: int) -> Tuple[float, float, int]:
+    """One streamed chat completion: (seconds to the first token, seconds in all, tokens)."""
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
+    body = json.dumps({"messages": [{"role": "user", "content": text}], "max_tokens": max_tokens,
+                       "temperature": 0, "ignore_eos": True, "stream": True,
+                       "stream_options": {"include_usage": True}}).encode()
+    t0 = time.perf_counter()
+    conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:300]!r}")
+    first = 0.0
+    tokens = 0
+    for line in resp:
+        line = line.strip()
+        if not line.startswith(b"data:") or line == b"data: [DONE]":
+            continue
+        obj = json.loads(line[5:])
+        if obj.get("usage"):
+            tokens = int(obj["usage"]["completion_tokens"])
+        if not first and any((c.get("delta") or {}).get("content") for c in obj.get("choices") or []):
+            first = time.perf_counter() - t0
+    conn.close()
+    return first, time.perf_counter() - t0, tokens
 
+
+def drive(url: str, clients: int, requests: int, max_tokens: int) -> Dict[str, Any]:
     prompts = [prompt(x) for x in log_lines(clients * requests)]
     lat: List[float] = []
+    ttft: List[float] = []
     toks = [0]
     lock = threading.Lock()
     errors: List[BaseException] = []
     barrier = threading.Barrier(clients + 1)
 
     def client(c: int) -> None:
-        r = LogLM.remote(url, timeout=600, concurrency=1)
-        r.model  # fetch the model card before the clock starts
         barrier.wait()
         try:
             for i in range(requests):
-                t0 = time.perf_counter()
-                out = r.generate(prompts[c * requests + i], max_new_tokens=max_tokens, ignore_eos=True)
-                dt = time.perf_counter() - t0
+                first, dt, n = stream_one(url, prompts[c * requests + i], max_tokens)
                 with lock:
                     lat.append(dt)
-                    toks[0] += out.completion_tokens
+                    ttft.append(first)
+                    toks[0] += n
         except BaseException as e:  # reported after the run
             errors.append(e)
 
@@ -109,6 +137,7 @@ def drive(url: str, clients: int, requests: int, max_tokens: int) -> Dict[str, A
         raise errors[0]
     n = clients * requests
     return {"clients": clients, "requests": n, "wall_s": wall, "req_per_s": n / wall, "tok_per_s": toks[0] / wall,
+            "ttft_p50_s": pct(ttft, 0.5), "ttft_p95_s": pct(ttft, 0.95),
             "p50_s": pct(lat, 0.5), "p95_s": pct(lat, 0.95)}
 
 
@@ -161,6 +190,7 @@ def main() -> int:
             n = len(prompts)
             rows.append({"config": "engine in-process", "clients": c, "requests": n, "wall_s": wall,
                          "req_per_s": n / wall, "tok_per_s": sum(o.completion_tokens for o in outs) / wall,
+                         "ttft_p50_s": float("nan"), "ttft_p95_s": float("nan"),
                          "p50_s": float("nan"), "p95_s": float("nan")})
     base = {r["config"]: r["tok_per_s"] for r in rows if r["clients"] == min(levels)}
     for r in rows:
@@ -170,13 +200,17 @@ def main() -> int:
         return 0
     print(f"loglm serve, {args.threads} threads, {args.max_tokens} tokens per request (greedy, EOS ignored), "
           f"{args.requests} requests per client")
-    print("| server | clients | requests | req/s | completion tok/s | p50 latency (s) | p95 latency (s) | tok/s vs 1 client |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| server | clients | requests | req/s | completion tok/s | TTFT p50 (s) | TTFT p95 (s) "
+          "| p50 latency (s) | p95 latency (s) | tok/s vs 1 client |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def f(v: float) -> str:
+        return "–" if v != v else f"{v:.2f}"
+
     for r in rows:
-        p50 = "–" if r["p50_s"] != r["p50_s"] else f"{r['p50_s']:.2f}"
-        p95 = "–" if r["p95_s"] != r["p95_s"] else f"{r['p95_s']:.2f}"
         print(f"| {r['config']} | {r['clients']} | {r['requests']} | {r['req_per_s']:.2f} | {r['tok_per_s']:.1f} | "
-              f"{p50} | {p95} | {r['ratio_vs_1']:.2f}x |")
+              f"{f(r['ttft_p50_s'])} | {f(r['ttft_p95_s'])} | {f(r['p50_s'])} | {f(r['p95_s'])} | "
+              f"{r['ratio_vs_1']:.2f}x |")
     return 0
 
 

@@ -4,10 +4,13 @@
 //! folder's own, or the one rebuilt from GGUF metadata), merges LoRA adapters
 //! (`model/lora.rs`) and picks the backend: the native CPU engine for "cpu",
 //! the candle tensor path (`model/device.rs`) for "cuda" / "cuda:N" in builds
-//! with the `cuda` feature.
+//! with the `cuda` feature. [`Engine::start_loop`] starts the model's engine loop
+//! (`generate/engine_loop.rs`), through which the Python handle runs all its work.
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::generate::engine_loop::{self, EngineLoop};
 use crate::generate::{self, BatchStats, Completion, Request, SchedulerConfig, Sink, TextDecoder, Vocab};
 use crate::model::backend::Backend;
 use crate::model::device::{self, DeviceModel};
@@ -209,6 +212,16 @@ impl Engine {
         }
     }
 
+    /// Start this model's engine loop ([`engine_loop`]): the thread that runs
+    /// every generation and scoring request submitted to the returned handle.
+    pub fn start_loop(self: &Arc<Self>) -> Result<EngineLoop> {
+        let e = self.clone();
+        EngineLoop::spawn("loglm-engine", move |rx, st| match &e.backend {
+            Backend::Cpu(m) => engine_loop::run(m, &e.tokenizer, rx, &st),
+            Backend::Device(m) => engine_loop::run(m, &e.tokenizer, rx, &st),
+        })
+    }
+
     pub fn generate(
         &self,
         requests: Vec<Request>,
@@ -239,5 +252,12 @@ impl Vocab for Tokenizer {
     }
     fn decoder(&self) -> Box<dyn TextDecoder> {
         Box::new(StreamDecoder(self.decode_stream(true)))
+    }
+    fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        if self.is_special(id) {
+            None
+        } else {
+            self.token_piece(id).ok()
+        }
     }
 }

@@ -269,3 +269,20 @@ def test_optional_qwen25_coder_loads_and_answers() -> None:
     assert r.text.strip() == "4"
     s = qwen.score_choices("Is the sky usually blue on a clear day? Answer yes or no.", ["yes", "no"])
     assert s.best == "yes"
+
+
+def test_json_mode_gives_json_objects(model: LogLM) -> None:
+    prompt = ('Is this log line an error? Answer in JSON with one key "error" (true or false): '
+              "081109 INFO dfs.DataNode: PacketResponder terminating")
+    closed = 0
+    for kw in ({}, {"temperature": 0.8, "seed": 3}, {"temperature": 1.2, "seed": 4}):
+        r = model.generate(prompt, max_new_tokens=40, json_object=True, **kw)
+        assert r.text.lstrip().startswith("{"), r.text
+        if r.finish_reason == "stop":
+            closed += 1
+            assert isinstance(json.loads(r.text), dict), r.text
+    assert closed >= 1, "at least one answer should close its object within 40 tokens"
+    # batched JSON-mode generations equal their lone runs
+    batch = model.generate([prompt, PROMPTS[0]], max_new_tokens=24, json_object=True, temperature=0.7, seed=1)
+    assert [b.text for b in batch] == [model.generate(p, max_new_tokens=24, json_object=True, temperature=0.7,
+                                                      seed=1).text for p in (prompt, PROMPTS[0])]

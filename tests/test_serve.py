@@ -39,8 +39,7 @@ def model() -> LogLM:
 
 @pytest.fixture(scope="module")
 def server(model: LogLM):
-    srv = LoglmServer(model, port=0, api_key=KEY, max_request_bytes=64 * 1024, max_tokens=256,
-                      batch_window_ms=20)
+    srv = LoglmServer(model, port=0, api_key=KEY, max_request_bytes=64 * 1024, max_tokens=256)
     with srv:
         yield srv
 
@@ -71,35 +70,60 @@ def chat(content: str, **kw: Any) -> Dict[str, Any]:
     return {"messages": [{"role": "user", "content": content}], **kw}
 
 
-# ---- engine: batched streaming with per-request settings ----------------------------------
+# ---- engine loop: requests with their own settings join one running batch ----------------
 
-def test_stream_batch_equals_one_by_one(model: LogLM) -> None:
+def test_streams_join_the_running_batch_and_equal_one_by_one(model: LogLM) -> None:
     ids = [model.encode_prompt(p) for p in PROMPTS[:3]]
     params: List[Dict[str, Any]] = [
         {"max_new_tokens": 12},
         {"max_new_tokens": 20, "temperature": 0.8, "seed": 5},
         {"max_new_tokens": 16, "repetition_penalty": 1.1, "stop": ["."]},
     ]
-    pieces: Dict[int, List[str]] = {0: [], 1: [], 2: []}
-    done: Dict[int, Dict[str, Any]] = {}
-    bs = model._engine.stream_batch(ids, params, max_batch=3)
-    for i, piece, c in bs:
-        if c is None:
-            assert i not in done, "no text after a request finished"
-            pieces[i].append(piece)
-        else:
-            done[i] = c
-    assert bs.stats()["decode_steps"] > 0
-    for i, (p, kw) in enumerate(zip(PROMPTS, params)):
+    before = model.engine_stats()
+    first = model.stream_tokens(ids[0], **params[0])
+    pieces = [[next(first)]]  # the first request is running when the others arrive
+    streams = [first] + [model.stream_tokens(i, **kw) for i, kw in zip(ids[1:], params[1:])]
+    pieces += [[] for _ in streams[1:]]
+    for k, s in enumerate(streams):
+        pieces[k] += list(s)
+    after = model.engine_stats()
+    steps = after["decode_steps"] - before["decode_steps"]
+    tokens = after["decode_tokens"] - before["decode_tokens"]
+    assert tokens > steps > 0, "the three sequences shared decode steps"
+    for k, (p, kw) in enumerate(zip(PROMPTS, params)):
         alone = model.generate(p, **kw)
-        assert done[i]["text"] == alone.text == "".join(pieces[i])
-        assert done[i]["finish_reason"] == alone.finish_reason
+        r = streams[k].result
+        assert r is not None and r.text == alone.text == "".join(pieces[k])
+        assert r.finish_reason == alone.finish_reason and r.token_ids == alone.token_ids
+    # the binding checks each request's settings before anything runs
     with pytest.raises(loglm.InvalidInputError, match="unknown sampling setting"):
-        model._engine.stream_batch(ids[:1], [{"max_tokens": 3}])
+        model._engine.submit(ids[:1], [{"max_tokens": 3}])
     with pytest.raises(loglm.InvalidInputError, match="request 1"):
-        model._engine.stream_batch(ids[:2], [{}, {"top_p": 0.0}])
+        model._engine.submit(ids[:2], [{}, {"top_p": 0.0}])
     with pytest.raises(loglm.ContextLengthError):
-        model._engine.stream_batch(ids[:1], [{"max_new_tokens": 5000}])
+        model._engine.submit(ids[:1], [{"max_new_tokens": 5000}])
+
+
+def test_closing_a_stream_cancels_its_sequence(model: LogLM) -> None:
+    s = model.stream(PROMPTS[0], max_new_tokens=1500, stop=["\x00never"])
+    next(s)
+    t0 = time.monotonic()
+    while model.engine_stats()["running"] != 1:  # the figures follow the step that sent the piece
+        assert time.monotonic() - t0 < 10
+        time.sleep(0.005)
+    s.close()
+    _wait_idle(model)
+    assert model.generate(PROMPTS[0], max_new_tokens=4).completion_tokens > 0
+
+
+def _wait_idle(model: LogLM, timeout: float = 20.0) -> None:
+    t0 = time.monotonic()
+    while True:
+        st = model.engine_stats()
+        if st["running"] == 0 and st["waiting"] == 0:
+            return
+        assert time.monotonic() - t0 < timeout, f"the engine is still busy: {st}"
+        time.sleep(0.02)
 
 
 # ---- endpoints ------------------------------------------------------------------------------
@@ -171,12 +195,14 @@ def test_stop_strings_and_seeds(server: LoglmServer, remote: RemoteLogLM, model:
 def test_concurrent_requests_are_batched_and_unchanged(server: LoglmServer, model: LogLM) -> None:
     alone = [model.generate(p, max_new_tokens=16).text for p in PROMPTS]
     client = LogLM.remote(server.url, api_key=KEY, concurrency=8, timeout=120)
-    before = server.batcher.batches, server.batcher.batched_requests
+    before = model.engine_stats()
     out = client.generate(PROMPTS * 2, max_new_tokens=16)
     assert [r.text for r in out] == alone * 2
-    batches = server.batcher.batches - before[0]
-    assert server.batcher.batched_requests - before[1] == 8
-    assert batches < 8, "concurrent requests should share engine batches"
+    after = model.engine_stats()
+    assert after["submitted"] - before["submitted"] == 8
+    steps = after["decode_steps"] - before["decode_steps"]
+    assert after["decode_tokens"] - before["decode_tokens"] > 1.5 * steps, \
+        "concurrent requests should share engine decode steps"
     # plain threads too, each request on its own
     got: Dict[int, str] = {}
     barrier = threading.Barrier(4)
@@ -255,7 +281,7 @@ def test_request_limits(server: LoglmServer, remote: RemoteLogLM) -> None:
     st, body = http_json(server, "POST", "/v1/chat/completions", raw=b'{"messages": [')
     assert st == 400 and body["error"]["code"] == "invalid_json"
     for bad, param in [(chat("hi", n=2), "n"), ({"messages": []}, "messages"),
-                       (chat("hi", temperature="hot"), "temperature"), (chat("hi", logprobs=True), "logprobs"),
+                       (chat("hi", temperature="hot"), "temperature"), (chat("hi", logprobs="yes"), "logprobs"),
                        ({"messages": [{"role": "robot", "content": "x"}]}, "messages")]:
         st, body = http_json(server, "POST", "/v1/chat/completions", bad)
         assert st == 400 and body["error"]["param"] == param, (bad, body)
@@ -264,6 +290,217 @@ def test_request_limits(server: LoglmServer, remote: RemoteLogLM) -> None:
     st, body = http_json(server, "POST", "/v1/loglm/score_choices", {"messages": [{"role": "user", "content": "x"}],
                                                                       "choices": []})
     assert st == 400 and body["error"]["param"] == "choices"
+
+
+# ---- the official openai client -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def oai(server: LoglmServer) -> Any:
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+def test_openai_client_chat_completions_and_models(oai: Any, server: LoglmServer, model: LogLM) -> None:
+    assert [m.id for m in oai.models.list()] == [server.model_name]
+    local = model.generate(PROMPTS[3], max_new_tokens=12)
+    msgs = [{"role": "user", "content": PROMPTS[3]}]
+    r = oai.chat.completions.create(model=server.model_name, messages=msgs, max_tokens=12, temperature=0,
+                                    logprobs=True, top_logprobs=3)
+    assert r.choices[0].message.content == local.text
+    assert r.usage.completion_tokens == local.completion_tokens and r.usage.prompt_tokens == local.prompt_tokens
+    lp = r.choices[0].logprobs.content
+    assert [x.token for x in lp] == [model.detokenize([t], skip_special=False) for t in local.token_ids]
+    for x in lp:  # greedy: the chosen token is the most likely one, and log-probabilities are sorted
+        assert len(x.top_logprobs) == 3 and x.top_logprobs[0].token == x.token
+        assert x.logprob == pytest.approx(x.top_logprobs[0].logprob) and x.logprob <= 0
+        assert [t.logprob for t in x.top_logprobs] == sorted((t.logprob for t in x.top_logprobs), reverse=True)
+    chunks = list(oai.chat.completions.create(model=server.model_name, messages=msgs, max_tokens=12, temperature=0,
+                                              stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == local.text
+    assert chunks[-1].usage.completion_tokens == local.completion_tokens
+    openai = pytest.importorskip("openai")
+    with pytest.raises(openai.BadRequestError):
+        oai.chat.completions.create(model=server.model_name, messages=msgs, max_tokens=4, extra_body={"top_k": 10**30})
+    with pytest.raises(openai.NotFoundError):
+        oai.chat.completions.create(model="gpt-4", messages=msgs, max_tokens=4)
+    with pytest.raises(openai.AuthenticationError):
+        oai.with_options(api_key="wrong").models.list()
+
+
+def test_openai_client_json_mode(oai: Any, server: LoglmServer, model: LogLM) -> None:
+    msgs = [{"role": "user", "content": 'Is this log line an error? Answer in JSON with one key "error" '
+                                        "(true or false): " + PROMPTS[0][30:]}]
+    r = oai.chat.completions.create(model=server.model_name, messages=msgs, max_tokens=48, temperature=0,
+                                    response_format={"type": "json_object"})
+    text = r.choices[0].message.content
+    local = model.generate(msgs, max_new_tokens=48, json_object=True)
+    assert text == local.text and text.lstrip().startswith("{")
+    assert r.choices[0].finish_reason == "stop" and isinstance(json.loads(text), dict), text
+    for seed in (1, 2):  # sampled too
+        s = oai.chat.completions.create(model=server.model_name, messages=msgs, max_tokens=48, temperature=1.0,
+                                        seed=seed, response_format={"type": "json_object"})
+        if s.choices[0].finish_reason == "stop":
+            assert isinstance(json.loads(s.choices[0].message.content), dict)
+
+
+def test_openai_client_completions_with_logprobs(oai: Any, server: LoglmServer, model: LogLM) -> None:
+    prompt = "The disk error in the kernel log means"
+    ids = model.encode_prompt(prompt, raw=True)
+    local = model.stream_tokens(ids, max_new_tokens=8, logprobs=2)
+    text = "".join(local)
+    assert local.result is not None and local.result.logprobs is not None
+    r = oai.completions.create(model=server.model_name, prompt=prompt, max_tokens=8, temperature=0, logprobs=2)
+    c = r.choices[0]
+    assert c.text == text and r.usage.prompt_tokens == len(ids)
+    assert c.logprobs.token_logprobs == pytest.approx([lp for _, lp, _ in local.result.logprobs], abs=1e-6)
+    assert "".join(c.logprobs.tokens) == text and all(len(t) == 2 for t in c.logprobs.top_logprobs)
+    # token ids and several prompts
+    r2 = oai.completions.create(model=server.model_name, prompt=[prompt, prompt + " that"], max_tokens=4,
+                                temperature=0)
+    assert r2.choices[0].text == text[:len(r2.choices[0].text)] and len(r2.choices) == 2
+    r3 = oai.completions.create(model=server.model_name, prompt=ids, max_tokens=8, temperature=0)
+    assert r3.choices[0].text == text
+    streamed = oai.completions.create(model=server.model_name, prompt=prompt, max_tokens=8, temperature=0,
+                                      stream=True)
+    assert "".join(ch.choices[0].text for ch in streamed if ch.choices) == text
+
+
+def test_openai_client_embeddings(oai: Any) -> None:
+    from loglm.embed import SentenceEncoder
+
+    try:
+        enc = SentenceEncoder.load()
+    except loglm.LoglmError as e:
+        pytest.skip(f"the MiniLM encoder is not installed: {e}")
+    texts = ["disk full on /var", "no space left on device"]
+    r = oai.embeddings.create(model="all-MiniLM-L6-v2", input=texts)
+    want = enc.encode(texts)
+    assert [d.index for d in r.data] == [0, 1]
+    for d, w in zip(r.data, want):
+        assert len(d.embedding) == want.shape[1]
+        assert max(abs(a - float(b)) for a, b in zip(d.embedding, w)) < 1e-6
+    one = oai.embeddings.create(model="all-MiniLM-L6-v2", input="disk full on /var")  # the client asks base64
+    assert max(abs(a - b) for a, b in zip(one.data[0].embedding, r.data[0].embedding)) < 1e-6
+
+
+# ---- hostile and vanishing clients ---------------------------------------------------------------
+
+def test_every_bad_request_is_a_4xx(server: LoglmServer) -> None:
+    nested = b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    cases: List[Tuple[str, Any]] = [
+        ("/v1/chat/completions", nested),
+        ("/v1/chat/completions", b"[" * 50_000),
+        ("/v1/chat/completions", b"\xff\xfe"),
+        ("/v1/chat/completions", chat("hi", top_k=10**30)),
+        ("/v1/chat/completions", chat("hi", top_k=1e30)),
+        ("/v1/chat/completions", chat("hi", seed=10**40)),
+        ("/v1/chat/completions", chat("hi", max_tokens=10**30)),
+        ("/v1/chat/completions", chat("hi", temperature=1e400 if False else 10**400)),
+        ("/v1/chat/completions", chat("hi", repetition_penalty=1e30)),
+        ("/v1/chat/completions", chat("hi", stream="yes")),
+        ("/v1/chat/completions", chat("hi", logprobs=True, top_logprobs=99)),
+        ("/v1/chat/completions", chat("hi", response_format={"type": "json_schema"})),
+        ("/v1/chat/completions", chat("hi", response_format="json")),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": {"a": 1}}]}),
+        ("/v1/chat/completions", {"messages": "hi"}),
+        ("/v1/completions", {"prompt": {"x": 1}}),
+        ("/v1/completions", {"prompt": [10**12]}),
+        ("/v1/completions", {"prompt": "hi", "logprobs": 50}),
+        ("/v1/embeddings", {"input": [1, 2]}),
+        ("/v1/loglm/score_choices", {"prompt": "x", "choices": [1]}),
+        ("/v1/loglm/detokenize", {"tokens": [-1]}),
+        ("/v1/loglm/tokenize", {"text": None}),
+    ]
+    for path, body in cases:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        st, out = http_json(server, "POST", path, raw=raw)
+        assert 400 <= st < 500, (path, str(body)[:80], st, out)
+        assert isinstance(out, dict) and "message" in out["error"]
+    st, out = http_json(server, "DELETE", "/v1/models")
+    assert st == 405
+    st, _ = http_json(server, "GET", "/health", key=None)
+    assert st == 200
+
+
+def _raw_request(port: int, body: Dict[str, Any]) -> socket.socket:
+    data = json.dumps(body).encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              + f"Authorization: Bearer {KEY}\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+    return s
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_vanished_client_cancels_its_sequence(server: LoglmServer, model: LogLM, stream: bool) -> None:
+    _wait_idle(model)
+    before = server.metrics.cancelled
+    s = _raw_request(server.port, chat(PROMPTS[0], max_tokens=250, temperature=0, ignore_eos=True, stream=stream))
+    t0 = time.monotonic()
+    while model.engine_stats()["running"] == 0:
+        assert time.monotonic() - t0 < 30, "the request never started"
+        time.sleep(0.01)
+    if stream:
+        assert s.recv(1 << 16).startswith(b"HTTP/1.1 200")
+    s.close()
+    _wait_idle(model, timeout=10)  # 250 tokens would take far longer
+    assert server.metrics.cancelled == before + 1
+    # and the server goes on
+    st, body = http_json(server, "POST", "/v1/chat/completions", chat("hi", max_tokens=2))
+    assert st == 200
+
+
+def test_many_connections_at_once_and_metrics(server: LoglmServer) -> None:
+    results: List[int] = []
+
+    def hit() -> None:
+        st, _ = http_json(server, "GET", "/health", key=None)
+        results.append(st)
+
+    ts = [threading.Thread(target=hit) for _ in range(64)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert results == [200] * 64
+    st, text = http_json(server, "GET", "/metrics")
+    assert st == 200
+    text = text.decode()
+    for name in ("loglm_requests_total", "loglm_time_to_first_token_seconds_bucket", "loglm_batch_size",
+                 "loglm_queue_depth", "loglm_request_latency_seconds_count", "loglm_completion_tokens_total"):
+        assert name in text
+    st, _ = http_json(server, "GET", "/metrics", key=None)
+    assert st == 401
+    st, spec = http_json(server, "GET", "/openapi.json", key=None)
+    assert st == 200 and spec["openapi"].startswith("3.") and "/v1/chat/completions" in spec["paths"]
+
+
+def test_health_is_503_while_draining(model: LogLM) -> None:
+    srv = LoglmServer(model, port=0).start()
+    try:
+        out: Dict[str, Any] = {}
+
+        def long_request() -> None:
+            out["r"] = http_json(srv, "POST", "/v1/chat/completions",
+                                 chat(PROMPTS[1], max_tokens=40, temperature=0, ignore_eos=True), key=None)
+
+        t = threading.Thread(target=long_request)
+        t.start()
+        t0 = time.monotonic()
+        while model.engine_stats()["running"] == 0:
+            assert time.monotonic() - t0 < 30
+            time.sleep(0.01)
+        d = threading.Thread(target=srv.drain, kwargs={"timeout": 60})
+        d.start()
+        time.sleep(0.05)
+        st, body = http_json(srv, "GET", "/health", key=None)
+        assert st == 503 and body["status"] == "shutting_down"
+        st, body = http_json(srv, "POST", "/v1/chat/completions", chat("hi", max_tokens=2), key=None)
+        assert st == 503 and body["error"]["code"] == "shutting_down"
+        t.join()
+        d.join()
+        assert out["r"][0] == 200 and out["r"][1]["usage"]["completion_tokens"] == 40  # the running one finished
+    finally:
+        srv.shutdown()
 
 
 def _free_port() -> int:

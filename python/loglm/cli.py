@@ -232,14 +232,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from loglm.serve import serve
 
-    for name in ("port", "max_request_bytes", "max_tokens", "max_batch", "parallel"):
+    for name in ("port", "max_request_bytes", "max_tokens", "max_batch"):
         v = getattr(args, name)
         if v < (0 if name == "port" else 1) or (name == "port" and v > 65535):
             raise _Bad(f"--{name.replace('_', '-')} out of range: {v}")
     serve(args.model, host=args.host, port=args.port, threads=args.threads, context_length=args.context_length,
           model_name=args.model_name, api_key=args.api_key, max_request_bytes=args.max_request_bytes,
-          max_tokens=args.max_tokens, max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
-          parallel=args.parallel, log_requests=args.log_requests)
+          max_tokens=args.max_tokens, max_batch=args.max_batch, log_requests=args.log_requests)
     return 0
 
 
@@ -365,9 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: LOGLM_API_KEY)")
     p.add_argument("--max-request-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
     p.add_argument("--max-tokens", type=int, default=2048, help="largest max_tokens a request may ask")
-    p.add_argument("--max-batch", type=int, default=16, help="requests per engine batch")
-    p.add_argument("--batch-window-ms", type=float, default=5.0, help="wait this long for more requests")
-    p.add_argument("--parallel", type=int, default=1, help="engine batches running at once")
+    p.add_argument("--max-batch", type=int, default=16, help="sequences in the engine's running batch")
     p.add_argument("--log-requests", action="store_true", help="one line per request on stderr")
     p.add_argument("--model", default=None, help="GGUF file, HF folder or name (default: the embedded model)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the model")

@@ -2,7 +2,11 @@
 
 The heavy lifting (tokenization, the transformer, batching, sampling) is in the
 Rust extension (``loglm._loglm.Engine``); this module turns Python inputs into
-token ids and the engine's plain results into dataclasses.
+token ids and the engine's plain results into dataclasses. Every generation and
+scoring call is submitted to the model's engine loop, one thread per loaded
+model that runs all requests in one batch: several threads (or a server's
+clients) calling one ``LogLM`` share its decode steps, and each request's result
+is the one it gets alone.
 
 Prompts may be given as
 
@@ -50,6 +54,10 @@ class GenerationResult:
     prefill_seconds: float
     decode_seconds: float
     token_ids: List[int] = field(repr=False, default_factory=list)
+    logprobs: Optional[List[Tuple[int, float, List[Tuple[int, float]]]]] = field(repr=False, default=None)
+    """With ``logprobs=`` asked for: per generated token, ``(id, logprob, top)`` where
+    ``top`` lists the most likely ``(id, logprob)`` at that position (the model's own
+    distribution, before temperature, penalty or cuts)."""
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -113,10 +121,11 @@ class ChoiceScores:
 
 
 class TextStream:
-    """Iterator over the text pieces of one generation.
+    """Iterator over the text pieces of one generation running in the engine loop.
 
     ``result`` holds the :class:`GenerationResult` once the stream is exhausted.
-    ``close()`` stops the generation early.
+    ``close()`` (or leaving a ``with`` block, or Ctrl-C while waiting) cancels the
+    generation: the engine loop drops the sequence at its next step.
     """
 
     def __init__(self, inner: Any) -> None:
@@ -127,15 +136,31 @@ class TextStream:
         return self
 
     def __next__(self) -> str:
-        try:
-            return next(self._inner)
-        except StopIteration:
-            r = self._inner.result()
-            if r is not None and self.result is None:
-                self.result = _result(r)
-            raise
+        while True:
+            _, piece, done = next(self._inner)
+            if done is None:
+                return str(piece)
+            self.result = _result(done)
+
+    def poll(self, timeout: float = 0.1) -> List[str]:
+        """The text pieces decoded so far that were not yet handed out, waiting up to
+        ``timeout`` seconds for the first (``[]`` after a timeout or at the end; see
+        :attr:`finished`). Lets an event loop follow a stream from a worker thread."""
+        out = []
+        for _, piece, done in self._inner.poll(timeout):
+            if done is None:
+                out.append(str(piece))
+            else:
+                self.result = _result(done)
+        return out
+
+    @property
+    def finished(self) -> bool:
+        """Whether the generation has ended and every piece has been handed out."""
+        return bool(self._inner.finished)
 
     def close(self) -> None:
+        """Cancel the generation (nothing happens if it has already finished)."""
         self._inner.close()
 
     def __enter__(self) -> "TextStream":
@@ -154,6 +179,8 @@ def _result(d: Dict[str, Any]) -> GenerationResult:
         prefill_seconds=d["prefill_seconds"],
         decode_seconds=d["decode_seconds"],
         token_ids=list(d["token_ids"]),
+        logprobs=None if d.get("logprobs") is None else [(int(i), float(lp), [(int(a), float(b)) for a, b in top])
+                                                         for i, lp, top in d["logprobs"]],
     )
 
 
@@ -371,14 +398,16 @@ class LogLM(TaskMixin):
         """The prompt text the model sees, after the chat template."""
         return str(self._engine.render_chat(self.messages(prompt), add_generation_prompt=True))
 
-    def encode_prompt(self, prompt: Prompt, *, raw: bool = False) -> List[int]:
-        """Token ids of a prompt (chat template applied unless ``raw``)."""
+    def encode_prompt(self, prompt: Prompt, *, raw: bool = False, add_generation_prompt: bool = True) -> List[int]:
+        """Token ids of a prompt (chat template applied unless ``raw``; with
+        ``add_generation_prompt=False`` the template does not open an assistant turn,
+        e.g. for a chat that already ends with the assistant's reply)."""
         if raw:
             if not isinstance(prompt, (str, bytes)):
                 raise InvalidInputError("raw=True takes str prompts")
             ids = self._engine.encode(_check_text(prompt, "the prompt"), parse_special=True)
         else:
-            ids = self._engine.encode_chat(self.messages(prompt), add_generation_prompt=True)
+            ids = self._engine.encode_chat(self.messages(prompt), add_generation_prompt=add_generation_prompt)
         if not ids:
             raise InvalidInputError("the prompt encodes to no tokens")
         return list(ids)
@@ -414,6 +443,7 @@ class LogLM(TaskMixin):
         raw: bool = False,
         return_stats: bool = False,
         ignore_eos: bool = False,
+        json_object: bool = False,
     ) -> Any:
         """Generate completions.
 
@@ -421,9 +451,13 @@ class LogLM(TaskMixin):
         ``top_p``, reproducible for a given ``seed``. Generation ends at the
         model's end-of-turn token, at any of the ``stop`` strings (cut from the
         text) or after ``max_new_tokens`` (``ignore_eos=True`` runs to
-        ``max_new_tokens`` regardless, for benchmarks). Up to ``max_batch`` sequences run in
-        one batched decode step; the result of each prompt does not depend on
-        the others in the batch.
+        ``max_new_tokens`` regardless, for benchmarks). The prompts join the model's
+        engine loop, whose running batch may hold other callers' sequences too;
+        each of them is admitted while fewer than ``max_batch`` sequences run. The
+        result of each prompt does not depend on the others in the batch.
+        ``json_object=True`` is JSON mode: a token mask in the sampler keeps the text a
+        JSON object (complete when ``finish_reason`` is ``"stop"``; cut short by
+        ``"length"``), as OpenAI's ``response_format={"type": "json_object"}``.
 
         Returns:
             a :class:`GenerationResult` for one prompt, a list for a list; with
@@ -446,6 +480,7 @@ class LogLM(TaskMixin):
             stop=list(stop or []),
             ignore_eos=ignore_eos,
             max_batch=max_batch,
+            json_object=json_object,
         )
         results = [_result(d) for d in outs]
         res: Any = results[0] if single else results
@@ -471,18 +506,44 @@ class LogLM(TaskMixin):
         The pieces joined equal ``generate(...)``'s text for the same arguments;
         text that might begin a stop string is held back until it is known not to.
         """
-        ids = self.encode_prompt(prompt, raw=raw)
-        inner = self._engine.stream(
-            ids,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            seed=seed,
-            stop=list(stop or []),
-        )
-        return TextStream(inner)
+        return self.stream_tokens(self.encode_prompt(prompt, raw=raw), max_new_tokens=max_new_tokens,
+                                  temperature=temperature, top_k=top_k, top_p=top_p,
+                                  repetition_penalty=repetition_penalty, seed=seed, stop=stop)
+
+    def stream_tokens(
+        self,
+        token_ids: Sequence[int],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.0,
+        seed: int = 0,
+        stop: Optional[Sequence[str]] = None,
+        ignore_eos: bool = False,
+        logprobs: Optional[int] = None,
+        max_batch: int = 16,
+        json_object: bool = False,
+    ) -> TextStream:
+        """:meth:`stream` for a prompt given as token ids (from :meth:`encode_prompt`),
+        e.g. by a server that checked the prompt's length first. ``logprobs=n`` (0-20)
+        also reports each generated token's log-probability and the ``n`` most likely
+        tokens at its position (``result.logprobs``). The request joins the engine
+        loop's running batch at its next step, while fewer than ``max_batch``
+        sequences run. ``json_object=True``: JSON mode, as in :meth:`generate`."""
+        if isinstance(token_ids, (str, bytes)):
+            raise InvalidInputError("stream_tokens() takes token ids; use stream() for text")
+        params = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                      repetition_penalty=repetition_penalty, seed=seed, stop=list(stop or []),
+                      ignore_eos=ignore_eos, logprobs=logprobs, json_object=bool(json_object))
+        return TextStream(self._engine.submit([[int(t) for t in token_ids]], [params], max_batch=max_batch))
+
+    def engine_stats(self) -> Dict[str, int]:
+        """Figures of this model's engine loop: sequences ``running`` in the batch and
+        ``waiting`` to join it, and totals since loading (``decode_steps``,
+        ``decode_tokens``, ``prefill_tokens``, ``submitted`` requests)."""
+        return {k: int(v) for k, v in self._engine.loop_stats().items()}
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """Next-token logits at every position of ``token_ids``: a float32 array of

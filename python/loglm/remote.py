@@ -3,7 +3,8 @@
 ``LogLM.remote(base_url, model=None, api_key=None)`` returns a :class:`RemoteLogLM`:
 ``parse``, ``detect_anomalies``, ``interpret``, ``root_cause``, ``suggest_solution``,
 ``ask``, ``generate``, ``stream`` and ``score_choices`` work as on a local model, over
-HTTP (stdlib only: ``http.client``, ``json``, ``concurrent.futures``).
+HTTP with ``httpx`` (one connection pool per model: connections are reused; proxy
+settings come from the usual environment variables; ``pip install 'loglm[serve]'``).
 
 - **Batches** fan out over a thread pool of ``concurrency`` requests; ``loglm serve``
   batches concurrent requests into its engine.
@@ -27,7 +28,6 @@ HTTP (stdlib only: ``http.client``, ``json``, ``concurrent.futures``).
 """
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import os
@@ -35,6 +35,7 @@ import random
 import threading
 import time
 import urllib.parse
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -90,10 +91,9 @@ class RemoteTextStream:
     ``close()`` stops reading (and closes the connection).
     """
 
-    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, url: str,
-                 started: float) -> None:
-        self._conn = conn
+    def __init__(self, resp: Any, url: str, started: float) -> None:
         self._resp = resp
+        self._lines = resp.iter_lines()
         self._url = url
         self._started = started
         self._text: List[str] = []
@@ -108,19 +108,21 @@ class RemoteTextStream:
 
     def __next__(self) -> str:
         while not self._done:
+            import httpx
+
             try:
-                line = self._resp.readline()
-            except (OSError, http.client.HTTPException) as e:
-                self.close()
-                raise ServerUnavailableError(f"the stream from {self._url} broke off: {e}", url=self._url) from None
-            if not line:
+                line = next(self._lines)
+            except StopIteration:
                 self._end()
                 break
+            except (OSError, httpx.HTTPError, httpx.StreamError) as e:
+                self.close()
+                raise ServerUnavailableError(f"the stream from {self._url} broke off: {e}", url=self._url) from None
             line = line.strip()
-            if not line.startswith(b"data:"):
+            if not line.startswith("data:"):
                 continue  # comments, blank separators, other SSE fields
             data = line[5:].strip()
-            if data == b"[DONE]":
+            if data == "[DONE]":
                 self._end()
                 break
             try:
@@ -155,11 +157,12 @@ class RemoteTextStream:
             prompt_tokens=int(u.get("prompt_tokens", 0)), completion_tokens=int(u.get("completion_tokens", 0)),
             prefill_seconds=float(ext.get("prefill_seconds", 0.0)),
             decode_seconds=float(ext.get("decode_seconds", time.monotonic() - self._started)))
-        self._conn.close()
+        self._resp.close()
 
     def close(self) -> None:
+        """Stop reading and close the connection (the server then cancels the generation)."""
         self._done = True
-        self._conn.close()
+        self._resp.close()
 
     def __enter__(self) -> "RemoteTextStream":
         return self
@@ -219,14 +222,42 @@ class RemoteLogLM(TaskMixin):
         self._context_length = context_length
         self._card: Optional[Dict[str, Any]] = None
         self._lock = threading.Lock()
+        self._client: Any = None
 
     def __repr__(self) -> str:
         return f"RemoteLogLM({self.base_url!r}, model={self._model!r})"
 
     # -- HTTP ------------------------------------------------------------------------
-    def _connection(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-        return cls(self._host, self._port, timeout=self.timeout)
+    def _http(self) -> Any:
+        """The connection pool (made on first use; thread-safe)."""
+        with self._lock:
+            if self._client is None:
+                try:
+                    import httpx
+                except ImportError:
+                    raise RemoteError("LogLM.remote needs httpx: pip install 'loglm[serve]'",
+                                      url=self.base_url) from None
+                self._client = httpx.Client(
+                    timeout=httpx.Timeout(self.timeout),
+                    limits=httpx.Limits(max_connections=max(self.concurrency, 1) * 2,
+                                        max_keepalive_connections=max(self.concurrency, 1)),
+                    trust_env=True)
+                # pooled connections are closed with the model object, not left to the garbage collector
+                weakref.finalize(self, self._client.close)
+            return self._client
+
+    def close(self) -> None:
+        """Close the pooled connections (a later call opens new ones)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def __enter__(self) -> "RemoteLogLM":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _sleep(self, attempt: int, retry_after: Optional[str]) -> None:
         delay = self.backoff * (2 ** attempt) * (0.5 + random.random())
@@ -237,9 +268,12 @@ class RemoteLogLM(TaskMixin):
                 pass
         time.sleep(min(delay, 30.0))
 
-    def _open(self, method: str, path: str, body: Optional[Dict[str, Any]]
-              ) -> Tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """Send a request, retrying as the module doc says; returns an open 2xx response."""
+    def _open(self, method: str, path: str, body: Optional[Dict[str, Any]]) -> Any:
+        """Send a request, retrying as the module doc says; returns an open 2xx
+        ``httpx.Response`` (streamed: read it, then close it)."""
+        import httpx
+
+        client = self._http()
         url = self.base_url + path
         data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
         headers = {"Accept": "application/json, text/event-stream"}
@@ -249,15 +283,10 @@ class RemoteLogLM(TaskMixin):
             headers["Authorization"] = f"Bearer {self._api_key}"
         last: Optional[BaseException] = None
         for attempt in range(self.max_retries + 1):
-            conn = self._connection()
             try:
-                try:
-                    conn.request(method, self._prefix + path, body=data, headers=headers)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the server may have answered early (413, 401) and closed: read that
-                resp = conn.getresponse()
-            except (OSError, http.client.HTTPException) as e:
-                conn.close()
+                req = client.build_request(method, url, content=data, headers=headers)
+                resp = client.send(req, stream=True)
+            except (OSError, httpx.TransportError) as e:
                 last = e
                 if attempt < self.max_retries:
                     self._sleep(attempt, None)
@@ -265,41 +294,43 @@ class RemoteLogLM(TaskMixin):
                 raise ServerUnavailableError(
                     f"cannot reach the model server at {url}: {type(e).__name__}: {e} "
                     f"({attempt + 1} attempt{'s' if attempt else ''}); is it running?", url=url) from None
-            if resp.status < 400:
-                return conn, resp
+            if resp.status_code < 400:
+                return resp
             try:
                 raw = resp.read()
-            except (OSError, http.client.HTTPException):
+            except (OSError, httpx.HTTPError, httpx.StreamError):
                 raw = b""
             finally:
-                conn.close()
+                resp.close()
             try:
                 parsed: Any = json.loads(raw.decode("utf-8", "replace")) if raw else {}
             except ValueError:
                 parsed = {"error": {"message": raw.decode("utf-8", "replace")[:500]}}
-            if resp.status in _RETRY_STATUS and attempt < self.max_retries:
-                last = _error_from(url, resp.status, parsed)
-                self._sleep(attempt, resp.getheader("Retry-After"))
+            if resp.status_code in _RETRY_STATUS and attempt < self.max_retries:
+                last = _error_from(url, resp.status_code, parsed)
+                self._sleep(attempt, resp.headers.get("Retry-After"))
                 continue
-            err = _error_from(url, resp.status, parsed)
-            if resp.status in _RETRY_STATUS and self.max_retries:
+            err = _error_from(url, resp.status_code, parsed)
+            if resp.status_code in _RETRY_STATUS and self.max_retries:
                 err.args = (f"{err.args[0]} (after {attempt + 1} attempts)",)
             raise err
         raise ServerUnavailableError(f"{url}: no answer ({last})", url=url)  # pragma: no cover
 
     def _call(self, method: str, path: str, body: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        import httpx
+
         url = self.base_url + path
         for attempt in range(self.max_retries + 1):
-            conn, resp = self._open(method, path, body)
+            resp = self._open(method, path, body)
             try:
                 raw = resp.read()
                 break
-            except (OSError, http.client.HTTPException) as e:
+            except (OSError, httpx.HTTPError, httpx.StreamError) as e:
                 if attempt >= self.max_retries:
                     raise ServerUnavailableError(f"{url}: the answer broke off: {e}", url=url) from None
                 self._sleep(attempt, None)
             finally:
-                conn.close()
+                resp.close()
         try:
             out = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
@@ -480,8 +511,8 @@ class RemoteLogLM(TaskMixin):
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
         t0 = time.monotonic()
-        conn, resp = self._open("POST", "/v1/chat/completions", body)
-        return RemoteTextStream(conn, resp, self.base_url + "/v1/chat/completions", t0)
+        resp = self._open("POST", "/v1/chat/completions", body)
+        return RemoteTextStream(resp, self.base_url + "/v1/chat/completions", t0)
 
     def score_choices(self, prompt: Prompt, choices: Sequence[str], *, raw: bool = False) -> ChoiceScores:
         """Log-probability of each choice as the answer to ``prompt``: exact with ``loglm

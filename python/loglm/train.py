@@ -195,7 +195,7 @@ def end_of_turn_id(model: Any) -> int:
     marker = "loglm finetune marker reply"
     msgs = model.messages("x") + [("assistant", marker)]
     try:
-        full = list(model._engine.encode_chat(msgs, add_generation_prompt=False))
+        full = list(model.encode_prompt(msgs, add_generation_prompt=False))
         reply = model.tokenize(marker)
         for i in range(len(full) - len(reply), -1, -1):
             if full[i:i + len(reply)] == reply:
@@ -308,7 +308,12 @@ def _base_agreement(engine: Any, model: Any, torch: Any, device: str) -> Dict[st
         logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1].float()
     lp = torch.log_softmax(logits, -1).cpu()
     top = torch.topk(lp, 10).indices.tolist()
-    theirs = [row[0] for row in engine._engine.score_choices(ids, [[t] for t in top])]
+    import numpy as np
+
+    last = engine.logits(ids)[-1].astype("float64")
+    m = float(last.max())
+    lse = m + float(np.log(np.exp(last - m).sum()))
+    theirs = [float(last[t]) - lse for t in top]
     diffs = [abs(float(lp[t]) - float(x)) for t, x in zip(top, theirs)]
     best_engine = top[max(range(len(top)), key=lambda i: theirs[i])]
     return {"prompt_tokens": len(ids), "top1_torch": top[0], "top1_engine_among_torch_top10": best_engine,

@@ -14,6 +14,8 @@
 //! and decode steps run the per-row decode kernels however many sequences
 //! share them ([`Path::Rows`]), so a sequence's output does not depend on what
 //! else is in the batch: batched generation equals one-by-one generation.
+pub mod engine_loop;
+pub mod json;
 pub mod sampler;
 
 use std::collections::VecDeque;
@@ -24,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::model::backend::{LanguageModel, SeqCache};
 use crate::model::forward::{Chunk, Logits};
 use crate::model::linear::Path;
-pub use sampler::{SamplingParams, Sampler};
+pub use sampler::{SamplingParams, Sampler, TokenLogprob};
 
 /// Incremental detokenizer of one sequence.
 pub trait TextDecoder: Send {
@@ -38,6 +40,10 @@ pub trait TextDecoder: Send {
 pub trait Vocab: Sync {
     fn is_eos(&self, id: u32) -> bool;
     fn decoder(&self) -> Box<dyn TextDecoder>;
+    /// The bytes a token stands for; `None` for control tokens (JSON mode masks with it).
+    fn token_bytes(&self, _id: u32) -> Option<&[u8]> {
+        None
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +82,8 @@ pub struct Completion {
     pub prefill_secs: f64,
     /// Seconds of the decode steps this sequence took part in.
     pub decode_secs: f64,
+    /// One per token of `tokens`, when the request asked for log-probabilities.
+    pub logprobs: Option<Vec<TokenLogprob>>,
 }
 
 #[derive(Clone, Debug)]
@@ -134,14 +142,83 @@ struct Seq<C> {
     decode_secs: f64,
     max_stop: usize,
     finished: Option<FinishReason>,
+    logprobs: Option<Vec<TokenLogprob>>,
+    /// JSON mode: where the output stands in its document.
+    json: Option<json::JsonState>,
 }
 
 impl<C: SeqCache> Seq<C> {
+    /// A sequence whose prompt is in `cache`, ready for its first token.
+    fn new(index: usize, cache: C, req: Request, vocab_size: usize, vocab: &dyn Vocab) -> Self {
+        let max_stop = req.params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
+        let logprobs = req.params.logprobs.map(|_| Vec::new());
+        let json = req.params.json_object.then(|| json::JsonState::new(true));
+        Seq {
+            index,
+            cache,
+            sampler: Sampler::new(req.params, vocab_size, &req.prompt),
+            decoder: vocab.decoder(),
+            text: String::new(),
+            emitted: 0,
+            tokens: Vec::new(),
+            last: 0,
+            prompt_tokens: req.prompt.len(),
+            prefill_secs: 0.0,
+            decode_secs: 0.0,
+            max_stop,
+            finished: None,
+            logprobs,
+            json,
+        }
+    }
+
+    /// Choose the next token from this sequence's logits (noting its
+    /// log-probability when asked for; within the JSON grammar in JSON mode).
+    fn sample(&mut self, logits: &mut [f32], vocab: &dyn Vocab) -> u32 {
+        let Some(n) = self.sampler.params().logprobs else {
+            return self.choose(logits, vocab);
+        };
+        let raw = logits.to_vec();
+        let tok = self.choose(logits, vocab);
+        if let Some(l) = self.logprobs.as_mut() {
+            l.push(sampler::token_logprob(&raw, tok, n));
+        }
+        tok
+    }
+
+    fn choose(&mut self, logits: &mut [f32], vocab: &dyn Vocab) -> u32 {
+        let Some(js) = self.json.as_ref() else {
+            return self.sampler.sample(logits);
+        };
+        let complete = js.is_complete();
+        let allowed = |id: u32| {
+            if vocab.is_eos(id) {
+                complete
+            } else {
+                !complete && vocab.token_bytes(id).is_some_and(|b| js.accepts(b))
+            }
+        };
+        let tok = match self.sampler.sample_allowed(logits, allowed) {
+            Some(t) => t,
+            // Nothing fits (a vocabulary without the needed bytes): end here.
+            None => (0..logits.len() as u32).find(|&i| vocab.is_eos(i)).unwrap_or(0),
+        };
+        if let (Some(js), Some(b)) = (self.json.as_mut(), vocab.token_bytes(tok)) {
+            if !vocab.is_eos(tok) {
+                js.advance(b);
+            }
+        }
+        tok
+    }
+
     /// Take a sampled token: update text, check the stop rules, stream.
     fn accept(&mut self, tok: u32, vocab: &dyn Vocab, sink: &mut dyn Sink) -> Result<()> {
         let params = self.sampler.params();
         if vocab.is_eos(tok) && !params.ignore_eos {
             self.finished = Some(FinishReason::Eos);
+            if let Some(l) = self.logprobs.as_mut() {
+                l.pop();
+            }
         } else {
             self.tokens.push(tok);
             self.last = tok;
@@ -180,6 +257,7 @@ impl<C: SeqCache> Seq<C> {
             finish_reason: self.finished.unwrap_or(FinishReason::Length),
             prefill_secs: self.prefill_secs,
             decode_secs: self.decode_secs,
+            logprobs: self.logprobs,
         }
     }
 }
@@ -275,23 +353,8 @@ pub fn generate<M: LanguageModel + ?Sized>(
             let capacity = req.prompt.len() + req.params.max_new_tokens;
             let mut cache = model.new_cache(capacity)?;
             let mut logits = prefill(model, &mut cache, &req.prompt, sched.prefill_chunk, false, sink)?;
-            let max_stop = req.params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
-            let mut seq = Seq {
-                index,
-                cache,
-                sampler: Sampler::new(req.params, vocab_size, &req.prompt),
-                decoder: vocab.decoder(),
-                text: String::new(),
-                emitted: 0,
-                tokens: Vec::new(),
-                last: 0,
-                prompt_tokens: req.prompt.len(),
-                prefill_secs: 0.0,
-                decode_secs: 0.0,
-                max_stop,
-                finished: None,
-            };
-            let tok = seq.sampler.sample(&mut logits);
+            let mut seq = Seq::new(index, cache, req, vocab_size, vocab);
+            let tok = seq.sample(&mut logits, vocab);
             seq.prefill_secs = t0.elapsed().as_secs_f64();
             stats.prefill_tokens += seq.prompt_tokens;
             stats.prefill_secs += seq.prefill_secs;
@@ -322,7 +385,7 @@ pub fn generate<M: LanguageModel + ?Sized>(
         let outs = model.forward_chunks_on(&mut chunks, Path::Rows)?;
         drop(chunks);
         for (s, mut o) in active.iter_mut().zip(outs) {
-            let tok = s.sampler.sample(&mut o.data);
+            let tok = s.sample(&mut o.data, vocab);
             s.accept(tok, vocab, sink)?;
         }
         let dt = t0.elapsed().as_secs_f64();

@@ -22,6 +22,11 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
     /// Keep going past end-of-sequence tokens (benchmarks).
     pub ignore_eos: bool,
+    /// Report the log-probability of each generated token and of the
+    /// `n` most likely tokens at its position (`Some(0)`: the chosen one only).
+    pub logprobs: Option<usize>,
+    /// JSON mode: the output is a JSON object ([`super::json`] masks the tokens).
+    pub json_object: bool,
 }
 
 impl Default for SamplingParams {
@@ -35,6 +40,8 @@ impl Default for SamplingParams {
             seed: 0,
             stop: Vec::new(),
             ignore_eos: false,
+            logprobs: None,
+            json_object: false,
         }
     }
 }
@@ -54,11 +61,47 @@ impl SamplingParams {
         if !self.repetition_penalty.is_finite() || self.repetition_penalty <= 0.0 {
             return bad(format!("repetition_penalty must be > 0, got {}", self.repetition_penalty));
         }
+        if self.logprobs.is_some_and(|n| n > MAX_TOP_LOGPROBS) {
+            return bad(format!("top logprobs must be at most {MAX_TOP_LOGPROBS}"));
+        }
         if self.stop.iter().any(|s| s.is_empty()) {
             return bad("stop strings must not be empty".into());
         }
         Ok(())
     }
+}
+
+/// Most alternatives reported per position (OpenAI's limit for `top_logprobs`).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// Log-probability of a generated token under the model's distribution (the
+/// raw logits, before penalty, temperature or cuts), and the `n` most likely
+/// tokens at that position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub id: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// [`TokenLogprob`] of `chosen` from a row of raw logits.
+pub fn token_logprob(logits: &[f32], chosen: u32, n: usize) -> TokenLogprob {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max + logits.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+    let lp = |i: u32| (logits[i as usize] as f64 - lse) as f32;
+    let mut top: Vec<u32> = Vec::new();
+    if n > 0 {
+        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+        let k = n.min(idx.len());
+        let key = |i: &u32| logits[*i as usize];
+        if k < idx.len() {
+            idx.select_nth_unstable_by(k - 1, |a, b| key(b).total_cmp(&key(a)).then(a.cmp(b)));
+            idx.truncate(k);
+        }
+        idx.sort_by(|a, b| key(b).total_cmp(&key(a)).then(a.cmp(b)));
+        top = idx;
+    }
+    TokenLogprob { id: chosen, logprob: lp(chosen), top: top.into_iter().map(|i| (i, lp(i))).collect() }
 }
 
 pub struct Sampler {
@@ -96,6 +139,41 @@ impl Sampler {
     }
 
     pub fn sample(&mut self, logits: &mut [f32]) -> u32 {
+        self.penalize(logits);
+        let tok = self.pick(logits);
+        self.observe(tok);
+        tok
+    }
+
+    /// [`Sampler::sample`] restricted to the tokens `allowed` accepts: the token
+    /// that would be chosen is tried first; only when it is refused are all the
+    /// others masked out and the choice made again. `None` when nothing is allowed.
+    pub fn sample_allowed(&mut self, logits: &mut [f32], allowed: impl Fn(u32) -> bool) -> Option<u32> {
+        self.penalize(logits);
+        let mut tok = self.pick(logits);
+        if !allowed(tok) {
+            let mut any = false;
+            for (i, l) in logits.iter_mut().enumerate() {
+                if allowed(i as u32) {
+                    any = true;
+                } else {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+            if !any {
+                return None;
+            }
+            tok = self.pick(logits);
+            if !allowed(tok) {
+                tok = argmax(logits); // a zero-probability draw at the edge of the float range
+            }
+        }
+        self.observe(tok);
+        Some(tok)
+    }
+
+    /// Apply the repetition penalty to `logits` in place.
+    fn penalize(&self, logits: &mut [f32]) {
         let p = &self.params;
         if p.repetition_penalty != 1.0 {
             for &t in &self.seen {
@@ -107,13 +185,15 @@ impl Sampler {
                 }
             }
         }
-        let tok = if p.temperature <= 0.0 {
+    }
+
+    /// The next token from penalized logits: greedy or a random draw.
+    fn pick(&mut self, logits: &[f32]) -> u32 {
+        if self.params.temperature <= 0.0 {
             argmax(logits)
         } else {
             self.sample_random(logits)
-        };
-        self.observe(tok);
-        tok
+        }
     }
 
     fn sample_random(&mut self, logits: &[f32]) -> u32 {
@@ -227,6 +307,16 @@ mod tests {
         assert!(SamplingParams { temperature: -1.0, ..Default::default() }.validate().is_err());
         assert!(SamplingParams { stop: vec![String::new()], ..Default::default() }.validate().is_err());
         assert!(SamplingParams::default().validate().is_ok());
+    }
+
+    #[test]
+    fn token_logprobs_are_sorted_and_match_log_prob() {
+        let l = [1.0f32, 3.0, 2.0, 3.0];
+        let t = token_logprob(&l, 2, 3);
+        assert_eq!(t.top.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 3, 2]);
+        assert!((t.logprob as f64 - log_prob(&l, 2)).abs() < 1e-6);
+        assert!(token_logprob(&l, 0, 0).top.is_empty());
+        assert!(SamplingParams { logprobs: Some(21), ..Default::default() }.validate().is_err());
     }
 
     #[test]

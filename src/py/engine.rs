@@ -1,11 +1,11 @@
 //! Python handle of [`crate::engine::Engine`]: loading, tokenization, chat
-//! rendering, batched generation, streaming and choice scoring. Prompts and
+//! rendering, and everything that runs the model, through the model's engine
+//! loop ([`crate::generate::engine_loop`]): `generate`, `submit` (a [`PyStream`]
+//! of text pieces and completions, the one stream type), choice scoring and
+//! logits. Several threads calling one engine share its batches. Prompts and
 //! results cross as plain lists / dicts; `loglm.model.LogLM` builds the typed
-//! results. Long calls run on a worker thread while the calling thread waits
-//! without the GIL and checks for Ctrl-C every 50 ms. `stream_batch` runs many
-//! requests, each with its own sampling settings, in one scheduler call and
-//! reports every text piece and every finished request as it happens (the
-//! HTTP server in `loglm.serve` batches concurrent clients through it).
+//! results. Every wait for the loop goes through [`recv_interruptible`]: the
+//! GIL is released, Ctrl-C is checked every 50 ms and cancels the request.
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,53 +18,94 @@ use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use super::errors::{loglm_err, panic_err, panic_msg_err, to_py_err};
+use super::errors::{loglm_err, to_py_err};
 use crate::engine::{Engine, LoadOptions};
 use crate::error::{Error, Result};
-use crate::generate::{BatchStats, CancelFlag, Completion, Request, SamplingParams, SchedulerConfig, Sink};
+use crate::generate::engine_loop::{EngineLoop, Event, Handle, Output, Work};
+use crate::generate::{BatchStats, Completion, Request, SamplingParams};
 use crate::tokenizer::ChatMessage;
 
 const POLL: Duration = Duration::from_millis(50);
 
-/// Run `f` on a worker thread; wait for it without the GIL, and on Ctrl-C
-/// set the cancel flag, wait for the worker to stop and raise KeyboardInterrupt.
-fn run_interruptible<T, F>(py: Python<'_>, f: F) -> PyResult<T>
-where
-    T: Send,
-    F: FnOnce(&AtomicBool) -> Result<T> + Send,
-{
-    let cancel = AtomicBool::new(false);
-    let (tx, rx) = mpsc::channel();
-    std::thread::scope(|s| {
-        let cancel_ref = &cancel;
-        s.spawn(move || {
-            let r = catch_unwind(AssertUnwindSafe(|| f(cancel_ref)));
-            let _ = tx.send(r);
+/// Wait for the next message on `rx` without the GIL. On Ctrl-C, set `cancel`
+/// and raise KeyboardInterrupt; a vanished sender is an `InternalError`. The
+/// receiver travels into the GIL-free closure and back (receivers are not Sync).
+fn recv_interruptible<T: Send>(py: Python<'_>, rx: &mut Option<Receiver<T>>, cancel: &AtomicBool, what: &str) -> PyResult<T> {
+    let Some(mut r) = rx.take() else {
+        return Err(loglm_err("InternalError", format!("{what}: already finished")));
+    };
+    loop {
+        let (back, got) = py.allow_threads(move || {
+            let got = r.recv_timeout(POLL);
+            (r, got)
         });
-        let mut rx = rx;
-        loop {
-            // Receivers are not Sync: move it into the GIL-free closure and back.
-            let (back, got) = py.allow_threads(move || {
-                let got = rx.recv_timeout(POLL);
-                (rx, got)
-            });
-            rx = back;
-            match got {
-                Ok(Ok(r)) => return r.map_err(to_py_err),
-                Ok(Err(payload)) => return Err(panic_err(&payload)),
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Err(e) = py.check_signals() {
-                        cancel.store(true, Ordering::Relaxed);
-                        let _ = py.allow_threads(move || rx.recv());
-                        return Err(e);
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(loglm_err("InternalError", "generation worker vanished".into()))
+        r = back;
+        match got {
+            Ok(v) => {
+                *rx = Some(r);
+                return Ok(v);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if let Err(e) = py.check_signals() {
+                    cancel.store(true, Ordering::Relaxed);
+                    *rx = Some(r);
+                    return Err(e);
                 }
             }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(loglm_err("InternalError", format!("{what}: the engine worker vanished")));
+            }
         }
-    })
+    }
+}
+
+/// Run `f` (work that is not the engine loop's, e.g. loading) on a worker
+/// thread and wait for it with [`recv_interruptible`]; a panic becomes `InternalError`.
+fn run_interruptible<T, F>(py: Python<'_>, f: F) -> PyResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("loglm-worker".into())
+        .spawn(move || {
+            let r = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+                Err(Error::Internal(format!(
+                    "Rust panic inside loglm (this is a bug, please report it): {}",
+                    super::errors::panic_message(&p)
+                )))
+            });
+            let _ = tx.send(r);
+        })
+        .map_err(|e| loglm_err("InternalError", format!("cannot start a thread: {e}")))?;
+    // Loading cannot stop half-way: Ctrl-C is raised at once and the worker's result dropped.
+    let cancel = AtomicBool::new(false);
+    recv_interruptible(py, &mut Some(rx), &cancel, "load")?.map_err(to_py_err)
+}
+
+/// Submit `work` to the loop and wait for its end without the GIL;
+/// `on_finished` receives each finished generation.
+fn run_on_loop(py: Python<'_>, lp: &EngineLoop, work: Work, mut on_finished: impl FnMut(usize, Completion)) -> PyResult<Output> {
+    let Handle { events, cancel } = lp.submit(work).map_err(to_py_err)?;
+    let mut rx = Some(events);
+    // Ctrl-C, a Python exception in `on_finished`, anything: the request stops with this call.
+    let _guard = CancelOnDrop(cancel.clone());
+    loop {
+        match recv_interruptible(py, &mut rx, &cancel, "request")? {
+            Event::Piece(..) => {}
+            Event::Finished(i, c) => on_finished(i, c),
+            Event::Done(r) => return r.map_err(to_py_err),
+        }
+    }
+}
+
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 fn messages_from_py(messages: Vec<(String, String)>) -> Vec<ChatMessage> {
@@ -80,6 +121,13 @@ fn completion_dict<'py>(py: Python<'py>, c: &Completion) -> PyResult<Bound<'py, 
     d.set_item("finish_reason", c.finish_reason.as_str())?;
     d.set_item("prefill_seconds", c.prefill_secs)?;
     d.set_item("decode_seconds", c.decode_secs)?;
+    match &c.logprobs {
+        Some(l) => {
+            let rows: Vec<(u32, f32, Vec<(u32, f32)>)> = l.iter().map(|t| (t.id, t.logprob, t.top.clone())).collect();
+            d.set_item("logprobs", rows)?
+        }
+        None => d.set_item("logprobs", py.None())?,
+    }
     Ok(d)
 }
 
@@ -103,12 +151,20 @@ fn params(
     seed: u64,
     stop: Vec<String>,
     ignore_eos: bool,
+    logprobs: Option<i64>,
+    json_object: bool,
 ) -> Result<SamplingParams> {
     if max_new_tokens < 1 {
         return Err(Error::InvalidArgument(format!("max_new_tokens must be at least 1, got {max_new_tokens}")));
     }
     if top_k < 0 {
         return Err(Error::InvalidArgument(format!("top_k must be >= 0, got {top_k}")));
+    }
+    if logprobs.is_some_and(|n| !(0..=crate::generate::sampler::MAX_TOP_LOGPROBS as i64).contains(&n)) {
+        return Err(Error::InvalidArgument(format!(
+            "logprobs (top alternatives) must be in [0, {}]",
+            crate::generate::sampler::MAX_TOP_LOGPROBS
+        )));
     }
     let p = SamplingParams {
         max_new_tokens: max_new_tokens as usize,
@@ -119,13 +175,25 @@ fn params(
         seed,
         stop,
         ignore_eos,
+        logprobs: logprobs.map(|n| n as usize),
+        json_object,
     };
     p.validate()?;
     Ok(p)
 }
 
-const PARAM_KEYS: [&str; 8] =
-    ["max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "stop", "ignore_eos"];
+const PARAM_KEYS: [&str; 10] = [
+    "max_new_tokens",
+    "temperature",
+    "top_k",
+    "top_p",
+    "repetition_penalty",
+    "seed",
+    "stop",
+    "ignore_eos",
+    "logprobs",
+    "json_object",
+];
 
 /// Sampling settings of one request from a dict (missing keys take the defaults of `generate`).
 fn params_from_dict(d: &Bound<'_, PyDict>) -> PyResult<SamplingParams> {
@@ -153,6 +221,8 @@ fn params_from_dict(d: &Bound<'_, PyDict>) -> PyResult<SamplingParams> {
         get(d, "seed", 0u64)?,
         get(d, "stop", Vec::<String>::new())?,
         get(d, "ignore_eos", false)?,
+        get(d, "logprobs", None::<i64>)?,
+        get(d, "json_object", false)?,
     )
     .map_err(to_py_err)
 }
@@ -161,6 +231,8 @@ fn params_from_dict(d: &Bound<'_, PyDict>) -> PyResult<SamplingParams> {
 #[pyclass(module = "loglm._loglm", name = "Engine", frozen)]
 pub struct PyEngine {
     inner: Arc<Engine>,
+    /// The model's engine loop: all generation, scoring and logits run there.
+    lp: EngineLoop,
 }
 
 #[pymethods]
@@ -179,8 +251,9 @@ impl PyEngine {
         adapters: Vec<PathBuf>,
     ) -> PyResult<Self> {
         let opts = LoadOptions { device, threads, dtype, context_length, tokenizer, adapters };
-        let engine = run_interruptible(py, |_| Engine::load(&path, &opts))?;
-        Ok(PyEngine { inner: Arc::new(engine) })
+        let engine = Arc::new(run_interruptible(py, move || Engine::load(&path, &opts))?);
+        let lp = engine.start_loop().map_err(to_py_err)?;
+        Ok(PyEngine { inner: engine, lp })
     }
 
     /// Model facts as a dict.
@@ -249,7 +322,7 @@ impl PyEngine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (prompts, *, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=0, stop=Vec::new(), ignore_eos=false, max_batch=8, prefill_chunk=512))]
+    #[pyo3(signature = (prompts, *, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=0, stop=Vec::new(), ignore_eos=false, max_batch=8, prefill_chunk=512, logprobs=None, json_object=false))]
     fn generate<'py>(
         &self,
         py: Python<'py>,
@@ -264,68 +337,46 @@ impl PyEngine {
         ignore_eos: bool,
         max_batch: usize,
         prefill_chunk: usize,
+        logprobs: Option<i64>,
+        json_object: bool,
     ) -> PyResult<(Vec<Bound<'py, PyDict>>, Bound<'py, PyDict>)> {
-        let p = params(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, ignore_eos).map_err(to_py_err)?;
+        let p = params(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, ignore_eos, logprobs, json_object)
+            .map_err(to_py_err)?;
+        let n = prompts.len();
         let requests: Vec<Request> = prompts.into_iter().map(|prompt| Request { prompt, params: p.clone() }).collect();
-        let sched = SchedulerConfig { max_batch: max_batch.max(1), prefill_chunk: prefill_chunk.max(1) };
-        let e = self.inner.clone();
-        let (outs, stats) = run_interruptible(py, move |cancel| e.generate(requests, &sched, &mut CancelFlag(cancel)))?;
-        let dicts = outs.iter().map(|c| completion_dict(py, c)).collect::<PyResult<Vec<_>>>()?;
+        let work = Work::Generate { requests, max_batch: max_batch.max(1), prefill_chunk: prefill_chunk.max(1) };
+        let mut outs: Vec<Option<Completion>> = vec![None; n];
+        let out = run_on_loop(py, &self.lp, work, |i, c| {
+            if let Some(slot) = outs.get_mut(i) {
+                *slot = Some(c);
+            }
+        })?;
+        let Output::Generated(stats) = out else {
+            return Err(loglm_err("InternalError", "the engine loop answered a generation with another output".into()));
+        };
+        let dicts = outs
+            .iter()
+            .map(|c| match c {
+                Some(c) => completion_dict(py, c),
+                None => Err(loglm_err("InternalError", "a request produced no completion".into())),
+            })
+            .collect::<PyResult<Vec<_>>>()?;
         Ok((dicts, stats_dict(py, &stats)?))
     }
 
-    /// Start generating one prompt; returns an iterator of text pieces.
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (prompt, *, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=0, stop=Vec::new(), ignore_eos=false, prefill_chunk=512))]
-    fn stream(
-        &self,
-        prompt: Vec<u32>,
-        max_new_tokens: i64,
-        temperature: f32,
-        top_k: i64,
-        top_p: f32,
-        repetition_penalty: f32,
-        seed: u64,
-        stop: Vec<String>,
-        ignore_eos: bool,
-        prefill_chunk: usize,
-    ) -> PyResult<PyTokenStream> {
-        let p = params(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, ignore_eos).map_err(to_py_err)?;
-        let req = Request { prompt, params: p };
-        self.inner.check_request(&req).map_err(to_py_err)?;
-        let (tx, rx) = mpsc::channel::<StreamEvent>();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let e = self.inner.clone();
-        let c2 = cancel.clone();
-        std::thread::Builder::new()
-            .name("loglm-stream".into())
-            .spawn(move || {
-                let mut sink = ChannelSink { tx: tx.clone(), cancel: c2 };
-                let sched = SchedulerConfig { max_batch: 1, prefill_chunk: prefill_chunk.max(1) };
-                let r = catch_unwind(AssertUnwindSafe(|| e.generate(vec![req], &sched, &mut sink)));
-                let msg = match r {
-                    Ok(Ok((mut outs, _))) => StreamEvent::Done(Ok(outs.remove(0))),
-                    Ok(Err(err)) => StreamEvent::Done(Err(err)),
-                    Err(p) => StreamEvent::Panic(super::errors::panic_message(&p)),
-                };
-                let _ = tx.send(msg);
-            })
-            .map_err(|e| loglm_err("InternalError", format!("cannot start a thread: {e}")))?;
-        Ok(PyTokenStream { rx: Mutex::new(Some(rx)), cancel, result: Mutex::new(None), done: AtomicBool::new(false) })
-    }
-
-    /// Run several requests (each with its own sampling settings, a dict as
-    /// `generate`'s keyword arguments) in one scheduler call; returns an
-    /// iterator of `(index, piece, completion)` events: a text piece of request
-    /// `index` (`completion` None), or its completion dict when it finishes.
+    /// Submit several requests (each with its own sampling settings, a dict
+    /// as `generate`'s keyword arguments) to the engine loop, where they join
+    /// the running batch; returns a [`PyStream`] of `(index, piece, completion)`
+    /// events: a text piece of request `index` (`completion` None), or its
+    /// completion dict when it finishes.
     #[pyo3(signature = (prompts, params, *, max_batch=8, prefill_chunk=512))]
-    fn stream_batch(
+    fn submit(
         &self,
         prompts: Vec<Vec<u32>>,
         params: Vec<Bound<'_, PyDict>>,
         max_batch: usize,
         prefill_chunk: usize,
-    ) -> PyResult<PyBatchStream> {
+    ) -> PyResult<PyStream> {
         if prompts.len() != params.len() {
             return Err(to_py_err(Error::InvalidArgument(format!(
                 "{} prompts but {} parameter sets",
@@ -351,34 +402,40 @@ impl PyEngine {
             })?;
             requests.push(req);
         }
-        let (tx, rx) = mpsc::channel::<BatchEvent>();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let e = self.inner.clone();
-        let c2 = cancel.clone();
-        std::thread::Builder::new()
-            .name("loglm-batch".into())
-            .spawn(move || {
-                let mut sink = BatchSink { tx: tx.clone(), cancel: c2 };
-                let sched = SchedulerConfig { max_batch: max_batch.max(1), prefill_chunk: prefill_chunk.max(1) };
-                let r = catch_unwind(AssertUnwindSafe(|| e.generate(requests, &sched, &mut sink)));
-                let msg = match r {
-                    Ok(Ok((_, stats))) => BatchEvent::End(Ok(stats)),
-                    Ok(Err(err)) => BatchEvent::End(Err(err)),
-                    Err(p) => BatchEvent::Panic(super::errors::panic_message(&p)),
-                };
-                let _ = tx.send(msg);
-            })
-            .map_err(|e| loglm_err("InternalError", format!("cannot start a thread: {e}")))?;
-        Ok(PyBatchStream { rx: Mutex::new(Some(rx)), cancel, stats: Mutex::new(None), done: AtomicBool::new(false) })
+        let work = Work::Generate { requests, max_batch: max_batch.max(1), prefill_chunk: prefill_chunk.max(1) };
+        let Handle { events, cancel } = self.lp.submit(work).map_err(to_py_err)?;
+        Ok(PyStream {
+            rx: Mutex::new(Some(events)),
+            cancel,
+            stats: Mutex::new(None),
+            error: Mutex::new(None),
+            done: AtomicBool::new(false),
+        })
+    }
+
+    /// Figures of the engine loop: `running` and `waiting` sequences, and
+    /// totals of `decode_steps`, `decode_tokens`, `prefill_tokens`, `submitted` requests.
+    fn loop_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.lp.stats();
+        let d = PyDict::new(py);
+        d.set_item("running", s.running.load(Ordering::Relaxed))?;
+        d.set_item("waiting", s.waiting.load(Ordering::Relaxed))?;
+        d.set_item("decode_steps", s.decode_steps.load(Ordering::Relaxed))?;
+        d.set_item("decode_tokens", s.decode_tokens.load(Ordering::Relaxed))?;
+        d.set_item("prefill_tokens", s.prefill_tokens.load(Ordering::Relaxed))?;
+        d.set_item("submitted", s.submitted.load(Ordering::Relaxed))?;
+        Ok(d)
     }
 
     /// Logits of every position of `tokens`, as a float32 array `[len(tokens), vocab]`.
     #[pyo3(signature = (tokens, *, prefill_chunk=512))]
     fn logits<'py>(&self, py: Python<'py>, tokens: Vec<u32>, prefill_chunk: usize) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let e = self.inner.clone();
         let n = tokens.len();
-        let vocab = e.config().vocab_size;
-        let data = run_interruptible(py, move |cancel| e.logits(&tokens, prefill_chunk, &CancelFlag(cancel)))?;
+        let vocab = self.inner.config().vocab_size;
+        let work = Work::Logits { tokens, prefill_chunk: prefill_chunk.max(1) };
+        let Output::Logits(data) = run_on_loop(py, &self.lp, work, |_, _| {})? else {
+            return Err(loglm_err("InternalError", "the engine loop answered logits with another output".into()));
+        };
         let arr = PyArray1::from_vec(py, data);
         arr.reshape([n, vocab])
     }
@@ -386,11 +443,11 @@ impl PyEngine {
     /// Log-probability of each token of each choice, continuing `prompt`.
     #[pyo3(signature = (prompt, choices, *, prefill_chunk=512))]
     fn score_choices(&self, py: Python<'_>, prompt: Vec<u32>, choices: Vec<Vec<u32>>, prefill_chunk: usize) -> PyResult<Vec<Vec<f64>>> {
-        let e = self.inner.clone();
-        let sched = SchedulerConfig { max_batch: 1, prefill_chunk: prefill_chunk.max(1) };
-        run_interruptible(py, move |cancel| {
-            e.score_choices(&prompt, &choices, &sched, &CancelFlag(cancel))
-        })
+        let work = Work::Score { prompts: vec![prompt], splits: None, choices, prefill_chunk: prefill_chunk.max(1) };
+        match run_on_loop(py, &self.lp, work, |_, _| {})? {
+            Output::Scores(mut s) if s.len() == 1 => Ok(s.remove(0)),
+            _ => Err(loglm_err("InternalError", "the engine loop answered scoring with another output".into())),
+        }
     }
 
     /// `score_choices` for many prompts; `splits[i]` tokens of prompt `i` are a
@@ -404,222 +461,158 @@ impl PyEngine {
         choices: Vec<Vec<u32>>,
         prefill_chunk: usize,
     ) -> PyResult<Vec<Vec<Vec<f64>>>> {
-        let e = self.inner.clone();
-        let sched = SchedulerConfig { max_batch: 1, prefill_chunk: prefill_chunk.max(1) };
-        run_interruptible(py, move |cancel| e.score_choices_split(&prompts, &splits, &choices, &sched, &CancelFlag(cancel)))
-    }
-}
-
-enum StreamEvent {
-    Piece(String),
-    Done(Result<Completion>),
-    Panic(String),
-}
-
-struct ChannelSink {
-    tx: mpsc::Sender<StreamEvent>,
-    cancel: Arc<AtomicBool>,
-}
-
-impl Sink for ChannelSink {
-    fn piece(&mut self, _index: usize, text: &str) {
-        if self.tx.send(StreamEvent::Piece(text.to_string())).is_err() {
-            // The Python side is gone: stop generating.
-            self.cancel.store(true, Ordering::Relaxed);
-        }
-    }
-    fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
-    }
-}
-
-/// Iterator over the text pieces of a streamed generation. After it is
-/// exhausted, `result()` gives the completion dict.
-#[pyclass(module = "loglm._loglm", name = "TokenStream", frozen)]
-pub struct PyTokenStream {
-    rx: Mutex<Option<Receiver<StreamEvent>>>,
-    cancel: Arc<AtomicBool>,
-    result: Mutex<Option<Completion>>,
-    done: AtomicBool,
-}
-
-/// Next event of a worker thread, waited for with the GIL released; Ctrl-C
-/// between polls cancels the worker. The receiver is handed back so the
-/// caller can keep it for the next call.
-fn next_event<T: Send>(
-    py: Python<'_>,
-    mut rx: Receiver<T>,
-    cancel: &AtomicBool,
-    done: &AtomicBool,
-    what: &str,
-) -> (Receiver<T>, PyResult<T>) {
-    loop {
-        let (back, got) = py.allow_threads(move || {
-            let got = rx.recv_timeout(POLL);
-            (rx, got)
-        });
-        rx = back;
-        match got {
-            Ok(ev) => return (rx, Ok(ev)),
-            Err(RecvTimeoutError::Timeout) => {
-                if let Err(e) = py.check_signals() {
-                    cancel.store(true, Ordering::Relaxed);
-                    done.store(true, Ordering::Relaxed);
-                    return (rx, Err(e));
-                }
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                done.store(true, Ordering::Relaxed);
-                return (rx, Err(loglm_err("InternalError", format!("{what} worker vanished"))));
-            }
+        let work = Work::Score { prompts, splits: Some(splits), choices, prefill_chunk: prefill_chunk.max(1) };
+        match run_on_loop(py, &self.lp, work, |_, _| {})? {
+            Output::Scores(s) => Ok(s),
+            _ => Err(loglm_err("InternalError", "the engine loop answered scoring with another output".into())),
         }
     }
 }
 
-#[pymethods]
-impl PyTokenStream {
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__(&self, py: Python<'_>) -> PyResult<String> {
-        if self.done.load(Ordering::Relaxed) {
-            return Err(PyStopIteration::new_err(()));
-        }
-        let mut slot = self.rx.lock().map_err(|_| loglm_err("InternalError", "stream lock poisoned".into()))?;
-        let Some(rx) = slot.take() else {
-            return Err(PyStopIteration::new_err(()));
-        };
-        let (back, got) = next_event(py, rx, &self.cancel, &self.done, "stream");
-        *slot = Some(back);
-        match got? {
-            StreamEvent::Piece(s) => Ok(s),
-            StreamEvent::Done(r) => {
-                self.done.store(true, Ordering::Relaxed);
-                let c = r.map_err(to_py_err)?;
-                if let Ok(mut res) = self.result.lock() {
-                    *res = Some(c);
-                }
-                Err(PyStopIteration::new_err(()))
-            }
-            StreamEvent::Panic(msg) => {
-                self.done.store(true, Ordering::Relaxed);
-                Err(panic_msg_err(&msg))
-            }
-        }
-    }
-
-    /// The completion (dict) once the stream is exhausted, else None.
-    fn result<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let slot = self.result.lock().map_err(|_| loglm_err("InternalError", "stream lock poisoned".into()))?;
-        slot.as_ref().map(|c| completion_dict(py, c)).transpose()
-    }
-
-    /// Stop the generation early.
-    fn close(&self) {
-        self.cancel.store(true, Ordering::Relaxed);
-        self.done.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Drop for PyTokenStream {
-    fn drop(&mut self) {
-        self.cancel.store(true, Ordering::Relaxed);
-    }
-}
-
-enum BatchEvent {
-    Piece(usize, String),
-    Finished(usize, Completion),
-    End(Result<BatchStats>),
-    Panic(String),
-}
-
-struct BatchSink {
-    tx: mpsc::Sender<BatchEvent>,
-    cancel: Arc<AtomicBool>,
-}
-
-impl Sink for BatchSink {
-    fn piece(&mut self, index: usize, text: &str) {
-        if self.tx.send(BatchEvent::Piece(index, text.to_string())).is_err() {
-            self.cancel.store(true, Ordering::Relaxed);
-        }
-    }
-    fn done(&mut self, index: usize, completion: &Completion) {
-        if self.tx.send(BatchEvent::Finished(index, completion.clone())).is_err() {
-            self.cancel.store(true, Ordering::Relaxed);
-        }
-    }
-    fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
-    }
-}
-
-/// Iterator over the events of a batched generation: `(index, piece, None)`
-/// for text, `(index, "", completion_dict)` when request `index` finishes.
-/// After it is exhausted, `stats()` gives the batch figures.
-#[pyclass(module = "loglm._loglm", name = "BatchStream", frozen)]
-pub struct PyBatchStream {
-    rx: Mutex<Option<Receiver<BatchEvent>>>,
+/// The one stream type: the events of a request submitted to the engine loop,
+/// `(index, piece, None)` for text and `(index, "", completion_dict)` when
+/// request `index` finishes. After it is exhausted, `stats()` gives the batch
+/// figures. Closing it (or dropping it, or Ctrl-C while it waits) cancels
+/// whatever of the request still runs.
+#[pyclass(module = "loglm._loglm", name = "Stream", frozen)]
+pub struct PyStream {
+    rx: Mutex<Option<Receiver<Event>>>,
     cancel: Arc<AtomicBool>,
     stats: Mutex<Option<BatchStats>>,
+    /// An error that ended the request after events already handed out by `poll`.
+    error: Mutex<Option<Error>>,
     done: AtomicBool,
 }
 
+fn lock_err() -> PyErr {
+    loglm_err("InternalError", "stream lock poisoned".into())
+}
+
+impl PyStream {
+    /// One event as a Python tuple; `None` for the end (stats stored, `done` set).
+    fn convert<'py>(&self, py: Python<'py>, ev: Event) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        match ev {
+            Event::Piece(i, s) => Ok(Some(PyTuple::new(
+                py,
+                [i.into_pyobject(py)?.into_any(), s.into_pyobject(py)?.into_any(), py.None().into_bound(py)],
+            )?)),
+            Event::Finished(i, c) => {
+                let d = completion_dict(py, &c)?;
+                Ok(Some(PyTuple::new(py, [i.into_pyobject(py)?.into_any(), "".into_pyobject(py)?.into_any(), d.into_any()])?))
+            }
+            Event::Done(r) => {
+                self.done.store(true, Ordering::Relaxed);
+                match r {
+                    Ok(Output::Generated(st)) => {
+                        *self.stats.lock().map_err(|_| lock_err())? = Some(st);
+                        Ok(None)
+                    }
+                    Ok(_) => Err(loglm_err("InternalError", "a generation ended with another output".into())),
+                    Err(e) => Err(to_py_err(e)),
+                }
+            }
+        }
+    }
+}
+
 #[pymethods]
-impl PyBatchStream {
+impl PyStream {
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        if let Some(e) = self.error.lock().map_err(|_| lock_err())?.take() {
+            return Err(to_py_err(e));
+        }
         if self.done.load(Ordering::Relaxed) {
             return Err(PyStopIteration::new_err(()));
         }
-        let mut slot = self.rx.lock().map_err(|_| loglm_err("InternalError", "stream lock poisoned".into()))?;
-        let Some(rx) = slot.take() else {
-            return Err(PyStopIteration::new_err(()));
-        };
-        let (back, got) = next_event(py, rx, &self.cancel, &self.done, "batch");
-        *slot = Some(back);
-        match got? {
-            BatchEvent::Piece(i, s) => {
-                PyTuple::new(py, [i.into_pyobject(py)?.into_any(), s.into_pyobject(py)?.into_any(), py.None().into_bound(py)])
+        let mut slot = self.rx.lock().map_err(|_| lock_err())?;
+        let ev = recv_interruptible(py, &mut slot, &self.cancel, "stream").inspect_err(|_| {
+            self.done.store(true, Ordering::Relaxed);
+        })?;
+        match self.convert(py, ev)? {
+            Some(t) => Ok(t),
+            None => Err(PyStopIteration::new_err(())),
+        }
+    }
+
+    /// The events available now, waiting up to `timeout` seconds (GIL
+    /// released) for the first; `[]` after a timeout or once the stream is
+    /// exhausted (see `finished`). For event loops that poll from a thread.
+    #[pyo3(signature = (timeout=0.1))]
+    fn poll<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        if let Some(e) = self.error.lock().map_err(|_| lock_err())?.take() {
+            return Err(to_py_err(e));
+        }
+        if self.done.load(Ordering::Relaxed) {
+            return Ok(Vec::new());
+        }
+        let wait = Duration::from_secs_f64(if timeout.is_finite() { timeout.clamp(0.0, 3600.0) } else { 0.0 });
+        let mut slot = self.rx.lock().map_err(|_| lock_err())?;
+        let Some(rx) = slot.take() else { return Ok(Vec::new()) };
+        let (rx, first) = py.allow_threads(move || {
+            let got = rx.recv_timeout(wait);
+            (rx, got)
+        });
+        let mut evs = Vec::new();
+        match first {
+            Ok(ev) => evs.push(ev),
+            Err(RecvTimeoutError::Timeout) => {
+                *slot = Some(rx);
+                return Ok(Vec::new());
             }
-            BatchEvent::Finished(i, c) => {
-                let d = completion_dict(py, &c)?;
-                PyTuple::new(py, [i.into_pyobject(py)?.into_any(), "".into_pyobject(py)?.into_any(), d.into_any()])
-            }
-            BatchEvent::End(r) => {
+            Err(RecvTimeoutError::Disconnected) => {
                 self.done.store(true, Ordering::Relaxed);
-                let st = r.map_err(to_py_err)?;
-                if let Ok(mut slot) = self.stats.lock() {
-                    *slot = Some(st);
-                }
-                Err(PyStopIteration::new_err(()))
-            }
-            BatchEvent::Panic(msg) => {
-                self.done.store(true, Ordering::Relaxed);
-                Err(panic_msg_err(&msg))
+                return Err(loglm_err("InternalError", "stream: the engine worker vanished".into()));
             }
         }
+        while !matches!(evs.last(), Some(Event::Done(_))) {
+            match rx.try_recv() {
+                Ok(ev) => evs.push(ev),
+                Err(_) => break,
+            }
+        }
+        *slot = Some(rx);
+        let mut out = Vec::with_capacity(evs.len());
+        for ev in evs {
+            if let (Event::Done(Err(_)), false) = (&ev, out.is_empty()) {
+                // hand out what came first; the error is raised by the next call
+                self.done.store(true, Ordering::Relaxed);
+                if let Event::Done(Err(e)) = ev {
+                    *self.error.lock().map_err(|_| lock_err())? = Some(e);
+                }
+                break;
+            }
+            match self.convert(py, ev)? {
+                Some(t) => out.push(t),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the request has ended (all its events handed out).
+    #[getter]
+    fn finished(&self) -> bool {
+        self.done.load(Ordering::Relaxed)
     }
 
     /// The batch figures (dict) once the stream is exhausted, else None.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let slot = self.stats.lock().map_err(|_| loglm_err("InternalError", "stream lock poisoned".into()))?;
+        let slot = self.stats.lock().map_err(|_| lock_err())?;
         slot.as_ref().map(|s| stats_dict(py, s)).transpose()
     }
 
-    /// Stop the whole batch early.
+    /// Cancel the request: the engine loop drops its sequences at the next step.
     fn close(&self) {
         self.cancel.store(true, Ordering::Relaxed);
         self.done.store(true, Ordering::Relaxed);
     }
 }
 
-impl Drop for PyBatchStream {
+impl Drop for PyStream {
     fn drop(&mut self) {
         self.cancel.store(true, Ordering::Relaxed);
     }
@@ -656,8 +649,7 @@ pub fn build_info<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
-    m.add_class::<PyTokenStream>()?;
-    m.add_class::<PyBatchStream>()?;
+    m.add_class::<PyStream>()?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     Ok(())
 }
