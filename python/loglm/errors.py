@@ -6,6 +6,7 @@ and ``except FileNotFoundError`` keep working:
 
 - :class:`InvalidInputError` (``ValueError``): bad arguments or unusable input
   text (empty batch, ``max_new_tokens=0``, non-UTF-8 bytes, length mismatch...).
+  :class:`InvalidTypeError` (also ``TypeError``) when it is of the wrong type.
 - :class:`ContextLengthError` (``ValueError``): a prompt does not fit the context.
 - :class:`ModelNotFoundError` (``FileNotFoundError``): a model path that does not
   exist, or the default model package that is not installed.
@@ -17,6 +18,9 @@ and ``except FileNotFoundError`` keep working:
   ``FileNotFoundError``) when its folder or files are missing.
 - :class:`TokenizerError`: missing or unusable tokenizer or chat template.
 - :class:`DeviceError`: a device not compiled in or not present.
+- :class:`NumericalError`: the model produced NaN or infinite values (broken
+  weights or configuration that slipped past the load-time checks); raised
+  instead of answering with nonsense.
 - :class:`InternalError`: a bug in loglm (a caught Rust panic included).
 - :class:`RemoteError`: a model server (``LogLM.remote``) answered with an error;
   :class:`ServerUnavailableError` (also ``ConnectionError``) when it cannot be reached
@@ -36,6 +40,10 @@ class LoglmError(Exception):
 
 class InvalidInputError(LoglmError, ValueError):
     """An argument or input text loglm cannot use."""
+
+
+class InvalidTypeError(InvalidInputError, TypeError):
+    """An argument of the wrong type (also a ``TypeError``)."""
 
 
 class ContextLengthError(InvalidInputError):
@@ -68,6 +76,10 @@ class TokenizerError(LoglmError):
 
 class DeviceError(LoglmError):
     """The requested device is not available in this build or on this machine."""
+
+
+class NumericalError(LoglmError):
+    """The model produced NaN or infinite values (broken weights or configuration)."""
 
 
 class InternalError(LoglmError):
@@ -110,6 +122,8 @@ __all__ = [
     "DeviceError",
     "InternalError",
     "InvalidInputError",
+    "InvalidTypeError",
+    "NumericalError",
     "LoglmError",
     "ModelLoadError",
     "ModelNotFoundError",

@@ -16,6 +16,7 @@ Parity (checked by the test-suite to 1e-9):
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, Hashable, Iterable, List, Sequence, Union
 
 import numpy as np
@@ -183,7 +184,21 @@ def classification_scores(
     p = _binary(y_pred, "y_pred", pos_label)
     if len(t) != len(p):
         raise ValueError(f"length mismatch: y_true={len(t)}, y_pred={len(p)}")
+    _warn_if_no_positive(t, p, pos_label)
     return dict(_loglm._binary_scores(t, p))
+
+
+def _warn_if_no_positive(t: np.ndarray, p: np.ndarray, pos_label: Any) -> None:
+    """Warn when no label at all equals ``pos_label``: most likely the labels are
+    coded otherwise (``1``/``0``, ``True``/``False``) and every score would be
+    computed against an empty positive class."""
+    if len(t) and not t.any() and not p.any():
+        warnings.warn(
+            f"no label in y_true or y_pred equals pos_label={pos_label!r}; the scores treat every "
+            f"entry as negative (pass pos_label= to name the positive class)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def session_labels(
@@ -228,6 +243,7 @@ def session_scores(
     codes, _ = pd.factorize(pd.Series(ids, dtype=object))
     if (codes < 0).any():
         raise ValueError("session_ids contains missing values (None/NaN)")
+    _warn_if_no_positive(t, p, pos_label)
     return dict(_loglm._session_scores(codes.astype(np.int64), t, p))
 
 

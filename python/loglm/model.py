@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence,
 
 import numpy as np
 
-from loglm import _loglm
+from loglm import _args, _loglm
 from loglm.errors import InvalidInputError
 from loglm.models import resolve, resolve_adapters
 from loglm.tasks import TaskMixin
@@ -284,9 +284,9 @@ class LogLM(TaskMixin):
         engine = _loglm.Engine.load(
             os.fspath(p),
             device=device,
-            threads=threads,
+            threads=_args.threads(threads),
             dtype=dtype,
-            context_length=context_length,
+            context_length=_args.context_length(context_length),
             tokenizer=None if tokenizer is None else os.fspath(tokenizer),
             adapters=[os.fspath(a) for a in adapters],
         )
@@ -409,7 +409,7 @@ class LogLM(TaskMixin):
         top_p: float = 1.0,
         repetition_penalty: float = 1.0,
         seed: int = 0,
-        stop: Optional[Sequence[str]] = None,
+        stop: Union[str, Sequence[str], None] = None,
         max_batch: int = 8,
         raw: bool = False,
         return_stats: bool = False,
@@ -434,19 +434,10 @@ class LogLM(TaskMixin):
             ContextLengthError: a prompt plus ``max_new_tokens`` exceeds the context.
             KeyboardInterrupt: Ctrl-C (the engine stops between steps).
         """
+        checked = _args.sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                 repetition_penalty=repetition_penalty, seed=seed, stop=stop, max_batch=max_batch)
         ids, single = self._batch(prompts, raw)
-        outs, stats = self._engine.generate(
-            ids,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            seed=seed,
-            stop=list(stop or []),
-            ignore_eos=ignore_eos,
-            max_batch=max_batch,
-        )
+        outs, stats = self._engine.generate(ids, ignore_eos=ignore_eos, **checked)
         results = [_result(d) for d in outs]
         res: Any = results[0] if single else results
         if return_stats:
@@ -463,7 +454,7 @@ class LogLM(TaskMixin):
         top_p: float = 1.0,
         repetition_penalty: float = 1.0,
         seed: int = 0,
-        stop: Optional[Sequence[str]] = None,
+        stop: Union[str, Sequence[str], None] = None,
         raw: bool = False,
     ) -> TextStream:
         """Generate one completion as an iterator of text pieces.
@@ -471,17 +462,10 @@ class LogLM(TaskMixin):
         The pieces joined equal ``generate(...)``'s text for the same arguments;
         text that might begin a stop string is held back until it is known not to.
         """
+        checked = _args.sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                 repetition_penalty=repetition_penalty, seed=seed, stop=stop)
         ids = self.encode_prompt(prompt, raw=raw)
-        inner = self._engine.stream(
-            ids,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            seed=seed,
-            stop=list(stop or []),
-        )
+        inner = self._engine.stream(ids, **checked)
         return TextStream(inner)
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:

@@ -44,7 +44,7 @@ where
         let mut rx = rx;
         loop {
             // Receivers are not Sync: move it into the GIL-free closure and back.
-            let (back, got) = py.allow_threads(move || {
+            let (back, got) = super::errors::without_gil(py, move || {
                 let got = rx.recv_timeout(POLL);
                 (rx, got)
             });
@@ -55,7 +55,7 @@ where
                 Err(RecvTimeoutError::Timeout) => {
                     if let Err(e) = py.check_signals() {
                         cancel.store(true, Ordering::Relaxed);
-                        let _ = py.allow_threads(move || rx.recv());
+                        let _ = super::errors::without_gil(py, move || rx.recv());
                         return Err(e);
                     }
                 }
@@ -454,7 +454,7 @@ fn next_event<T: Send>(
     what: &str,
 ) -> (Receiver<T>, PyResult<T>) {
     loop {
-        let (back, got) = py.allow_threads(move || {
+        let (back, got) = super::errors::without_gil(py, move || {
             let got = rx.recv_timeout(POLL);
             (rx, got)
         });
