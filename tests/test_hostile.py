@@ -180,7 +180,11 @@ def test_pos_label_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         s = loglm.metrics.classification_scores([1, 0, 1], [1, 1, 0], pos_label=1)
-    assert s["tp"] == 1
+        assert s["tp"] == 1
+        # all-negative data in the positive label's own vocabulary is fine
+        loglm.metrics.classification_scores(["normal"] * 3, ["normal"] * 3)
+    with pytest.warns(UserWarning, match="pos_label"):
+        loglm.metrics.session_scores(["a", "b"], ["anomaly", "normal"], ["normal", "normal"])
 
 
 # ------------------------------------------------------------------ error classes, backtraces
