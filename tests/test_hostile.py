@@ -259,3 +259,50 @@ def test_exit_with_a_daemon_thread_at_work_is_clean(call: str) -> None:
                          env=dict(os.environ, LOGLM_NUM_THREADS="1"))
     assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
     assert "exiting" in out.stdout
+
+
+# ------------------------------------------------------------ property tests over arguments
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ANY_NUMBER = st.one_of(st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True), st.none(),
+                        st.booleans(), st.text(max_size=3))
+
+
+def _only_loglm_errors(f) -> None:  # type: ignore[no-untyped-def]
+    try:
+        f()
+    except LoglmError:
+        pass
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(["max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed",
+                             "max_batch"]), value=_ANY_NUMBER)
+def test_generate_arguments_raise_only_loglm_errors(model: "loglm.LogLM", name: str, value: object) -> None:
+    kwargs: Dict[str, object] = {"max_new_tokens": 2, name: value}
+    if name == "max_new_tokens" and isinstance(value, int) and not isinstance(value, bool) and value > 4:
+        kwargs[name] = 4  # in range: keep the run short
+    _only_loglm_errors(lambda: model.generate("hello", **kwargs))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ids=st.lists(st.one_of(st.integers(-2**40, 2**40), st.floats(), st.text(max_size=2)), max_size=5),
+       stop=st.one_of(st.none(), st.text(max_size=5), st.lists(st.one_of(st.text(max_size=3), st.integers()),
+                                                                max_size=3), st.integers()))
+def test_token_and_stop_arguments_raise_only_loglm_errors(model: "loglm.LogLM", ids: List[object],
+                                                            stop: object) -> None:
+    _only_loglm_errors(lambda: model.detokenize(ids))  # type: ignore[arg-type]
+    _only_loglm_errors(lambda: model.logits(ids))  # type: ignore[arg-type]
+    _only_loglm_errors(lambda: model.generate("hi", max_new_tokens=1, stop=stop))  # type: ignore[arg-type]
+
+
+@settings(max_examples=40, deadline=None)
+@given(threads=_ANY_NUMBER, context_length=_ANY_NUMBER)
+def test_load_arguments_are_checked_before_loading(threads: object, context_length: object) -> None:
+    """Argument checks happen before the (slow) load: only the checks run here."""
+    for f in (lambda: _args.threads(threads), lambda: _args.context_length(context_length)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            _only_loglm_errors(f)

@@ -79,6 +79,18 @@ def context_length(value: Any) -> Optional[int]:
     return optional_integer("context_length", value, 1, MAX_CONTEXT)
 
 
+def token_ids(name: str, ids: Any) -> List[int]:
+    """A sequence of token ids, each an integer from 0 to 2^32-1 (ids past the
+    vocabulary are refused by the core with the vocabulary size)."""
+    if isinstance(ids, (str, bytes)):
+        raise InvalidTypeError(f"{name} must be a sequence of token ids, not a string")
+    try:
+        items = list(ids)
+    except TypeError:
+        raise InvalidTypeError(f"{name} must be a sequence of token ids, got {type(ids).__name__}") from None
+    return [integer(f"{name}[{i}]", t, 0, 2**32 - 1) for i, t in enumerate(items)]
+
+
 def stop_strings(stop: Union[None, str, Sequence[str]]) -> List[str]:
     """``stop`` as a list: ``None`` -> ``[]``, a string -> that one stop string."""
     if stop is None:

@@ -361,7 +361,7 @@ class LogLM(TaskMixin):
 
     def detokenize(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
         """Text of token ids."""
-        return str(self._engine.decode(list(ids), skip_special=skip_special))
+        return str(self._engine.decode(_args.token_ids("ids", ids), skip_special=skip_special))
 
     def messages(self, prompt: Prompt) -> List[Tuple[str, str]]:
         """The chat messages a prompt stands for (system prompt added to strings)."""
@@ -477,7 +477,7 @@ class LogLM(TaskMixin):
         """
         if isinstance(token_ids, (str, bytes)):
             raise InvalidInputError("logits() takes token ids; use tokenize() or encode_prompt() first")
-        ids = [int(t) for t in token_ids]
+        ids = _args.token_ids("token_ids", token_ids)
         if not ids:
             raise InvalidInputError("logits() needs at least one token id")
         if min(ids) < 0:
