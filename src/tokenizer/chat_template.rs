@@ -336,7 +336,7 @@ fn strftime_now(fmt: &str) -> String {
     format_time(secs, fmt)
 }
 
-fn format_time(secs: i64, fmt: &str) -> String {
+pub(super) fn format_time(secs: i64, fmt: &str) -> String {
     const MONTHS: [&str; 12] =
         ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
     const DAYS: [&str; 7] = ["Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday"];

@@ -38,7 +38,9 @@
 //! * `special_tokens.rs`: the end-of-generation set, control / user-defined
 //!   tokens and the partition of text on them;
 //! * `decoding.rs`: byte-level pieces, `decode` and the streaming [`DecodeStream`];
-//! * `chat_template.rs`: the minijinja environment, its limits, `encode_chat`.
+//! * `chat_template.rs`: the minijinja environment, rendering, `encode_chat`;
+//! * `template_limits.rs`: the limits a template from a model file runs under
+//!   (fuel, recursion, string / list / output budgets).
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -52,8 +54,8 @@ mod special_tokens;
 mod template_limits;
 
 pub use chat_template::CHATML_TEMPLATE;
-pub use template_limits::ChatTemplateLimits;
 pub use decoding::DecodeStream;
+pub use template_limits::ChatTemplateLimits;
 use chat_template::ChatTemplate;
 
 /// One chat turn: `role` is "system", "user", "assistant" (or "tool").

@@ -1,6 +1,5 @@
 //! Unit tests of the tokenizer (toy vocabularies, templates, decoding).
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 
 use candle_core::quantized::gguf_file::Value as GgufValue;
 
