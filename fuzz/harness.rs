@@ -265,7 +265,7 @@ fn random_template(rng: &mut StdRng) -> String {
         "{% set ns.s = ns.s ~ ns.s %}", "{% set ns.s = ns.s + ns.s %}", "{{ ns.s|length }}", "{{ ns.s }}",
         "{% for i in range(100000) %}", "{% for j in range(1000) %}", "{{ 'x' * 1000000 }}", "{{ 'x' * 99999999 }}",
         "{{ messages|tojson }}", "{{ messages|tojson(indent=4) }}", "{{ ('a' * 1000)|replace('a', 'bbbb') }}",
-        "{{ 'abc'.replace('', '--') }}", "{{ range(100)|join(',') }}", "{{ 'x'|center(100) }}", "{{ [1,2]*500000 }}",
+        "{{ 'abc'.replace('', '--') }}", "{{ range(100)|join(',') }}", "{{ 'x'|indent(100) }}", "{{ [1,2]*500000 }}",
         "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}", "{{ f(0) }}", "{% set l = [1] + [2] %}", "{{ l|list }}",
         "{{ raise_exception('no') }}", "{{ strftime_now('%Y-%m-%d') }}", "{{ loop.index }}", "{% break %}",
         "{{ m.content.strip().split(' ')|batch(3)|list }}", "{{ '%s'|format(m) }}", "{{ messages[0] }}",

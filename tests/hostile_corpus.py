@@ -416,7 +416,7 @@ HOSTILE_TEMPLATES = {
     "list_doubling": "{% set ns = namespace(l=['a']) %}{% for i in range(64) %}{% set ns.l = ns.l + ns.l %}"
                      "{% endfor %}{{ ns.l|length }}",
     "repeat_multiply": "{{ 'x' * 100000000 * 1000 }}",
-    "center_huge": "{{ 'x'|center(1000000000000) }}",
+    "indent_huge": "{{ 'x\ny'|indent(1000000000000) }}",
     "join_huge": "{{ (['x' * 1000000] * 1000)|join('') }}",
     "replace_huge": "{{ ('x' * 1000000).replace('', 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy') }}",
     "recursion": "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",

@@ -10,7 +10,7 @@
 //! literal text is emitted through the formatter, which counts every byte of
 //! output (captured `{% set %}` blocks and macro bodies included). The
 //! built-in filters and Python string methods that can grow their input
-//! (`join`, `replace`, `center`, `indent`, `batch`, `format`, `tojson`...) are
+//! (`join`, `replace`, `indent`, `batch`, `format`, `tojson`...) are
 //! wrapped the same way: arguments are sized first, then the original runs.
 //!
 //! The budget scales with the input (`base + per_input_byte * message bytes`), so
@@ -194,7 +194,7 @@ fn checked_mul(a: Value, b: Value) -> Result<Value, Error> {
 
 /// Built-in filters that can make their output much larger than their input.
 const GROWING_FILTERS: &[&str] =
-    &["join", "replace", "center", "indent", "batch", "slice", "format", "sum", "string", "list", "pprint", "dictsort", "items"];
+    &["join", "replace", "indent", "batch", "slice", "format", "sum", "string", "list", "pprint", "dictsort", "items"];
 
 /// Size every argument; integers (widths, counts) must not pass the item budget.
 fn check_args(name: &str, args: &[Value]) -> Result<Vec<usize>, Error> {
@@ -248,7 +248,7 @@ fn checked_filter(name: &'static str) -> impl Fn(&State, Value, Rest<Value>) -> 
                 let sep = args.first().map_or(0, |s| s.as_str().map_or(0, str::len));
                 check_sum(&[sizes[0], n.saturating_mul(sep)], "join")?;
             }
-            "center" | "indent" => {
+            "indent" => {
                 let width = args.first().and_then(int_of).unwrap_or(0).max(0) as usize;
                 let lines = value.as_str().map_or(1, |s| s.lines().count() + 1);
                 check_sum(&[sizes[0], lines.saturating_mul(width)], name)?;
@@ -261,8 +261,8 @@ fn checked_filter(name: &'static str) -> impl Fn(&State, Value, Rest<Value>) -> 
     }
 }
 
-/// pycompat's Python string methods, with `join`, `replace`, `format`,
-/// `center`, `ljust`, `rjust`, `zfill` sized first.
+/// pycompat's Python string methods, with `join`, `replace` and `format` sized
+/// first (every argument is sized, integers bounded).
 fn checked_method(state: &State, value: &Value, method: &str, args: &[Value]) -> Result<Value, Error> {
     let mut all = vec![value.clone()];
     all.extend(args.iter().cloned());

@@ -349,7 +349,7 @@ fn template_string_doubling_is_refused_before_allocating() {
         "{{ (['x' * 1000000] * 1000)|join('') }}",
         "{{ ('x' * 1000000)|replace('x', 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy') }}",
         "{{ ('x' * 1000000).replace('', 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy') }}",
-        "{{ 'x'|center(1000000000000) }}",
+        "{{ 'x'|indent(1000000000000) }}",
         "{{ range(10)|batch(1000000000000)|list }}",
         "{{ (['x' * 1000000] * 1000)|tojson }}",
         "{{ (['x' * 1000000] * 1000)|string }}",
@@ -377,7 +377,7 @@ fn template_limits_leave_real_templates_alone() {
     // Output stays what minijinja renders without the rewrite.
     let tpl = "{% for m in messages %}{{ '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{% endfor %}\
                {% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}{% set x = [1, 2] + [3] %}{{ x|join(',') }} \
-               {{ 'ab' * 3 }} {{ 2 * 3 + 1 }} {{ messages|tojson }} {{ 'a-b'.replace('-', '+') }} {{ 'x'|center(5) }}|";
+               {{ 'ab' * 3 }} {{ 2 * 3 + 1 }} {{ messages|tojson }} {{ 'a-b'.replace('-', '+') }} {{ 'a\nb'|indent(2) }}|";
     let t = toy().with_chat_template(tpl).unwrap();
     let msgs = [ChatMessage::system("be brief"), ChatMessage::user("a long log line ".repeat(5000))];
     let got = t.render_chat(&msgs, true).unwrap();
