@@ -313,7 +313,7 @@ fn fuzz_template_tree(deadline: Instant, rng: &mut StdRng, stats: &mut Stats) {
                 s
             })
             .collect();
-        let flips: Vec<(usize, u8)> = (0..rng.random_range(0..4)).map(|_| (rng.random(), rng.random())).collect();
+        let flips: Vec<(usize, u8)> = (0..rng.random_range(0..4)).map(|_| (rng.random::<u32>() as usize, rng.random::<u8>())).collect();
         let interesting = INTERESTING_U64[rng.random_range(0..INTERESTING_U64.len())];
         run_one("template_tree", stats, format!("{lines:?}\n{flips:?}").as_bytes(), || {
             let mut p = Parser::new(ParserConfig::default()).unwrap();

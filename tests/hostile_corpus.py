@@ -249,6 +249,9 @@ def gguf_cases(d: Path) -> Iterator[Case]:
     yield raw_case("tensor_offset_past_end", lambda p: write_gguf(p, base_metadata(), t, tensor_info=info(
         lambda n, a, o: gguf_string(n) + struct.pack("<I", a.ndim) + b"".join(struct.pack("<Q", x) for x in a.shape[::-1])
         + struct.pack("<IQ", 0, 2**62) if n == emb else None)))
+    yield raw_case("tensor_zero_dim", lambda p: write_gguf(p, base_metadata(), t, tensor_info=info(
+        lambda n, a, o: gguf_string(n) + struct.pack("<IQQ", 2, 0, HIDDEN) + struct.pack("<IQ", 0, o)
+        if n == emb else None)))
     yield raw_case("tensor_unknown_dtype", lambda p: write_gguf(p, base_metadata(), t, tensor_info=info(
         lambda n, a, o: gguf_string(n) + struct.pack("<I", a.ndim) + b"".join(struct.pack("<Q", x) for x in a.shape[::-1])
         + struct.pack("<IQ", 99, o) if n == emb else None)))

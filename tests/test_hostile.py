@@ -61,7 +61,7 @@ def test_crafted_gguf_files(tmp_path: Path) -> None:
                  "rms_eps_negative", "rms_eps_zero", "rope_base_zero", "rope_base_nan", "rope_base_inf",
                  "alignment_zero", "alignment_three", "tensor_count_huge", "kv_count_huge", "string_length_huge",
                  "array_length_huge", "nested_arrays_deep", "tensor_dims_overflow", "tensor_five_dims",
-                 "tensor_offset_past_end", "tensor_unknown_dtype", "embedding_transposed"]:
+                 "tensor_offset_past_end", "tensor_zero_dim", "tensor_unknown_dtype", "embedding_transposed"]:
         assert outcome(r, case) in LOAD_ERRORS, (case, r[case])
     assert outcome(r, "nan_weights") == "NumericalError", r["nan_weights"]
     for k in range(1, 8):

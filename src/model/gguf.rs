@@ -77,6 +77,10 @@ impl GgufFile {
         // Every tensor must lie inside the file: catches truncated downloads early.
         for (name, info) in &content.tensor_infos {
             let n = info.shape.dims().iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+            // An empty tensor has no data pointer candle can cast (found by fuzz/harness.rs).
+            if n == Some(0) {
+                return Err(Error::ModelFormat(format!("{}: tensor {name} has a zero dimension", path.display())));
+            }
             let bs = info.ggml_dtype.block_size() as u64;
             let end = n
                 .and_then(|n| (n / bs).checked_mul(info.ggml_dtype.type_size() as u64))

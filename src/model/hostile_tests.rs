@@ -224,3 +224,37 @@ fn hub_snapshot_symlinks_into_blobs_are_allowed() {
     std::os::unix::fs::symlink("../../blobs/deadbeef", snap.join("model.safetensors")).unwrap();
     assert!(hf::load(&snap, hf::DenseAs::F32).is_ok());
 }
+
+#[test]
+fn gguf_tensor_with_a_zero_dimension_is_refused() {
+    // Found by fuzz/harness.rs: candle cannot cast the (dangling) data pointer of an
+    // empty tensor and panics; the file is refused before that.
+    fn s(b: &mut Vec<u8>, x: &str) {
+        b.extend_from_slice(&(x.len() as u64).to_le_bytes());
+        b.extend_from_slice(x.as_bytes());
+    }
+    let mut b = b"GGUF".to_vec();
+    b.extend_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&1u64.to_le_bytes());
+    b.extend_from_slice(&1u64.to_le_bytes());
+    s(&mut b, "general.architecture");
+    b.extend_from_slice(&8u32.to_le_bytes());
+    s(&mut b, "llama");
+    s(&mut b, "token_embd.weight");
+    b.extend_from_slice(&2u32.to_le_bytes());
+    b.extend_from_slice(&4u64.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    while b.len() % 32 != 0 {
+        b.push(0);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("z.gguf");
+    std::fs::write(&p, &b).unwrap();
+    match gguf::GgufFile::open(&p) {
+        Err(Error::ModelFormat(m)) => assert!(m.contains("zero dimension"), "{m}"),
+        Err(e) => panic!("wrong error {e:?}"),
+        Ok(_) => panic!("opened"),
+    }
+}
