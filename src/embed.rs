@@ -36,6 +36,42 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
         .map_err(|e| Error::ModelFormat(format!("{} is not valid JSON: {e}", path.display())))
 }
 
+/// Refuse numbers candle's BERT would divide by, allocate from or turn into
+/// NaN: zero or huge sizes, a non-positive or NaN `layer_norm_eps`.
+fn check_bert_config(c: &serde_json::Value, path: &Path) -> Result<()> {
+    let bad = |m: String| Err(Error::ModelFormat(format!("{}: {m}", path.display())));
+    for (key, max) in [
+        ("hidden_size", 1u64 << 16),
+        ("num_hidden_layers", 1024),
+        ("num_attention_heads", 1024),
+        ("intermediate_size", 1 << 18),
+        ("vocab_size", 1 << 22),
+        ("max_position_embeddings", 1 << 20),
+        ("type_vocab_size", 1 << 16),
+    ] {
+        match c.get(key) {
+            None => {}
+            Some(v) => match v.as_u64() {
+                Some(n) if (1..=max).contains(&n) => {}
+                _ => return bad(format!("{key} must be an integer from 1 to {max}, got {v}")),
+            },
+        }
+    }
+    let get = |k: &str| c.get(k).and_then(|v| v.as_u64());
+    if let (Some(h), Some(n)) = (get("hidden_size"), get("num_attention_heads")) {
+        if h % n != 0 {
+            return bad(format!("hidden_size {h} is not a multiple of num_attention_heads {n}"));
+        }
+    }
+    if let Some(v) = c.get("layer_norm_eps") {
+        match v.as_f64() {
+            Some(e) if e.is_finite() && e > 0.0 && e < 1.0 => {}
+            _ => return bad(format!("layer_norm_eps must be a number in (0, 1), got {v}")),
+        }
+    }
+    Ok(())
+}
+
 impl SentenceEncoder {
     /// Load `config.json`, `model.safetensors` and `tokenizer.json` from `dir`.
     /// `max_length` overrides the truncation length (default: the folder's
@@ -56,6 +92,7 @@ impl SentenceEncoder {
                 )));
             }
         }
+        check_bert_config(&cfg_json, &cfg_path)?;
         let config: BertConfig = serde_json::from_value(cfg_json)
             .map_err(|e| Error::ModelFormat(format!("{}: not a BERT config: {e}", cfg_path.display())))?;
         let weights = dir.join("model.safetensors");
@@ -218,8 +255,13 @@ impl SentenceEncoder {
         let counts = mask_t.sum_keepdim(1)?.clamp(1e-9f32, f32::MAX)?; // (b, 1)
         let mean = summed.broadcast_div(&counts)?;
         let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
-        let out = mean.broadcast_div(&norm)?;
-        Ok(out.flatten_all()?.to_vec1::<f32>()?)
+        let out = mean.broadcast_div(&norm)?.flatten_all()?.to_vec1::<f32>()?;
+        if !crate::model::all_finite(&out) {
+            return Err(Error::NonFinite(
+                "the sentence encoder produced NaN or infinite embeddings: its weights or configuration are broken".into(),
+            ));
+        }
+        Ok(out)
     }
 }
 

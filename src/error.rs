@@ -49,6 +49,10 @@ pub enum Error {
     /// The device asked for is not available in this build (-> `loglm.DeviceError`).
     #[error("{0}")]
     Device(String),
+    /// The model produced NaN or infinite values (broken weights or
+    /// configuration) (-> `loglm.NumericalError`).
+    #[error("{0}")]
+    NonFinite(String),
     /// Ctrl-C or another signal arrived during long work (-> `KeyboardInterrupt`).
     #[error("interrupted")]
     Interrupted,

@@ -27,6 +27,9 @@ and ``except FileNotFoundError`` keep working:
   ``FileNotFoundError``) when its folder or files are missing.
 - :class:`TokenizerError`: missing or unusable tokenizer or chat template.
 - :class:`DeviceError`: a device not compiled in or not present.
+- :class:`NumericalError`: the model produced NaN or infinite values (broken
+  weights or configuration that slipped past the load-time checks); raised
+  instead of answering with nonsense.
 - :class:`InternalError`: a bug in loglm (a caught Rust panic included).
 - :class:`RemoteError`: a model server (``LogLM.remote``) answered with an error;
   :class:`ServerUnavailableError` (also ``ConnectionError``) when it cannot be reached
@@ -52,6 +55,8 @@ class InvalidInputError(LoglmError, ValueError):
 class InvalidTypeError(InvalidInputError, TypeError):
     """An argument of the wrong type. Also a ``TypeError`` (and, as an
     :class:`InvalidInputError`, a ``ValueError``)."""
+
+
 class NotFittedError(InvalidInputError, AttributeError):
     """An estimator (``CollaborativeDetector``) used before ``fit`` (also ``AttributeError``,
     as scikit-learn's ``NotFittedError``)."""
@@ -98,6 +103,10 @@ class TokenizerError(LoglmError):
 
 class DeviceError(LoglmError):
     """The requested device is not available in this build or on this machine."""
+
+
+class NumericalError(LoglmError):
+    """The model produced NaN or infinite values (broken weights or configuration)."""
 
 
 class InternalError(LoglmError):
@@ -157,6 +166,7 @@ __all__ = [
     "InternalError",
     "InvalidInputError",
     "InvalidTypeError",
+    "NumericalError",
     "LoglmError",
     "MissingDependencyError",
     "LogFileNotFoundError",

@@ -16,6 +16,7 @@ Parity (checked by the test-suite to 1e-9):
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, Hashable, Iterable, List, Sequence, Union
 
 import numpy as np
@@ -180,11 +181,38 @@ def classification_scores(
     ``recall``, ``f1``, ``accuracy`` (floats) and the counts ``tp``, ``fp``,
     ``fn``, ``tn``. Template-level anomaly detection: one entry per template.
     """
-    t = _binary(y_true, "y_true", pos_label)
-    p = _binary(y_pred, "y_pred", pos_label)
+    tv, pv = _as_list(y_true, "y_true"), _as_list(y_pred, "y_pred")
+    t = _binary(tv, "y_true", pos_label)
+    p = _binary(pv, "y_pred", pos_label)
     if len(t) != len(p):
         raise InvalidInputError(f"length mismatch: y_true={len(t)}, y_pred={len(p)}")
+    _warn_if_pos_label_absent(tv + pv, t, p, pos_label)
     return dict(_loglm._binary_scores(t, p))
+
+
+def _warn_if_pos_label_absent(values: List[Any], t: np.ndarray, p: np.ndarray, pos_label: Any) -> None:
+    """Warn when no label equals ``pos_label`` although the labels look like a
+    two-class coding of another kind (``1``/``0``, ``True``/``False`` against the
+    default ``"abnormal"``, or two other names): every score would then be
+    computed against an empty positive class. All-negative data in the
+    ``pos_label``'s own vocabulary (every line ``"normal"``) is not warned about."""
+    if t.any() or p.any():
+        return
+    distinct = set()
+    for v in values:
+        try:
+            distinct.add(v)
+        except TypeError:  # unhashable labels: cannot tell
+            return
+    other_kind = all(type(v) is not type(pos_label) for v in distinct)
+    if other_kind or len(distinct) >= 2:
+        warnings.warn(
+            f"no label in y_true or y_pred equals pos_label={pos_label!r} (labels seen: "
+            f"{sorted(map(repr, distinct))[:5]}); every entry counts as negative. Pass pos_label= "
+            f"to name the positive class",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def session_labels(
@@ -222,13 +250,15 @@ def session_scores(
     import pandas as pd
 
     ids = _as_list(session_ids, "session_ids")
-    t = _binary(y_true, "y_true", pos_label)
-    p = _binary(y_pred, "y_pred", pos_label)
+    tv, pv = _as_list(y_true, "y_true"), _as_list(y_pred, "y_pred")
+    t = _binary(tv, "y_true", pos_label)
+    p = _binary(pv, "y_pred", pos_label)
     if not (len(ids) == len(t) == len(p)):
         raise InvalidInputError(f"length mismatch: session_ids={len(ids)}, y_true={len(t)}, y_pred={len(p)}")
     codes, _ = pd.factorize(pd.Series(ids, dtype=object))
     if (codes < 0).any():
         raise InvalidInputError("session_ids contains missing values (None/NaN)")
+    _warn_if_pos_label_absent(tv + pv, t, p, pos_label)
     return dict(_loglm._session_scores(codes.astype(np.int64), t, p))
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence,
 
 import numpy as np
 
-from loglm import _loglm
+from loglm import _args, _loglm
 from loglm.errors import InvalidInputError
 from loglm.models import resolve, resolve_adapters
 from loglm.tasks import TaskMixin
@@ -311,9 +311,9 @@ class LogLM(TaskMixin):
         engine = _loglm.Engine.load(
             os.fspath(p),
             device=device,
-            threads=threads,
+            threads=_args.threads(threads),
             dtype=dtype,
-            context_length=context_length,
+            context_length=_args.context_length(context_length),
             tokenizer=None if tokenizer is None else os.fspath(tokenizer),
             adapters=[os.fspath(a) for a in adapters],
         )
@@ -388,7 +388,7 @@ class LogLM(TaskMixin):
 
     def detokenize(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
         """Text of token ids."""
-        return str(self._engine.decode(list(ids), skip_special=skip_special))
+        return str(self._engine.decode(_args.token_ids("ids", ids), skip_special=skip_special))
 
     def messages(self, prompt: Prompt) -> List[Tuple[str, str]]:
         """The chat messages a prompt stands for (system prompt added to strings)."""
@@ -438,7 +438,7 @@ class LogLM(TaskMixin):
         top_p: float = 1.0,
         repetition_penalty: float = 1.0,
         seed: int = 0,
-        stop: Optional[Sequence[str]] = None,
+        stop: Union[str, Sequence[str], None] = None,
         max_batch: int = 8,
         raw: bool = False,
         return_stats: bool = False,
@@ -468,20 +468,10 @@ class LogLM(TaskMixin):
             ContextLengthError: a prompt plus ``max_new_tokens`` exceeds the context.
             KeyboardInterrupt: Ctrl-C (the engine stops between steps).
         """
+        checked = _args.sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                 repetition_penalty=repetition_penalty, seed=seed, stop=stop, max_batch=max_batch)
         ids, single = self._batch(prompts, raw)
-        outs, stats = self._engine.generate(
-            ids,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            seed=seed,
-            stop=list(stop or []),
-            ignore_eos=ignore_eos,
-            max_batch=max_batch,
-            json_object=json_object,
-        )
+        outs, stats = self._engine.generate(ids, ignore_eos=ignore_eos, json_object=json_object, **checked)
         results = [_result(d) for d in outs]
         res: Any = results[0] if single else results
         if return_stats:
@@ -498,7 +488,7 @@ class LogLM(TaskMixin):
         top_p: float = 1.0,
         repetition_penalty: float = 1.0,
         seed: int = 0,
-        stop: Optional[Sequence[str]] = None,
+        stop: Union[str, Sequence[str], None] = None,
         raw: bool = False,
     ) -> TextStream:
         """Generate one completion as an iterator of text pieces.
@@ -520,7 +510,7 @@ class LogLM(TaskMixin):
         top_p: float = 1.0,
         repetition_penalty: float = 1.0,
         seed: int = 0,
-        stop: Optional[Sequence[str]] = None,
+        stop: Union[str, Sequence[str], None] = None,
         ignore_eos: bool = False,
         logprobs: Optional[int] = None,
         max_batch: int = 16,
@@ -534,10 +524,12 @@ class LogLM(TaskMixin):
         sequences run. ``json_object=True``: JSON mode, as in :meth:`generate`."""
         if isinstance(token_ids, (str, bytes)):
             raise InvalidInputError("stream_tokens() takes token ids; use stream() for text")
-        params = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                      repetition_penalty=repetition_penalty, seed=seed, stop=list(stop or []),
-                      ignore_eos=ignore_eos, logprobs=logprobs, json_object=bool(json_object))
-        return TextStream(self._engine.submit([[int(t) for t in token_ids]], [params], max_batch=max_batch))
+        checked = _args.sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                 repetition_penalty=repetition_penalty, seed=seed, stop=stop, max_batch=max_batch)
+        max_batch = checked.pop("max_batch")
+        params = dict(checked, ignore_eos=ignore_eos, logprobs=logprobs, json_object=bool(json_object))
+        ids = _args.token_ids("token_ids", token_ids)
+        return TextStream(self._engine.submit([ids], [params], max_batch=max_batch))
 
     def engine_stats(self) -> Dict[str, int]:
         """Figures of this model's engine loop: sequences ``running`` in the batch and
@@ -554,7 +546,7 @@ class LogLM(TaskMixin):
         """
         if isinstance(token_ids, (str, bytes)):
             raise InvalidInputError("logits() takes token ids; use tokenize() or encode_prompt() first")
-        ids = [int(t) for t in token_ids]
+        ids = _args.token_ids("token_ids", token_ids)
         if not ids:
             raise InvalidInputError("logits() needs at least one token id")
         if min(ids) < 0:

@@ -277,6 +277,7 @@ impl DeviceModel {
         for c in chunks.iter_mut() {
             c.cache.len += c.tokens.len();
         }
+        super::check_logits(&out)?;
         Ok(out)
     }
 

@@ -81,7 +81,9 @@ impl Model {
                 });
             }
         }
-        self.pool.install(|| self.forward_inner(chunks, path))
+        let out = self.pool.install(|| self.forward_inner(chunks, path))?;
+        super::check_logits(&out)?;
+        Ok(out)
     }
 
     fn forward_inner(&self, chunks: &mut [Chunk<'_>], path: Path) -> Result<Vec<ChunkLogits>> {

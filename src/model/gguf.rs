@@ -14,6 +14,7 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 
+use super::gguf_meta::{value_to_f32, value_to_u64};
 use super::linear::{Linear, Weight};
 use super::quant::{self, BlockQ4_1, BlockQ8_0, QK};
 use super::{Arch, Config, Layer, RopeStyle, Weights};
@@ -46,15 +47,40 @@ impl GgufFile {
             )));
         }
         file.seek(SeekFrom::Start(0)).map_err(|e| Error::io("seek", e))?;
-        let content = Content::read(&mut file).map_err(|e| {
-            Error::ModelFormat(format!(
-                "cannot read the GGUF header of {} (truncated or corrupt file?): {e}",
-                path.display()
-            ))
-        })?;
+        // candle checks every count and length against the file size; it divides
+        // by `general.alignment` unchecked, so a crafted 0 there panics: caught here.
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(&mut file)));
+        let content = match read {
+            Ok(r) => r.map_err(|e| {
+                Error::ModelFormat(format!(
+                    "cannot read the GGUF header of {} (truncated or corrupt file?): {e}",
+                    path.display()
+                ))
+            })?,
+            Err(_) => {
+                return Err(Error::ModelFormat(format!(
+                    "cannot read the GGUF header of {}: corrupt metadata (general.alignment 0?)",
+                    path.display()
+                )))
+            }
+        };
+        match content.metadata.get("general.alignment") {
+            None => {}
+            Some(v) if value_to_u64(v).is_some_and(|a| a > 0 && a.is_power_of_two()) => {}
+            Some(_) => {
+                return Err(Error::ModelFormat(format!(
+                    "{}: general.alignment must be a power of two",
+                    path.display()
+                )))
+            }
+        }
         // Every tensor must lie inside the file: catches truncated downloads early.
         for (name, info) in &content.tensor_infos {
             let n = info.shape.dims().iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+            // An empty tensor has no data pointer candle can cast (found by fuzz/harness.rs).
+            if n == Some(0) {
+                return Err(Error::ModelFormat(format!("{}: tensor {name} has a zero dimension", path.display())));
+            }
             let bs = info.ggml_dtype.block_size() as u64;
             let end = n
                 .and_then(|n| (n / bs).checked_mul(info.ggml_dtype.type_size() as u64))
@@ -87,8 +113,9 @@ impl GgufFile {
         match self.md(key) {
             None => Ok(None),
             Some(v) => value_to_u64(v)
-                .map(|x| Some(x as usize))
-                .ok_or_else(|| Error::ModelFormat(format!("GGUF key {key} is not an integer"))),
+                .and_then(|x| usize::try_from(x).ok())
+                .map(Some)
+                .ok_or_else(|| Error::ModelFormat(format!("GGUF key {key} is not a non-negative integer"))),
         }
     }
 
@@ -97,11 +124,7 @@ impl GgufFile {
     }
 
     fn md_f(&self, key: &str) -> Option<f32> {
-        self.md(key).and_then(|v| match v {
-            Value::F32(x) => Some(*x),
-            Value::F64(x) => Some(*x as f32),
-            other => value_to_u64(other).map(|x| x as f32),
-        })
+        self.md(key).and_then(value_to_f32)
     }
 
     pub fn has_tensor(&self, name: &str) -> bool {
@@ -162,20 +185,6 @@ impl GgufFile {
             return Err(bad());
         }
         Ok(Linear::new(rows, cols, weight))
-    }
-}
-
-fn value_to_u64(v: &Value) -> Option<u64> {
-    match v {
-        Value::U8(x) => Some(*x as u64),
-        Value::I8(x) => u64::try_from(*x).ok(),
-        Value::U16(x) => Some(*x as u64),
-        Value::I16(x) => u64::try_from(*x).ok(),
-        Value::U32(x) => Some(*x as u64),
-        Value::I32(x) => u64::try_from(*x).ok(),
-        Value::U64(x) => Some(*x),
-        Value::I64(x) => u64::try_from(*x).ok(),
-        _ => None,
     }
 }
 

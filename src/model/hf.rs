@@ -22,11 +22,83 @@ pub enum DenseAs {
     Q8_0,
 }
 
+/// Largest JSON file read from a model folder (`config.json`, the shard index,
+/// `tokenizer.json`...): real ones are a few MB.
+pub const MAX_JSON_BYTES: u64 = 256 << 20;
+
+/// Read a file that must be a regular file (after symlinks: not `/dev/zero`, a
+/// FIFO or a folder) of at most `max` bytes.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let md = std::fs::metadata(path).map_err(|e| Error::from_open(path, e))?;
+    if !md.is_file() {
+        return Err(Error::ModelFormat(format!("{} is not a regular file", path.display())));
+    }
+    if md.len() > max {
+        return Err(Error::ModelFormat(format!(
+            "{} is {} bytes, more than the {max} accepted for this kind of file",
+            path.display(),
+            md.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(md.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, max.saturating_add(1)), &mut out))
+        .map_err(|e| Error::from_open(path, e))?;
+    if out.len() as u64 > max {
+        return Err(Error::ModelFormat(format!("{} grew past {max} bytes while being read", path.display())));
+    }
+    Ok(out)
+}
+
 pub fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::from_open(path, e))?;
-    serde_json::from_str(&text)
+    let bytes = read_bounded(path, MAX_JSON_BYTES)?;
+    serde_json::from_slice(&bytes)
         .map_err(|e| Error::ModelFormat(format!("{} is not valid JSON: {e}", path.display())))
 }
+
+/// The folders a model folder's files may resolve to: the folder itself and,
+/// for a Hugging Face hub snapshot (`<repo>/snapshots/<revision>`, whose files
+/// are symlinks into `<repo>/blobs`), the repository folder.
+fn allowed_roots(dir: &Path) -> Result<Vec<PathBuf>> {
+    let canon = std::fs::canonicalize(dir).map_err(|e| Error::from_open(dir, e))?;
+    let mut roots = vec![canon.clone()];
+    if canon.parent().and_then(Path::file_name).is_some_and(|n| n == "snapshots") {
+        if let Some(repo) = canon.parent().and_then(Path::parent) {
+            roots.push(repo.to_path_buf());
+        }
+    }
+    Ok(roots)
+}
+
+/// `dir/name` for a file the model folder itself names (a shard of the index):
+/// a relative path without `..`, resolving (symlinks followed) to a regular
+/// file inside the folder.
+fn confined_file(dir: &Path, roots: &[PathBuf], name: &str, listed_in: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    let rel = Path::new(name);
+    if name.is_empty() || rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(Error::ModelFormat(format!(
+            "{} names the shard {name:?}: shards must be files inside the model folder (no absolute paths, no '..')",
+            listed_in.display()
+        )));
+    }
+    let path = dir.join(rel);
+    let canon = std::fs::canonicalize(&path).map_err(|e| Error::from_open(&path, e))?;
+    if !roots.iter().any(|r| canon.starts_with(r)) {
+        return Err(Error::ModelFormat(format!(
+            "{} resolves to {}, outside the model folder",
+            path.display(),
+            canon.display()
+        )));
+    }
+    if !std::fs::metadata(&canon).map_err(|e| Error::from_open(&path, e))?.is_file() {
+        return Err(Error::ModelFormat(format!("{} is not a regular file", path.display())));
+    }
+    Ok(path)
+}
+
+/// Most shards an index may list.
+const MAX_SHARDS: usize = 4096;
 
 struct Shards {
     shards: Vec<(PathBuf, BufferedSafetensors)>,
@@ -36,16 +108,29 @@ impl Shards {
     fn open(dir: &Path) -> Result<Self> {
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
+        let roots = allowed_roots(dir)?;
         let files: Vec<PathBuf> = if index.is_file() {
             let idx = read_json(&index)?;
             let map = idx.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
                 Error::ModelFormat(format!("{} has no weight_map", index.display()))
             })?;
-            let names: BTreeSet<String> =
-                map.values().filter_map(|v| v.as_str().map(str::to_string)).collect();
-            names.into_iter().map(|n| dir.join(n)).collect()
+            let mut names = BTreeSet::new();
+            for (tensor, v) in map {
+                let name = v.as_str().ok_or_else(|| {
+                    Error::ModelFormat(format!("{}: the shard of {tensor} is not a file name", index.display()))
+                })?;
+                names.insert(name.to_string());
+            }
+            if names.len() > MAX_SHARDS {
+                return Err(Error::ModelFormat(format!(
+                    "{} lists {} shards (at most {MAX_SHARDS} accepted)",
+                    index.display(),
+                    names.len()
+                )));
+            }
+            names.iter().map(|n| confined_file(dir, &roots, n, &index)).collect::<Result<_>>()?
         } else if single.is_file() {
-            vec![single]
+            vec![confined_file(dir, &roots, "model.safetensors", &single)?]
         } else {
             return Err(Error::ModelFormat(format!(
                 "{} has neither model.safetensors nor model.safetensors.index.json",
@@ -54,7 +139,7 @@ impl Shards {
         };
         let mut shards = Vec::new();
         for f in files {
-            let bytes = std::fs::read(&f).map_err(|e| Error::from_open(&f, e))?;
+            let bytes = read_bounded(&f, u64::MAX)?;
             let st = BufferedSafetensors::new(bytes).map_err(|e| {
                 Error::ModelFormat(format!("{} is not a valid safetensors file (truncated?): {e}", f.display()))
             })?;

@@ -217,6 +217,10 @@ pub struct AdapterConfig {
     pub base_model_name_or_path: Option<String>,
 }
 
+/// Largest `lora_alpha` accepted: adapters use single or double digits; 1e300
+/// would turn every merged weight into infinity.
+const MAX_ALPHA: f64 = 1e6;
+
 fn adapter_err(dir: &Path, msg: impl std::fmt::Display) -> Error {
     Error::Adapter(format!("LoRA adapter {}: {msg}", dir.display()))
 }
@@ -289,6 +293,9 @@ impl AdapterConfig {
             None => 8.0,
             Some(v) => v.as_f64().ok_or_else(|| err(format!("lora_alpha must be a number, got {v}")))?,
         };
+        if !(lora_alpha.is_finite() && lora_alpha.abs() <= MAX_ALPHA) {
+            return Err(err(format!("lora_alpha {lora_alpha} is out of range (a finite number of magnitude <= {MAX_ALPHA})")));
+        }
         let target_modules = match obj.get("target_modules") {
             None | Some(Value::Null) => None,
             Some(Value::String(_)) => None,
@@ -414,6 +421,9 @@ fn tensor_2d(t: &Tensor, name: &str, dir: &Path) -> Result<((usize, usize), Vec<
     }
     let shape = (dims[0], dims[1]);
     let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    if !crate::model::all_finite(&v) {
+        return Err(adapter_err(dir, format!("tensor {name} holds NaN or infinite values")));
+    }
     Ok((shape, v))
 }
 
@@ -532,6 +542,9 @@ impl Adapter {
                 return Err(adapter_err(dir, format!("{an} has rank {rank} but {CONFIG_FILE} says r={r}")));
             }
             let scale = config.scale(r, alpha);
+            if !scale.is_finite() || alpha.abs() > MAX_ALPHA {
+                return Err(adapter_err(dir, format!("{key}: lora_alpha {alpha} gives the merge scale {scale}, out of range")));
+            }
             pairs.push(LoraPair { layer, module, rank, scale, a, a_shape, b, b_shape });
         }
         Ok(Adapter { path: dir.to_path_buf(), config, pairs })

@@ -16,6 +16,7 @@ pub mod backend;
 pub mod device;
 pub mod forward;
 pub mod gguf;
+pub mod gguf_meta;
 pub mod hf;
 pub mod linear;
 pub mod packed;
@@ -24,6 +25,21 @@ pub mod quant;
 
 use crate::error::{Error, Result};
 use linear::Linear;
+
+/// Largest numbers a model configuration may hold: far above any model loglm
+/// can run on a CPU, far below what would overflow a size computation.
+pub mod limits {
+    pub const MAX_LAYERS: usize = 1024;
+    pub const MAX_DIM: usize = 1 << 16;
+    pub const MAX_FF: usize = 1 << 18;
+    pub const MAX_HEADS: usize = 1024;
+    pub const MAX_HEAD_DIM: usize = 1024;
+    pub const MAX_VOCAB: usize = 1 << 22;
+    /// Longest context (`context_length`) a model may be loaded with.
+    pub const MAX_CONTEXT: usize = 1 << 20;
+    /// Largest key/value cache of one sequence (bytes).
+    pub const MAX_KV_BYTES: u64 = 64 << 30;
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
@@ -72,10 +88,49 @@ pub struct Config {
 }
 
 impl Config {
+    /// Check the numbers before anything is allocated from them: zero, absurdly
+    /// large (a crafted `block_count` of 2^32-1 would otherwise reach
+    /// `Vec::with_capacity`), NaN or negative where that cannot work.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::ModelFormat(format!("invalid model configuration: {m}")));
         if self.n_layer == 0 || self.n_embd == 0 || self.n_head == 0 || self.n_ff == 0 {
             return bad("zero-sized dimension");
+        }
+        for (name, v, max) in [
+            ("layer count", self.n_layer, limits::MAX_LAYERS),
+            ("embedding length", self.n_embd, limits::MAX_DIM),
+            ("feed-forward length", self.n_ff, limits::MAX_FF),
+            ("attention head count", self.n_head, limits::MAX_HEADS),
+            ("attention key/value head count", self.n_head_kv, limits::MAX_HEADS),
+            ("head dimension", self.head_dim, limits::MAX_HEAD_DIM),
+            ("vocabulary size", self.vocab_size, limits::MAX_VOCAB),
+        ] {
+            if v > max {
+                return Err(Error::ModelFormat(format!(
+                    "invalid model configuration: {name} {v} is larger than loglm accepts ({max})"
+                )));
+            }
+        }
+        if self.q_dim() > limits::MAX_DIM {
+            return Err(Error::ModelFormat(format!(
+                "invalid model configuration: attention width {} heads x {} = {} is larger than loglm accepts ({})",
+                self.n_head,
+                self.head_dim,
+                self.q_dim(),
+                limits::MAX_DIM
+            )));
+        }
+        if !(self.rms_eps.is_finite() && self.rms_eps > 0.0 && self.rms_eps < 1.0) {
+            return Err(Error::ModelFormat(format!(
+                "invalid model configuration: rms norm epsilon {} must be a finite number in (0, 1)",
+                self.rms_eps
+            )));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return Err(Error::ModelFormat(format!(
+                "invalid model configuration: rope base (freq_base / rope_theta) {} must be a finite number > 1",
+                self.rope_theta
+            )));
         }
         if self.n_head_kv == 0 || self.n_head % self.n_head_kv != 0 {
             return bad("head_count must be a multiple of head_count_kv");
@@ -359,8 +414,23 @@ impl Model {
         cfg.kv_f16 = weights.quantized();
         weights.validate(&cfg)?;
         let ctx = context_length.unwrap_or(cfg.train_context.min(8192)).max(1);
-        if ctx > 1 << 20 {
-            return Err(Error::InvalidArgument(format!("context_length {ctx} is too large")));
+        if ctx > limits::MAX_CONTEXT {
+            return Err(Error::InvalidArgument(format!(
+                "context_length {ctx} is too large (allowed: 1 to {})",
+                limits::MAX_CONTEXT
+            )));
+        }
+        // One sequence's KV cache, allocated at its first step: refuse sizes no
+        // machine has before an allocation failure aborts the process.
+        let elem = if cfg.kv_f16 { 2 } else { 4 };
+        let kv_bytes = (cfg.n_layer as u128) * 2 * (cfg.kv_dim() as u128) * (ctx as u128) * elem;
+        if kv_bytes > limits::MAX_KV_BYTES as u128 {
+            return Err(Error::InvalidArgument(format!(
+                "the key/value cache of one sequence would take {:.1} GiB at context_length {ctx} \
+                 (at most {} GiB); load the model with a smaller context_length",
+                kv_bytes as f64 / (1u64 << 30) as f64,
+                limits::MAX_KV_BYTES >> 30
+            )));
         }
         let threads = match threads {
             Some(0) => return Err(Error::InvalidArgument("threads must be >= 1".into())),
@@ -374,6 +444,34 @@ impl Model {
             .map_err(|e| Error::Internal(format!("cannot start thread pool: {e}")))?;
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta, ctx);
         Ok(Model { cfg, weights, rope, context_length: ctx, pool, threads })
+    }
+}
+
+/// Whether every value is finite (no NaN, no infinity). Branch-free so that it
+/// vectorizes: `x * 0` is NaN exactly when `x` is not finite.
+pub fn all_finite(v: &[f32]) -> bool {
+    let mut acc = [0f32; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x * 0.0;
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|&x| x * 0.0).sum();
+    acc.iter().sum::<f32>() + tail == 0.0
+}
+
+/// Refuse logits holding NaN or infinity: a broken model (NaN weights, a
+/// configuration that slipped past [`Config::validate`]) must raise, not
+/// answer. A scan of the returned rows only, so a few microseconds a step.
+/// [`Model::forward_path`] and `DeviceModel::forward` call it on what they return.
+pub fn check_logits(out: &[forward::ChunkLogits]) -> Result<()> {
+    if out.iter().all(|c| all_finite(&c.data)) {
+        Ok(())
+    } else {
+        Err(Error::NonFinite(
+            "the model produced NaN or infinite logits: its weights or configuration are broken".into(),
+        ))
     }
 }
 
@@ -392,3 +490,5 @@ pub fn default_threads() -> usize {
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod hostile_tests;

@@ -9,6 +9,8 @@ use super::{content_id, ParserConfig};
 
 pub const STATE_FORMAT: &str = "loglm.template_miner";
 pub const STATE_VERSION: u32 = 1;
+/// Most lines a state may count (2^53: exact as a float, far from wrapping).
+pub const MAX_LINES: u64 = 1 << 53;
 
 #[derive(Serialize, Deserialize)]
 struct State {
@@ -50,6 +52,34 @@ impl Parser {
             if c.cluster_id != i as u64 + 1 {
                 crate::bail!(InvalidArgument, "corrupt state: cluster {} has id {}", i + 1, c.cluster_id);
             }
+            if c.size == 0 || c.size > MAX_LINES {
+                crate::bail!(
+                    InvalidArgument,
+                    "corrupt state: cluster {} has size {} (allowed: 1 to {MAX_LINES})",
+                    i + 1,
+                    c.size
+                );
+            }
+        }
+        // Sizes and counters are added to as lines arrive: their totals must stay far from
+        // overflow (a size near 2^64 would silently wrap to 0 on the next line).
+        let total = st.clusters.iter().try_fold(0u64, |a, c| a.checked_add(c.size).filter(|&t| t <= MAX_LINES));
+        if total.is_none() {
+            crate::bail!(InvalidArgument, "corrupt state: the cluster sizes add up to more than {MAX_LINES} lines");
+        }
+        let k = &st.counters;
+        for (name, v) in [
+            ("lines", k.lines),
+            ("cache_hits", k.cache_hits),
+            ("llm_accepted", k.llm_accepted),
+            ("llm_rejected", k.llm_rejected),
+            ("over_merge_repairs", k.over_merge_repairs),
+            ("under_merge_repairs", k.under_merge_repairs),
+            ("non_utf8_lines", k.non_utf8_lines),
+        ] {
+            if v > MAX_LINES {
+                crate::bail!(InvalidArgument, "corrupt state: counter {name} is {v} (allowed: 0 to {MAX_LINES})");
+            }
         }
         let mut p = Parser { tree: Tree::from_clusters(st.config, st.clusters), index: Default::default(), counters: st.counters };
         p.rebuild_index();
@@ -70,7 +100,8 @@ impl Parser {
             let idx = if let Some(t) = &c.llm_template {
                 let tid = content_id(t);
                 if let Some(&i) = self.index.by_tid.get(&tid) {
-                    self.tree.clusters[i].size += c.size;
+                    let n = &mut self.tree.clusters[i].size;
+                    *n = n.saturating_add(c.size);
                     i
                 } else {
                     let i = self.tree.create(&c.tokens);
@@ -85,7 +116,8 @@ impl Parser {
                 match self.tree.search(&c.tokens, self.tree.cfg.sim_th, false) {
                     Some(i) if self.tree.clusters[i].llm_template.is_none() => {
                         let _: Change = self.tree.absorb(i, &c.tokens);
-                        self.tree.clusters[i].size += c.size - 1;
+                        let n = &mut self.tree.clusters[i].size;
+                        *n = n.saturating_add(c.size.saturating_sub(1));
                         i
                     }
                     _ => {
@@ -131,6 +163,24 @@ mod tests {
         assert!(Parser::from_json("{\"format\":\"x\"}").is_err());
         assert!(Parser::from_json("{\"format\":\"loglm.template_miner\",\"version\":99}").is_err());
     }
+    #[test]
+    fn overflowing_cluster_size_is_refused() {
+        let mut p = Parser::new(ParserConfig::default()).unwrap();
+        p.add("connection from 10.0.0.1 closed");
+        let json = p.to_json().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        for size in [serde_json::json!(u64::MAX), serde_json::json!(0)] {
+            let mut bad = v.clone();
+            bad["clusters"][0]["size"] = size;
+            let err = Parser::from_json(&bad.to_string()).err().expect("refused");
+            assert!(err.to_string().contains("size"), "{err}");
+        }
+        let mut bad = v.clone();
+        bad["counters"]["lines"] = serde_json::json!(u64::MAX);
+        assert!(Parser::from_json(&bad.to_string()).is_err());
+        assert!(Parser::from_json(&json).is_ok());
+    }
+
     #[test]
     fn merge_shards() {
         let mut a = Parser::new(ParserConfig::default()).unwrap();

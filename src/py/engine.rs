@@ -35,7 +35,7 @@ fn recv_interruptible<T: Send>(py: Python<'_>, rx: &mut Option<Receiver<T>>, can
         return Err(loglm_err("InternalError", format!("{what}: already finished")));
     };
     loop {
-        let (back, got) = py.allow_threads(move || {
+        let (back, got) = super::errors::without_gil(py, move || {
             let got = r.recv_timeout(POLL);
             (r, got)
         });
@@ -552,7 +552,7 @@ impl PyStream {
         let wait = Duration::from_secs_f64(if timeout.is_finite() { timeout.clamp(0.0, 3600.0) } else { 0.0 });
         let mut slot = self.rx.lock().map_err(|_| lock_err())?;
         let Some(rx) = slot.take() else { return Ok(Vec::new()) };
-        let (rx, first) = py.allow_threads(move || {
+        let (rx, first) = super::errors::without_gil(py, move || {
             let got = rx.recv_timeout(wait);
             (rx, got)
         });

@@ -1,19 +1,29 @@
 //! Python bindings of `crate::metrics` (issue 3). Inputs arrive as Python lists
 //! (the `loglm.metrics` facade converts numpy arrays and pandas Series); strings
-//! are copied out, checked (None / NaN / non-UTF-8 -> ValueError) and the work
+//! are copied out, checked (None / NaN / non-UTF-8 -> `loglm.InvalidInputError`) and the work
 //! runs without the GIL through `crate::py::detach`.
 use numpy::{PyArray1, PyReadonlyArray1};
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyString};
 
 use crate::metrics;
 use crate::py::detach;
+use crate::py::errors::{raise, ErrClass};
+
+/// `loglm.InvalidInputError` (a `ValueError`).
+fn invalid(msg: impl Into<String>) -> PyErr {
+    raise(ErrClass::InvalidInputError, msg.into())
+}
+
+/// `loglm.InvalidTypeError` (a `TypeError` and an `InvalidInputError`).
+fn wrong_type(msg: impl Into<String>) -> PyErr {
+    raise(ErrClass::InvalidTypeError, msg.into())
+}
 
 /// Copy a Python iterable of strings into Rust, with clear errors per element.
 pub(crate) fn extract_strings(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<String>> {
     if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
-        return Err(PyTypeError::new_err(format!(
+        return Err(wrong_type(format!(
             "{name} must be a sequence of strings, not a single string"
         )));
     }
@@ -32,25 +42,25 @@ fn extract_one(item: &Bound<'_, PyAny>, name: &str, stream: Option<usize>, i: us
     };
     if let Ok(s) = item.downcast::<PyString>() {
         return s.to_cow().map(|c| c.into_owned()).map_err(|_| {
-            PyValueError::new_err(format!("{at} is not valid UTF-8 (it contains an unpaired surrogate)"))
+            invalid(format!("{at} is not valid UTF-8 (it contains an unpaired surrogate)"))
         });
     }
     if item.is_none() {
-        return Err(PyValueError::new_err(format!("{at} is None; every element must be a string")));
+        return Err(invalid(format!("{at} is None; every element must be a string")));
     }
     if let Ok(b) = item.downcast::<PyBytes>() {
         return std::str::from_utf8(b.as_bytes())
             .map(str::to_owned)
-            .map_err(|e| PyValueError::new_err(format!("{at} is bytes that are not valid UTF-8: {e}")));
+            .map_err(|e| invalid(format!("{at} is bytes that are not valid UTF-8: {e}")));
     }
     if let Ok(f) = item.downcast::<PyFloat>() {
         if f.value().is_nan() {
-            return Err(PyValueError::new_err(format!(
+            return Err(invalid(format!(
                 "{at} is NaN (a missing value); every element must be a string"
             )));
         }
     }
-    Err(PyTypeError::new_err(format!("{at} must be a string, got {}", item.get_type().name()?)))
+    Err(wrong_type(format!("{at} must be a string, got {}", item.get_type().name()?)))
 }
 
 fn scores_dict<'py>(py: Python<'py>, items: &[(&str, f64)]) -> PyResult<Bound<'py, PyDict>> {
@@ -167,7 +177,7 @@ fn _session_scores<'py>(
     let t = y_true.as_array().to_vec();
     let p = y_pred.as_array().to_vec();
     if ids.len() != t.len() {
-        return Err(PyValueError::new_err(format!(
+        return Err(invalid(format!(
             "session_scores: length mismatch: {} session ids but {} labels",
             ids.len(),
             t.len()

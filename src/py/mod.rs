@@ -14,6 +14,8 @@ pub(crate) use errors::detach;
 #[pymodule]
 fn _loglm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::check_classes(m.py())?;
+    errors::install_exit_hook(m)?;
     collab::register(m)?;
     embed::register(m)?;
     engine::register(m)?;

@@ -8,6 +8,17 @@ use crate::parse::batch::{read_lines, LogFormat};
 use crate::parse::miner::Accept;
 use crate::parse::{content_id, matching, Parser, ParserConfig};
 use crate::py::detach;
+use crate::py::errors::{raise, ErrClass};
+
+/// `loglm.InvalidInputError` (a `ValueError`).
+fn invalid(msg: impl Into<String>) -> PyErr {
+    raise(ErrClass::InvalidInputError, msg.into())
+}
+
+/// `IndexError`, the sequence protocol's error for an index past the end.
+fn index_err(msg: String) -> PyErr {
+    pyo3::exceptions::PyIndexError::new_err(msg)
+}
 
 fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> crate::Result<T> + Send) -> crate::Result<T> {
     match threads {
@@ -126,7 +137,7 @@ impl TemplateTree {
     #[pyo3(signature = (line, full_search_strategy="never"))]
     fn match_line(&self, line: &str, full_search_strategy: &str) -> PyResult<Option<usize>> {
         if !matches!(full_search_strategy, "never" | "fallback" | "always") {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            return Err(invalid(format!(
                 "full_search_strategy must be 'never', 'fallback' or 'always', got {full_search_strategy:?}"
             )));
         }
@@ -148,7 +159,7 @@ impl TemplateTree {
     /// (cluster_id, template, template_id, size, locked, template tokens) of cluster `index`.
     fn cluster(&self, index: usize) -> PyResult<(u64, String, String, u64, bool, Vec<String>)> {
         let c = self.inner.tree.clusters.get(index).ok_or_else(|| {
-            pyo3::exceptions::PyIndexError::new_err(format!("no cluster with index {index}"))
+            index_err(format!("no cluster with index {index}"))
         })?;
         let t = c.template();
         let toks: Vec<String> = if c.llm_template.is_some() { t.split(' ').map(str::to_string).collect() } else { c.tokens.clone() };
@@ -165,11 +176,11 @@ impl TemplateTree {
     fn parameters_batch(&self, py: Python<'_>, lines: Vec<String>, clusters: PyReadonlyArray1<u32>, threads: Option<usize>) -> PyResult<Vec<Vec<String>>> {
         let cl = clusters.as_slice()?.to_vec();
         if cl.len() != lines.len() {
-            return Err(pyo3::exceptions::PyValueError::new_err("lines and clusters differ in length"));
+            return Err(invalid("lines and clusters differ in length"));
         }
         let n = self.inner.tree.clusters.len() as u32;
         if cl.iter().any(|&c| c >= n) {
-            return Err(pyo3::exceptions::PyValueError::new_err("cluster index out of range"));
+            return Err(invalid("cluster index out of range"));
         }
         let inner = &self.inner;
         detach(py, || with_threads(threads, || Ok(inner.parameters_batch(&lines, &cl))))
