@@ -178,8 +178,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     from loglm.report import build_report
 
+    from loglm.errors import LogFileNotFoundError
+
     src = Path(args.file)
-    _check_file(args.file)
+    if not src.exists():
+        raise LogFileNotFoundError(f"log file not found: {src}")
     model = None if args.no_llm else _model(args)
     rep = build_report(src, model, window=args.window, top=args.top, summary=not args.no_summary,
                        progress=None if sys.stderr.isatty() else False)
