@@ -107,7 +107,7 @@ class StandIn(TaskMixin):
 def test_the_task_helpers_run_on_any_model_like() -> None:
     m = StandIn()
     assert isinstance(m, ModelLike)
-    assert m.anomaly_score("ciod: failed to read message prefix") == 0.75
+    assert m.anomaly_score("ciod: failed to read message prefix", evidence=False) == 0.75
     assert "ciod: failed to read message prefix" in m.prompts[-1]
     a = m.interpret("kernel: disk I/O error on sda")
     assert isinstance(a, Answer) and a == "the disk controller failed." and not a.truncated
