@@ -10,7 +10,7 @@ systems combine a model with retrieved labelled examples):
 * **severity words** -- the vocabulary operators grep for (``error``, ``failed``,
   ``exception``, ``refused``, ``no space``, ``out of memory``...). The list below is
   written from general operations knowledge, not learned from any data set; only its
-  weight is fitted (on the LogLM training templates, see :func:`fit_severity_weight`).
+  weight is fitted (on the LogLM training templates, see :func:`fit_severity`).
 * **labelled neighbours** -- when labelled examples are given (an
   :class:`loglm.retrieval.ExampleBank` with ``anomaly_detection`` examples), the
   similarity margin of a log to its nearest abnormal vs nearest normal example, mapped
@@ -18,9 +18,9 @@ systems combine a model with retrieved labelled examples):
   (:class:`NeighbourEvidence`). It is gated by similarity: a log unlike every example
   gets no vote from them.
 
-Everything here is fitted on training data only; :data:`SEVERITY_WEIGHT` is the value
-:func:`fit_severity_weight` gives on the LogLM training split (records 900-1231), kept
-as a constant so that loading a model needs no data set.
+Everything here is fitted on training data only; :data:`SEVERITY_FIT` holds what
+:func:`fit_severity` gives on the LogLM training split (records 900-1231), kept as
+constants so that loading a model needs no data set.
 """
 from __future__ import annotations
 
