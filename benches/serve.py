@@ -20,6 +20,12 @@ compare versions on the same machine in one sitting.
 For reference, the engine called in process on the same prompts (``generate`` with
 ``max_batch`` = C) after the servers are stopped. ``--clients 1,4`` / ``--configs
 batched`` narrow the run.
+
+``--late N`` adds the issue-17 latency check "time to first token while a long batch is
+running": ``--background`` clients (default 15) each stream one long request
+(``--background-tokens``, default 256); once every one of them has its first token, N late
+requests arrive one after another (8 tokens each) and their TTFT is reported (p50 / p95 /
+max), together with the background streams' decode rate while they join.
 """
 from __future__ import annotations
 
@@ -141,16 +147,70 @@ def drive(url: str, clients: int, requests: int, max_tokens: int) -> Dict[str, A
             "p50_s": pct(lat, 0.5), "p95_s": pct(lat, 0.95)}
 
 
+def late_ttft(url: str, background: int, late: int, bg_tokens: int) -> Dict[str, Any]:
+    """TTFT of ``late`` requests that join ``background`` long-running streams."""
+    prompts = [prompt(x) for x in log_lines(background + late)]
+    started = threading.Semaphore(0)
+    errors: List[BaseException] = []
+    bg_tokens_done = [0]
+    lock = threading.Lock()
+
+    def stream_bg(text: str) -> None:
+        try:
+            u = urllib.parse.urlsplit(url)
+            conn = http.client.HTTPConnection(u.hostname, u.port, timeout=900)
+            body = json.dumps({"messages": [{"role": "user", "content": text}], "max_tokens": bg_tokens,
+                               "temperature": 0, "ignore_eos": True, "stream": True}).encode()
+            conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            first = True
+            for line in resp:
+                if line.startswith(b"data:") and b'"content"' in line:
+                    with lock:
+                        bg_tokens_done[0] += 1
+                    if first:
+                        started.release()
+                        first = False
+            conn.close()
+        except BaseException as e:  # reported after the run
+            errors.append(e)
+            started.release()
+
+    ts = [threading.Thread(target=stream_bg, args=(p,)) for p in prompts[:background]]
+    for t in ts:
+        t.start()
+    for _ in ts:
+        started.acquire()
+    if errors:
+        raise errors[0]
+    firsts: List[float] = []
+    t0, n0 = time.perf_counter(), bg_tokens_done[0]
+    for text in prompts[background:]:
+        first, _, _ = stream_one(url, text, 8)
+        firsts.append(first)
+    dt, dn = time.perf_counter() - t0, bg_tokens_done[0] - n0
+    running = any(t.is_alive() for t in ts)
+    for t in ts:
+        t.join()
+    if errors:
+        raise errors[0]
+    return {"background": background, "late": late, "ttft_p50_s": pct(firsts, 0.5), "ttft_p95_s": pct(firsts, 0.95),
+            "ttft_max_s": max(firsts), "background_pieces_per_s": dn / dt, "batch_still_running": running}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="GGUF file (default: the embedded SmolLM2-135M Q4_1)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--requests", type=int, default=8, help="requests per client")
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--clients", default="1,4,16")
+    ap.add_argument("--clients", default="1,4,16,32", help="client counts (empty: only --late)")
     ap.add_argument("--configs", default="batched,unbatched")
     ap.add_argument("--no-engine", action="store_true", help="skip the in-process engine reference")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--late", type=int, default=0, help="late requests joining a running batch (TTFT check)")
+    ap.add_argument("--background", type=int, default=15)
+    ap.add_argument("--background-tokens", type=int, default=256)
     args = ap.parse_args()
     levels = [int(x) for x in args.clients.split(",") if x]
     configs = [c for c in args.configs.split(",") if c]
@@ -159,10 +219,16 @@ def main() -> int:
             raise SystemExit(f"unknown config {c!r}; known: {', '.join(CONFIGS)}")
 
     rows: List[Dict[str, Any]] = []
+    late_rows: List[Dict[str, Any]] = []
     for cfg in configs:
         proc, url = start_server(args, CONFIGS[cfg])
         try:
             drive(url, 1, 1, 4)  # warm-up
+            if args.late:
+                r = late_ttft(url, args.background, args.late, args.background_tokens)
+                r["config"] = cfg
+                late_rows.append(r)
+                print(f"[serve bench] {cfg} late TTFT p95 {r['ttft_p95_s']:.2f} s", file=sys.stderr, flush=True)
             for c in levels:
                 r = drive(url, c, args.requests, args.max_tokens)
                 r["config"] = cfg
@@ -192,12 +258,22 @@ def main() -> int:
                          "req_per_s": n / wall, "tok_per_s": sum(o.completion_tokens for o in outs) / wall,
                          "ttft_p50_s": float("nan"), "ttft_p95_s": float("nan"),
                          "p50_s": float("nan"), "p95_s": float("nan")})
-    base = {r["config"]: r["tok_per_s"] for r in rows if r["clients"] == min(levels)}
+    base = {r["config"]: r["tok_per_s"] for r in rows if r["clients"] == min(levels, default=0)}
     for r in rows:
         r["ratio_vs_1"] = r["tok_per_s"] / base[r["config"]]
     if args.json:
-        print(json.dumps({"threads": args.threads, "max_tokens": args.max_tokens, "rows": rows}, indent=2))
+        print(json.dumps({"threads": args.threads, "max_tokens": args.max_tokens, "rows": rows, "late": late_rows},
+                         indent=2))
         return 0
+    if late_rows:
+        print(f"time to first token of {args.late} late requests joining {args.background} running streams "
+              f"({args.background_tokens} tokens each)")
+        print("| server | TTFT p50 (s) | TTFT p95 (s) | TTFT max (s) | background pieces/s meanwhile | batch still running |")
+        print("|---|---:|---:|---:|---:|---|")
+        for r in late_rows:
+            print(f"| {r['config']} | {r['ttft_p50_s']:.2f} | {r['ttft_p95_s']:.2f} | {r['ttft_max_s']:.2f} | "
+                  f"{r['background_pieces_per_s']:.1f} | {r['batch_still_running']} |")
+        print()
     print(f"loglm serve, {args.threads} threads, {args.max_tokens} tokens per request (greedy, EOS ignored), "
           f"{args.requests} requests per client")
     print("| server | clients | requests | req/s | completion tok/s | TTFT p50 (s) | TTFT p95 (s) "

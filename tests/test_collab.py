@@ -345,6 +345,29 @@ def test_default_llm_weight_never_overturns_a_unanimous_knn_vote() -> None:
     assert CollaborativeDetector(mode="zero_label")._llm_weight() == 1.0
 
 
+def test_llm_may_not_clear_a_session_the_knn_vote_flags_by_default() -> None:
+    # The supervised default: the LLM is the second reviewer that catches what the
+    # neighbours miss; a session the KNN flags keeps at least its KNN score.
+    class SaysNormal(FakeLLM):
+        def score_choices(self, chat, choices):
+            self.calls += 1
+            return FakeChoices([1.0, 0.0])
+
+    x, y = training_set()
+    kw = dict(encoder=None, hidden=(16, 4), epochs=40, lr=5e-3, seed=1, feedback=False, known_similarity=2.0,
+              percentile=0.0, llm_weight=1.0)
+    q = x[-5:]  # abnormal sessions whose neighbours are abnormal, forced to the LLM (percentile 0)
+    small = CollaborativeDetector(llm=None, **kw).fit(embeddings=x, labels=y).report(embeddings=q)
+    kept = CollaborativeDetector(llm=SaysNormal(), **kw).fit(embeddings=x, labels=y)
+    df = kept.report(sessions=[["x"]] * 5, embeddings=q)
+    assert (small.label == "abnormal").all() and (df.route == "llm").all()
+    assert (df.label == "abnormal").all() and np.allclose(df.score, small.score)
+    assert all("may not clear" in r for r in df.reason)
+    cleared = CollaborativeDetector(llm=SaysNormal(), llm_clears=True, **kw).fit(embeddings=x, labels=y)
+    assert (cleared.report(sessions=[["x"]] * 5, embeddings=q).label == "normal").all()
+    assert kept.params["llm_clears"] is False and CollaborativeDetector(mode="zero_label")._llm_clears()
+
+
 # ----------------------------------------------------------------- scikit-learn conventions
 
 

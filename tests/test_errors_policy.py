@@ -105,6 +105,7 @@ def _calls() -> List[Call]:
         ("evaluate.evaluate_parsing", lambda t: evaluate.evaluate_parsing(None, systems=["NoSuchSystem"]), bad_input),
         ("evaluate.evaluate_anomaly", lambda t: evaluate.evaluate_anomaly(None, systems=["hdfs"]), bad_input),
         ("evaluate.evaluate_irs", lambda t: evaluate.evaluate_irs(None, tasks=["no such task"]), bad_input),
+        ("evaluate.score_irs", lambda t: evaluate.score_irs(None, None, "no such task"), bad_input),
         # embed
         ("embed.SentenceEncoder", lambda t: embed.SentenceEncoder.load(_missing(t)), errors.ModelNotFoundError),
         # answers

@@ -74,3 +74,31 @@ def test_anomaly_metrics_follow_scores(model, data_dir):
     assert r0["predicted_abnormal"] == 3 and r0["recall"] in (0.0, 1.0)
     with pytest.raises(ValueError, match="unknown evaluation"):
         evaluate("summaries", model=model)
+
+
+class KeywordModel:
+    """Fake detector: P(abnormal) from one word (checks the harness, not a model)."""
+
+    def anomaly_scores(self, texts, progress=None):
+        return [0.9 if "error" in t.lower() else (0.3 if "fail" in t.lower() else 0.01) for t in texts]
+
+
+def test_threshold_chosen_on_training_templates_and_scores_kept(data_dir):
+    from loglm.anomaly import best_f1_threshold
+    from loglm.datasets import load_anomaly
+    from loglm.metrics import classification_scores
+
+    m = KeywordModel()
+    rows = evaluate_anomaly(m, systems=["bgl"], root=data_dir, train_threshold=True)
+    (r,) = rows
+    tr = load_anomaly("bgl", data_dir, split="train")
+    th, f1 = best_f1_threshold((tr["Label"] == "abnormal").to_numpy(), m.anomaly_scores(tr["log"].tolist()))
+    assert r["threshold_train"] == th and r["F1_train_templates"] == f1 and r["train_templates"] == len(tr)
+    assert th not in (0.9, 0.3, 0.01)  # between training scores, never on one
+    te = load_anomaly("bgl", data_dir, split="test")
+    assert r["scores"] == m.anomaly_scores(te["log"].tolist()) and len(r["scores"]) == r["templates"]
+    pred = ["abnormal" if s >= th else "normal" for s in r["scores"]]
+    assert r["F1_train_threshold"] == classification_scores(te["Label"].tolist(), pred)["f1"]
+    assert r["predicted_abnormal_train_threshold"] == pred.count("abnormal")
+    # with a limit the training pass is skipped unless asked for
+    assert "threshold_train" not in evaluate_anomaly(m, systems=["bgl"], limit=5, root=data_dir)[0]

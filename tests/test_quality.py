@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import loglm
-from loglm.anomaly import (SEVERITY_FIT, AnomalyEvidence, NeighbourEvidence, combine, fit_severity,
+from loglm.anomaly import (SEVERITY_FIT, AnomalyEvidence, NeighbourEvidence, best_f1_threshold, combine, fit_severity,
                            severity_evidence, severity_hits)
 from loglm.errors import InvalidInputError
 from loglm.retrieval import ExampleBank
@@ -107,6 +107,35 @@ def test_neighbour_evidence_is_fitted_leave_one_out_and_gated():
     assert nb.gate_of(far)[0] == 0.0 and nb.evidence(far)[0] == 0.0  # unlike every example: no vote
     with pytest.raises(InvalidInputError):
         NeighbourEvidence(vecs[:3], [1, 0, 0])  # needs two of each class
+
+
+def test_exclude_self_keeps_an_examples_own_label_out_of_its_vote():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(2, 16))
+    vecs = np.vstack([centres[0] + 0.5 * rng.normal(size=(4, 16)), centres[1] + 0.5 * rng.normal(size=(12, 16))])
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    labels = [1] * 4 + [0] * 12
+    nb = NeighbourEvidence(vecs, labels, gate=(0.0, 0.5))
+    assert nb.coef > 0
+    own = nb.evidence(vecs)  # each example finds itself at cosine 1 and votes its own label
+    fair = nb.evidence(vecs, exclude_self=True)
+    assert (own[:4] > fair[:4]).all() and (own[4:] < fair[4:]).all()
+    # a fresh copy of a vector is excluded as well: the query is the example
+    assert nb.evidence(vecs[:1].copy(), exclude_self=True)[0] == pytest.approx(fair[0])
+
+
+def test_best_f1_threshold_is_chosen_between_training_scores():
+    y = [1, 1, 1, 0, 0, 0, 0, 0]
+    s = [0.95, 0.9, 0.2, 0.6, 0.1, 0.05, 0.01, 0.01]
+    th, f1 = best_f1_threshold(y, s)
+    # flagging the top two gives P 1, R 2/3 (F1 0.8); the top four give P 0.75, R 1 (0.857)
+    assert f1 == pytest.approx(6 / 7)
+    assert 0.1 < th < 0.2  # halfway in log-odds between the lowest flagged and the next one
+    assert ((np.array(s) >= th) == [True, True, True, True, False, False, False, False]).all()
+    th2, f2 = best_f1_threshold([1, 0, 0], [0.9, 0.5, 0.5])
+    assert f2 == 1.0 and 0.5 < th2 < 0.9
+    with pytest.raises(InvalidInputError):
+        best_f1_threshold([1, 1], [0.3, 0.4])  # one class only
 
 
 def test_combine_adds_log_odds():

@@ -34,7 +34,7 @@ from loglm.errors import InvalidInputError
 
 __all__ = [
     "SEVERITY_PATTERN", "SEVERITY_FIT", "severity_hits", "severity_evidence", "fit_severity",
-    "NeighbourEvidence", "AnomalyEvidence", "combine", "logit",
+    "NeighbourEvidence", "AnomalyEvidence", "combine", "logit", "best_f1_threshold",
 ]
 
 # Words and phrases that report a problem in logs of most systems (operations
@@ -125,33 +125,39 @@ class NeighbourEvidence:
         prior = self.labels.mean()
         self.prior_logit = math.log(prior / (1 - prior))
 
-    def _margin(self, q: np.ndarray, leave_one_out: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    def _margin(self, q: np.ndarray, leave_one_out: bool = False,
+                exclude_self: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         s = q @ self.vectors.T
         if leave_one_out:
             np.fill_diagonal(s, -1.0)
+        if exclude_self:
+            s[s >= 0.9999] = -1.0
         ab, no = s[:, self.labels == 1].max(axis=1), s[:, self.labels == 0].max(axis=1)
         return ab - no, np.maximum(ab, no)
 
-    def evidence(self, queries: Any) -> np.ndarray:
-        """Log-likelihood ratio of "abnormal" for each query vector (unit rows)."""
+    def evidence(self, queries: Any, *, exclude_self: bool = False) -> np.ndarray:
+        """Log-likelihood ratio of "abnormal" for each query vector (unit rows).
+
+        ``exclude_self=True`` scores the examples themselves fairly: an example identical
+        to the query (cosine >= 0.9999) casts no vote, as in the leave-one-out fit."""
         q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32))
         if q.ndim != 2 or q.shape[1] != self.vectors.shape[1]:
             raise InvalidInputError(f"queries must be (n, {self.vectors.shape[1]}) vectors, got shape {q.shape}")
         if q.shape[0] == 0:
             return np.zeros(0)
-        m, best = self._margin(q)
+        m, best = self._margin(q, exclude_self=exclude_self)
         return self._gate(best) * (self.coef * m + self.intercept - self.prior_logit)
 
     def _gate(self, best: np.ndarray) -> np.ndarray:
         lo, hi = self.gate
         return np.clip((best - lo) / (hi - lo), 0.0, 1.0)
 
-    def gate_of(self, queries: Any) -> np.ndarray:
+    def gate_of(self, queries: Any, *, exclude_self: bool = False) -> np.ndarray:
         """How much the examples know of each query: 0 (unlike every example) to 1."""
         q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32))
         if q.shape[0] == 0:
             return np.zeros(0)
-        return self._gate(self._margin(q)[1])
+        return self._gate(self._margin(q, exclude_self=exclude_self)[1])
 
 
 def _logistic_1d(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> Tuple[float, float]:
@@ -166,6 +172,27 @@ def _logistic_1d(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> Tuple[float,
         if np.abs(step).max() < 1e-10:
             break
     return float(w), float(b)
+
+
+def best_f1_threshold(labels: Any, scores: Any) -> Tuple[float, float]:
+    """``(threshold, F1)``: the cut of ``scores`` with the highest F1 of the positive class
+    on labelled data (training data: this is how a threshold is chosen without a test
+    split). The threshold sits halfway, in log-odds, between the lowest score flagged and
+    the highest score below it, so that it does not sit on a training example."""
+    y = np.asarray(labels, dtype=np.float64).ravel() >= 0.5
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape or len(y) == 0 or not 0 < y.sum() < len(y):
+        raise InvalidInputError("best_f1_threshold needs one score per label, with both classes")
+    order = np.argsort(-s, kind="mergesort")
+    ss, yy = s[order], y[order]
+    tp = np.cumsum(yy)
+    k = np.arange(1, len(s) + 1)
+    last = np.r_[ss[1:] != ss[:-1], True]  # cut only between distinct scores
+    f1 = np.where(last, 2 * tp / (k + y.sum()), -1.0)
+    i = int(np.argmax(f1))
+    lo = ss[i + 1] if i + 1 < len(ss) else ss[i] - 1e-3
+    th = float(1.0 / (1.0 + np.exp(-(logit(ss[i]) + logit(lo)) / 2)))
+    return th, float(f1[i])
 
 
 def combine(model_probs: Any, *evidence: Optional[np.ndarray]) -> np.ndarray:
@@ -209,8 +236,10 @@ class AnomalyEvidence:
         labels = [float(bank.examples[i].output.strip().lower() == "abnormal") for i in idx]
         return cls(severity=severity, neighbours=NeighbourEvidence(vecs, labels), encoder=bank.encoder)
 
-    def log_ratios(self, texts: Sequence[str]) -> np.ndarray:
-        """Total log-likelihood ratio of "abnormal" for each text."""
+    def log_ratios(self, texts: Sequence[str], *, exclude_self: bool = False) -> np.ndarray:
+        """Total log-likelihood ratio of "abnormal" for each text. ``exclude_self=True``
+        when the texts are the labelled examples themselves (each one's own label must
+        not vote for it; see :meth:`NeighbourEvidence.evidence`)."""
         texts = [str(t) for t in texts]
         total = np.zeros(len(texts))
         if not texts:
@@ -218,15 +247,15 @@ class AnomalyEvidence:
         gate = np.zeros(len(texts))
         if self.neighbours is not None:
             vecs = np.asarray(self.encoder.encode(texts), dtype=np.float32)
-            total += self.neighbours.evidence(vecs)
-            gate = self.neighbours.gate_of(vecs)
+            total += self.neighbours.evidence(vecs, exclude_self=exclude_self)
+            gate = self.neighbours.gate_of(vecs, exclude_self=exclude_self)
         if self.severity:
             total += (1.0 - gate) * severity_evidence(texts)
         return total
 
-    def apply(self, texts: Sequence[str], model_probs: Sequence[float]) -> np.ndarray:
+    def apply(self, texts: Sequence[str], model_probs: Sequence[float], *, exclude_self: bool = False) -> np.ndarray:
         """``P(abnormal)`` of each text after the evidence."""
-        return combine(model_probs, self.log_ratios(texts))
+        return combine(model_probs, self.log_ratios(texts, exclude_self=exclude_self))
 
     def __repr__(self) -> str:
         nb = "none" if self.neighbours is None else f"{len(self.neighbours.labels)} labelled examples"

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 from loglm.errors import InvalidInputError
 
 __all__ = [
-    "TASKS", "evaluate", "evaluate_parsing", "evaluate_anomaly", "evaluate_irs",
+    "TASKS", "evaluate", "evaluate_parsing", "evaluate_anomaly", "evaluate_irs", "score_irs",
     "to_markdown", "write_results", "ROUGE_SIGNATURE",
 ]
 
@@ -118,15 +118,44 @@ def evaluate_parsing(model: Any, *, systems: Optional[Sequence[str]] = None, lim
 
 def evaluate_anomaly(model: Any, *, systems: Sequence[str] = AD_SYSTEMS, limit: Optional[int] = None,
                      threshold: float = 0.5, root: Any = None, log: Optional[Log] = None,
-                     on_rows: Optional[Rows] = None) -> List[Dict[str, Any]]:
+                     on_rows: Optional[Rows] = None, train_threshold: Optional[bool] = None,
+                     keep_scores: bool = True) -> List[Dict[str, Any]]:
     """Template-level anomaly detection on the LogPrompt templates not in the training
     set (first ``limit`` per system when given), by choice scoring with ``threshold`` on
     P(abnormal). One row per system: precision, recall, F1 of "abnormal", accuracy,
-    counts, and the F1 of the best threshold on the test set (an oracle figure)."""
+    counts, and the F1 of the best threshold on the test set (an oracle figure).
+
+    ``train_threshold=True`` (the default on full test sets, ``None``: when ``limit`` is
+    None) also reports the F1 at the threshold chosen on the training templates of
+    ``systems`` (records 900-1231, scored the same way, each template's own label kept out
+    of its neighbour vote; :func:`loglm.anomaly.best_f1_threshold`).
+    ``keep_scores=True`` keeps each test template's score (``scores``, and the model's
+    alone in ``scores_model_alone``) in its row, in the test set's order."""
     import numpy as np
 
     from loglm.datasets import load_anomaly
     from loglm.metrics import classification_scores
+
+    def score(texts: List[str], quiet: Any, exclude_self: bool = False) -> Any:
+        if callable(getattr(model, "anomaly_evidence", None)):
+            alone = np.array(model.anomaly_scores(texts, progress=quiet, evidence=False))
+            return alone, np.array(model.anomaly_evidence().apply(texts, alone, exclude_self=exclude_self))
+        alone = np.array(model.anomaly_scores(texts, progress=quiet))
+        return alone, alone
+
+    if any(s.lower() not in AD_SYSTEMS for s in systems):
+        raise InvalidInputError(f"anomaly detection systems are {list(AD_SYSTEMS)}, got {list(systems)}")
+    chosen: Optional[Dict[str, Any]] = None
+    if train_threshold or (train_threshold is None and limit is None):
+        from loglm.anomaly import best_f1_threshold
+
+        tr = [load_anomaly(s, root, split="train") for s in systems]
+        texts = [t for df in tr for t in df["log"].tolist()]
+        y = np.array([lab == "abnormal" for df in tr for lab in df["Label"].tolist()])
+        _say(log, f"anomaly detection: choosing the threshold on {len(texts)} training templates")
+        _, tr_scores = score(texts, None if log is not None else False, exclude_self=True)
+        th, f1 = best_f1_threshold(y, tr_scores)
+        chosen = {"threshold_train": th, "F1_train_templates": f1, "train_templates": len(texts)}
 
     rows = []
     for s in systems:
@@ -136,12 +165,7 @@ def evaluate_anomaly(model: Any, *, systems: Sequence[str] = AD_SYSTEMS, limit: 
         _say(log, f"anomaly detection {s}: {len(df)} templates")
         t0 = time.perf_counter()
         quiet = None if log is not None else False
-        texts = df["log"].tolist()
-        if callable(getattr(model, "anomaly_evidence", None)):
-            alone = np.array(model.anomaly_scores(texts, progress=quiet, evidence=False))
-            scores = np.array(model.anomaly_evidence().apply(texts, alone))
-        else:
-            alone = scores = np.array(model.anomaly_scores(texts, progress=quiet))
+        alone, scores = score(df["log"].tolist(), quiet)
         secs = time.perf_counter() - t0
         truth = df["Label"].tolist()
         pred = np.where(scores >= threshold, "abnormal", "normal")
@@ -158,6 +182,15 @@ def evaluate_anomaly(model: Any, *, systems: Sequence[str] = AD_SYSTEMS, limit: 
                      "predicted_abnormal": int((pred == "abnormal").sum()), "F1_best_threshold": best,
                      "AUC": _auc(y, scores), "F1_model_alone": m_alone["f1"], "AUC_model_alone": _auc(y, alone),
                      "seconds": round(secs, 2)})
+        if chosen is not None:
+            mt = classification_scores(truth, np.where(scores >= chosen["threshold_train"], "abnormal", "normal").tolist())
+            rows[-1].update(chosen)
+            rows[-1].update({"F1_train_threshold": mt["f1"], "precision_train_threshold": mt["precision"],
+                             "recall_train_threshold": mt["recall"],
+                             "predicted_abnormal_train_threshold": int((scores >= chosen["threshold_train"]).sum())})
+        if keep_scores:
+            rows[-1]["scores"] = [round(float(v), 6) for v in scores]
+            rows[-1]["scores_model_alone"] = [round(float(v), 6) for v in alone]
         if on_rows is not None:
             on_rows(rows)
     return rows
@@ -199,43 +232,54 @@ def evaluate_irs(model: Any, *, tasks: Sequence[str] = ("interpretation", "root_
     answers cut to the task helpers' default length (:data:`loglm.tasks.ANSWER_WORDS`;
     ``trim=False`` keeps them whole); corpus BLEU (sacrebleu 13a) and mean ROUGE-1/2/L
     F-measure (rouge-score), 0-100."""
-    from loglm.answers import clean_text, trim_to_words
-    from loglm.tasks import ANSWER_WORDS
     from loglm.datasets import load_irs_test
-    from loglm.metrics import bleu, rouge
-    from loglm.prompts import alpaca_prompt
 
-    rows = []
+    rows: List[Dict[str, Any]] = []
     for task in tasks:
         df = load_irs_test(task, root)
         if limit is not None:
             df = df.iloc[:limit]
-        _say(log, f"{task}: {len(df)} pairs, max_new_tokens={max_new_tokens}")
-        prompts, truncated = [], 0
-        for ins, inp in zip(df["instruction"], df["input"]):
-            fitted, cut = model.fit_text(inp, model.context_length - max_new_tokens - 64 - len(ins))
-            truncated += cut
-            prompts.append(alpaca_prompt(ins, fitted))
-        t0 = time.perf_counter()
-        outs = model.generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0, seed=seed,
-                              max_batch=max_batch)
-        secs = time.perf_counter() - t0
-        words = ANSWER_WORDS[_HELPER_OF[task]] if trim else None
-        hyps = [trim_to_words(clean_text(o.text), words) for o in outs]
-        refs = df["output"].tolist()
-        b = bleu(hyps, refs, sentence_scores=False)
-        r = rouge(hyps, refs)
-        row = {"task": task, "pairs": len(df), "BLEU": b.score, "ROUGE-1": 100 * r.mean["rouge1"]["fmeasure"],
-               "ROUGE-2": 100 * r.mean["rouge2"]["fmeasure"], "ROUGE-L": 100 * r.mean["rougeL"]["fmeasure"],
-               "bleu_signature": b.signature, "truncated_inputs": truncated, "max_words": words,
-               "hit_max_new_tokens": sum(o.finish_reason == "length" for o in outs),
-               "completion_tokens": sum(o.completion_tokens for o in outs), "seconds": round(secs, 2)}
-        if keep_outputs:
-            row["outputs"] = hyps
-        rows.append(row)
+        rows.append(score_irs(model, df, task, max_new_tokens=max_new_tokens, max_batch=max_batch, seed=seed,
+                              log=log, keep_outputs=keep_outputs, trim=trim))
         if on_rows is not None:
             on_rows(rows)
     return rows
+
+
+def score_irs(model: Any, df: Any, task: str, *, max_new_tokens: int = 256, max_batch: int = 8, seed: int = 0,
+              log: Optional[Log] = None, keep_outputs: bool = False, trim: bool = True) -> Dict[str, Any]:
+    """One row of :func:`evaluate_irs` for any DataFrame of (instruction, input, output)
+    records of a free-text capability, e.g. a validation slice of the training records."""
+    from loglm.answers import clean_text, trim_to_words
+    from loglm.tasks import ANSWER_WORDS
+    from loglm.metrics import bleu, rouge
+    from loglm.prompts import alpaca_prompt
+
+    if task not in _HELPER_OF:
+        raise InvalidInputError(f"unknown task {task!r}; expected one of {list(_HELPER_OF)}")
+    _say(log, f"{task}: {len(df)} pairs, max_new_tokens={max_new_tokens}")
+    prompts, truncated = [], 0
+    for ins, inp in zip(df["instruction"], df["input"]):
+        fitted, cut = model.fit_text(inp, model.context_length - max_new_tokens - 64 - len(ins))
+        truncated += cut
+        prompts.append(alpaca_prompt(ins, fitted))
+    t0 = time.perf_counter()
+    outs = model.generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0, seed=seed,
+                          max_batch=max_batch)
+    secs = time.perf_counter() - t0
+    words = ANSWER_WORDS[_HELPER_OF[task]] if trim else None
+    hyps = [trim_to_words(clean_text(o.text), words) for o in outs]
+    refs = df["output"].tolist()
+    b = bleu(hyps, refs, sentence_scores=False)
+    r = rouge(hyps, refs)
+    row = {"task": task, "pairs": len(df), "BLEU": b.score, "ROUGE-1": 100 * r.mean["rouge1"]["fmeasure"],
+           "ROUGE-2": 100 * r.mean["rouge2"]["fmeasure"], "ROUGE-L": 100 * r.mean["rougeL"]["fmeasure"],
+           "bleu_signature": b.signature, "truncated_inputs": truncated, "max_words": words,
+           "hit_max_new_tokens": sum(o.finish_reason == "length" for o in outs),
+           "completion_tokens": sum(o.completion_tokens for o in outs), "seconds": round(secs, 2)}
+    if keep_outputs:
+        row["outputs"] = hyps
+    return row
 
 
 def evaluate(task: str = "all", *, model: Any = None, model_path: Union[str, os.PathLike, None] = None,
@@ -365,6 +409,12 @@ def to_markdown(res: Dict[str, Any]) -> str:
         body = [[r["system"], f"{r['templates']} ({r['abnormal']})", r["threshold"], _f(r["precision"]), _f(r["recall"]),
                  _f(r["F1"]), r["predicted_abnormal"], _f(r["F1_best_threshold"]), _f(r.get("AUC")),
                  f"{_f(r.get('F1_model_alone'))} / {_f(r.get('AUC_model_alone'))}"] for r in rows]
+        if any("threshold_train" in r for r in rows):
+            header.append("threshold from training templates: threshold / P / R / F1 (flagged)")
+            for b, r in zip(body, rows):
+                b.append(f"{_f(r['threshold_train'])} / {_f(r['precision_train_threshold'])} / "
+                         f"{_f(r['recall_train_threshold'])} / {_f(r['F1_train_threshold'])} "
+                         f"({r['predicted_abnormal_train_threshold']})" if "threshold_train" in r else "-")
         parts.append("### Table III: template-level anomaly detection (F1 of the abnormal class)\n\n" + _table(header, body))
     if res.get("irs"):
         rows = res["irs"]
