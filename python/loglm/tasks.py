@@ -154,7 +154,7 @@ class TaskMixin:
 
         return TemplateMiner(model=self, **kwargs)
 
-    def parse(self, logs: Logs, *, log_format: Optional[str] = None, progress: Optional[bool] = None,
+    def parse(self, logs: Logs, *, log_format: Optional[str] = "auto", progress: Optional[bool] = None,
               few_shot: int = 3, batch_size: int = 16, miner: Any = None,
               record_start: Union[None, bool, str] = None) -> Any:
         """Parse logs into the loghub DataFrame: LineId, Content, EventId, EventTemplate,
@@ -165,10 +165,13 @@ class TaskMixin:
         (see :func:`loglm.inputs.as_log_lines`). Lines matching a known template never
         reach the model; the others are sent in batches with few-shot examples. EventId
         is derived from the template text (``template_id``), so results of separate runs
-        or machines merge. ``log_format`` (loghub style, e.g. ``"<Date> <Time> <Level>:
-        <Content>"``, ``"json"`` or ``"auto"``) splits each line: only Content is parsed,
-        the other fields become columns and ``FormatMismatch`` flags lines that do not
-        fit. ``record_start`` (``True`` or a regex) joins multi-line records first (see
+        or machines merge. ``log_format`` splits each line: only Content is parsed (and
+        sent to the model), the other fields become columns. The default ``"auto"``
+        recognises common headers (timestamp, pid, level, ``[thread]``, logger; see
+        :func:`loglm.inputs.split_header`) and keeps lines without one whole;
+        ``log_format=None`` parses every line whole; a loghub format (``"<Date> <Time>
+        <Level>: <Content>"``) or ``"json"`` splits exactly, with ``FormatMismatch``
+        flagging lines that do not fit. ``record_start`` (``True`` or a regex) joins multi-line records first (see
         :mod:`loglm.inputs`). Pass ``miner`` to keep learning in an existing
         :class:`loglm.TemplateMiner`; :func:`loglm.parsing.templates_table` of the result
         gives logparser's templates table.
