@@ -420,3 +420,23 @@ def test_model_parse_recognises_headers_by_default():
     assert df["Datetime"].tolist()[1] == pd.Timestamp("2024-01-01 10:00:01.123")
     m2 = Stub()
     assert m2.parse(raw, log_format=None)["Content"].tolist() == raw
+
+
+def test_cli_bad_input_nothing_lost_counts_reported(tmp_path, capsys):
+    """CRLF, a 1 MB line, bytes that are not UTF-8 and a record that never ends, through
+    `loglm parse --multiline` (headers recognised by default): every line is in a row,
+    the flagged rows are counted in the summary."""
+    big = "2024-01-01 10:00:01 INFO [main] app.Db: " + "x" * (1 << 20)
+    body = (b"2024-01-01 10:00:00 ERROR [main] app.Db: failed\r\n" + b"\tat a.b(C.java:1)\r\n" * 2500
+            + big.encode() + b"\r\n2024-01-01 10:00:02 WARN [main] app.Db: bad \xff byte\r\n")
+    f = tmp_path / "bad.log"
+    f.write_bytes(body)
+    code = main(["parse", "--no-llm", str(f), "--multiline", "--json"])
+    recs = [json.loads(x) for x in capsys.readouterr()[0].splitlines()]
+    assert code == 0 and sum(r["RecordLines"] for r in recs) == 2503  # nothing lost
+    assert [r["RecordSplit"] for r in recs].count(True) == 2 and recs[-1]["NonUtf8"] is True
+    assert recs[-2]["Content"] == "x" * (1 << 20) and recs[-1]["Content"] == "bad \ufffd byte"
+    assert recs[0]["Level"] == "ERROR" and recs[0]["Content"].startswith("failed\n\tat a.b(C.java:1)")
+    code = main(["parse", "--no-llm", str(f), "--multiline"])
+    out = capsys.readouterr()[0]
+    assert code == 0 and "1 lines with invalid UTF-8" in out and "2 records cut at the record size limit" in out
