@@ -20,9 +20,11 @@ Rules (the same for every helper and command):
   flagged (``FormatMismatch``).
   ``log_format="json"`` reads JSON lines (message / timestamp / level fields found by
   their usual names, or named: ``"json:message=msg,timestamp=ts,level=lvl"``); a line
-  that is not a JSON object is kept whole and flagged. ``log_format="auto"`` recognises
-  common headers (timestamp, level, pid, ``[thread]`` / ``component:`` tags) and keeps
-  them out of Content. Timestamps named by the format (``<Date>``, ``<Time>``,
+  that is not a JSON object is kept whole and flagged. ``log_format="auto"`` (the
+  default of the parse helpers: ``LogLM.parse``, ``TemplateMiner.parse_file`` /
+  ``parse_lines``, ``loglm parse``) recognises common headers (timestamp, pid, level,
+  ``[thread]``, logger / component; :func:`split_header`) and keeps them out of Content;
+  a line without one stays whole; ``log_format=None`` keeps every line whole. Timestamps named by the format (``<Date>``, ``<Time>``,
   ``<Timestamp>``, JSON, auto) are parsed into a ``Datetime`` column.
 * ``record_start`` joins multi-line records (stack traces): a line that does not match
   it continues the record before it (``True`` = :data:`DEFAULT_RECORD_START`, common
@@ -51,7 +53,7 @@ import numpy as np
 from loglm.errors import InvalidInputError, LogFileNotFoundError
 
 __all__ = ["LogLines", "read_log_lines", "as_log_lines", "add_input_columns", "is_binary", "parse_datetimes",
-           "DEFAULT_RECORD_START"]
+           "split_header", "DEFAULT_RECORD_START"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 #: what the Python helpers accept as logs
@@ -155,12 +157,12 @@ def split_header(line: str) -> Optional[Tuple[Dict[str, str], int]]:
         weak = m.group("t") is not None and _H_WEAK_TS.fullmatch(ts) is not None
         pos = m.end()
         if _H_SYSLOG.match(ts):
-            s = _H_SYSLOG_TAG.match(line, pos)
-            if s is not None:
-                f["Host"], f["Component"] = s.group("h"), s.group("v")
-                if s.group("p"):
-                    f["Pid"] = s.group("p")
-                return (f, s.end()) if s.end() < n and line[s.end():].strip() else None
+            tag = _H_SYSLOG_TAG.match(line, pos)
+            if tag is not None:
+                f["Host"], f["Component"] = tag.group("h"), tag.group("v")
+                if tag.group("p"):
+                    f["Pid"] = tag.group("p")
+                return (f, tag.end()) if tag.end() < n and line[tag.end():].strip() else None
         if m.group("t") is None:  # "[time] program.exe - message" (Proxifier)
             g = _H_PROGRAM.match(line, pos)
             if g is not None and _H_LEVEL.match(line, g.start("v")) is None:

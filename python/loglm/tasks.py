@@ -13,7 +13,8 @@ or gzip, LF or CRLF); a list / pandas Series of lines or an open file are taken 
 are. Bytes that are not UTF-8 are decoded with U+FFFD and flagged; empty and binary
 files are refused with a clear error. ``log_format`` (loghub style) is accepted by every
 helper (the text tasks take it as a keyword too): the model sees only ``Content`` and
-the other fields become columns. Text that would not fit the model's context is
+the other fields become columns. :meth:`TaskMixin.parse` recognises common headers by
+default (``log_format="auto"``; ``None`` keeps lines whole). Text that would not fit the model's context is
 truncated and the answer says so.
 """
 from __future__ import annotations
