@@ -46,11 +46,14 @@ import stat
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from loglm.errors import InvalidInputError, LogFileNotFoundError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["LogLines", "read_log_lines", "as_log_lines", "add_input_columns", "is_binary", "parse_datetimes",
            "split_header", "DEFAULT_RECORD_START"]
@@ -759,7 +762,7 @@ def _datetime_column(lines: LogLines) -> Any:
     return parse_datetimes(vals)
 
 
-def add_input_columns(df: Any, lines: LogLines) -> Any:
+def add_input_columns(df: Any, lines: LogLines) -> "pd.DataFrame":
     """Add to a per-line DataFrame (``LineId`` first, one row per line) what the input
     knows: ``LineId`` = line number in its file (a record's first line), a ``File``
     column when several files were read, the ``log_format`` header columns after

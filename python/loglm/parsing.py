@@ -218,7 +218,7 @@ def _decode(line: str | bytes) -> tuple[str, bool]:
     return line, False
 
 
-def templates_table(df: Any) -> Any:
+def templates_table(df: Any) -> "pd.DataFrame":
     """logparser's ``_templates.csv`` from a parsed DataFrame (EventId, EventTemplate):
     one row per template with its ``Occurrences``, most frequent first."""
     import pandas as pd
@@ -517,7 +517,7 @@ class TemplateMiner:
         self.save_state(reason)
         self._last_save = time.time()
 
-    def templates_table(self) -> Any:
+    def templates_table(self) -> "pd.DataFrame":
         """logparser's ``_templates.csv`` for the live clusters: EventId, EventTemplate,
         Occurrences (lines per template; clusters with the same template are summed), most
         frequent first."""
@@ -761,7 +761,7 @@ class TemplateMiner:
         return np.concatenate(parts), np.concatenate(bads), np.concatenate(rejs)
 
     def parse(self, lines: Iterable[str | bytes], *, progress: bool = False,
-              parameters: bool = True) -> Any:
+              parameters: bool = True) -> "pd.DataFrame":
         """Parse lines (an iterable of str/bytes) into the loghub DataFrame: LineId, Content,
         EventId, EventTemplate, ParameterList, NonUtf8 (bytes that were not valid UTF-8,
         decoded with U+FFFD) and, with a model, LlmRejected. Templates are the final ones of
@@ -781,7 +781,7 @@ class TemplateMiner:
         return self._frame(contents, idx, bad, rej, parameters)
 
     def parse_file(self, path: str | Path | Sequence[str | Path], log_format: str | None = "auto", *,
-                   progress: bool = True, parameters: bool = True, record_start: bool | str | None = None) -> Any:
+                   progress: bool = True, parameters: bool = True, record_start: bool | str | None = None) -> "pd.DataFrame":
         """Parse log files (one path, a glob, ``"-"`` for stdin, or a list of them; plain or
         gzip, LF or CRLF; invalid UTF-8 decoded lossily and flagged, never dropped; see
         :func:`loglm.read_log_lines`). ``log_format``: the default ``"auto"`` recognises

@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from loglm.errors import InvalidInputError, InvalidTypeError, MissingDependencyError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["ModelPool", "parse_dataset", "detect_anomalies_dataset"]
 
@@ -198,7 +201,7 @@ class ModelPool:
 def parse_dataset(ds: Any, *, column: str = "text", model: ModelSpec = None, workers: int = 2,
                   threads: int = 1, pool: Optional[ModelPool] = None, miner: Any = None,
                   few_shot: int = 3, batch_size: int = 16, progress: bool = False,
-                  **load_kwargs: Any) -> Any:
+                  **load_kwargs: Any) -> "pd.DataFrame":
     """Parse the log lines in column ``column`` of a Ray Dataset into the loghub DataFrame
     of :meth:`loglm.LogLM.parse` (LineId in dataset order, Content, EventId,
     EventTemplate, ParameterList, NonUtf8, LlmRejected) -- equal to it line for line.
@@ -271,7 +274,7 @@ class _AnomalyScorer:
 
 def detect_anomalies_dataset(ds: Any, *, column: str = "text", model: ModelSpec = None, workers: int = 2,
                              threads: int = 1, threshold: float = 0.5, batch_size: int = 64,
-                             as_dataset: bool = False, **load_kwargs: Any) -> Any:
+                             as_dataset: bool = False, **load_kwargs: Any) -> "pd.DataFrame":
     """Score every line of column ``column`` of a Ray Dataset: ``ds.map_batches`` with
     ``workers`` actors (each loads ``model`` with ``threads`` threads; identical lines
     within a batch are scored once).

@@ -20,13 +20,16 @@ truncated and the answer says so.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from loglm.errors import InvalidInputError
 from loglm.inputs import LogLines, Logs, add_input_columns, as_log_lines, read_log_lines
 from loglm.progress import progress_bar
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["TaskMixin", "Answer", "LogLines", "read_log_lines", "as_log_lines"]
 
@@ -157,7 +160,7 @@ class TaskMixin:
 
     def parse(self, logs: Logs, *, log_format: Optional[str] = "auto", progress: Optional[bool] = None,
               few_shot: int = 3, batch_size: int = 16, miner: Any = None,
-              record_start: Union[None, bool, str] = None) -> Any:
+              record_start: Union[None, bool, str] = None) -> "pd.DataFrame":
         """Parse logs into the loghub DataFrame: LineId, Content, EventId, EventTemplate,
         ParameterList, NonUtf8, LlmRejected (the model's template did not match its line;
         the tree's template was kept).
@@ -235,7 +238,7 @@ class TaskMixin:
     def detect_anomalies(self, logs: Logs, *, threshold: float = 0.5,
                          session_ids: Optional[Sequence[Hashable]] = None,
                          progress: Optional[bool] = None, log_format: Optional[str] = None,
-                         record_start: Union[None, bool, str] = None, evidence: bool = True) -> Any:
+                         record_start: Union[None, bool, str] = None, evidence: bool = True) -> "pd.DataFrame":
         """Label and score every log by choice scoring (not free text), combined with
         the evidence of :meth:`anomaly_evidence` unless ``evidence=False``.
 
@@ -293,7 +296,7 @@ class TaskMixin:
         return out
 
     def detect_sessions(self, sessions: Union[Mapping[Hashable, Sequence[str]], Sequence[Sequence[str]]], *,
-                        threshold: float = 0.5, progress: Optional[bool] = None, evidence: bool = True) -> Any:
+                        threshold: float = 0.5, progress: Optional[bool] = None, evidence: bool = True) -> "pd.DataFrame":
         """Verdict per session (``{id: lines}`` or a list of line lists): a session is
         abnormal if any of its lines is. Returns a DataFrame: SessionId, Lines,
         AbnormalLines, Score (highest line score), Label. Distinct lines are scored once
