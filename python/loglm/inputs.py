@@ -548,11 +548,12 @@ def as_log_lines(logs: Logs, *, log_format: Optional[str] = None,
     * an open file (anything with ``read``, text or binary) is read once;
     * a pandas Series, numpy array or any other sequence of ``str`` / ``bytes`` is taken
       line by line;
-    * a :class:`LogLines` is returned as it is (``log_format`` applied if given).
+    * a :class:`LogLines` is returned as it is (``log_format`` applied if given; lines
+      already split by a format stay as they are with ``"auto"``).
 
     ``log_format`` (loghub style, ``"<Date> <Time> <Level>: <Content>"``; ``"json"``;
-    ``"auto"``) replaces each line by its Content; the other fields are kept in
-    ``.fields``. ``record_start`` (``True`` or a regex) joins multi-line records first.
+    ``"auto"``, see :func:`split_header`; ``None``, the default here: whole lines)
+    replaces each line by its Content; the other fields are kept in ``.fields``. ``record_start`` (``True`` or a regex) joins multi-line records first.
     Empty input raises :class:`loglm.InvalidInputError`.
     """
     if isinstance(logs, LogLines):
