@@ -728,9 +728,12 @@ def parse_datetimes(values: Sequence[str]) -> Any:
     missing; timezones are converted to UTC and dropped."""
     import pandas as pd
 
-    s = pd.Series(list(values), dtype=object).fillna("").astype(str).str.strip()
-    s = s.str.replace(r"\s+", " ", regex=True)
+    full = pd.Series(list(values), dtype=object).fillna("").astype(str).str.strip()
+    full = full.str.replace(r"\s+", " ", regex=True)
+    codes, uniq = pd.factorize(full)  # each distinct value parsed once
+    s = pd.Series(np.asarray(uniq, dtype=object), dtype=object)
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
+    blank = (s == "").to_numpy()
 
     def fill(parsed: Any) -> None:
         if getattr(parsed.dt, "tz", None) is not None:
@@ -741,12 +744,12 @@ def parse_datetimes(values: Sequence[str]) -> Any:
     if len(s):
         fill(pd.to_datetime(s, format="ISO8601", errors="coerce", utc=True))
         for fmt in _DT_FORMATS:
-            if not out.isna().any():
+            if not (out.isna().to_numpy() & ~blank).any():
                 break
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # syslog times have no year (1900, as strptime)
                 fill(pd.to_datetime(s.where(out.isna(), ""), format=fmt, errors="coerce"))
-    return out
+    return pd.Series(out.to_numpy()[codes], index=full.index, dtype="datetime64[ns]")
 
 
 def _datetime_column(lines: LogLines) -> Any:
