@@ -398,6 +398,14 @@ def test_parse_recognises_headers_by_default(tmp_path, capsys):
     code = main(["parse", "--no-llm", str(f), "--json", "--format", "none"])
     recs = [json.loads(x) for x in capsys.readouterr()[0].splitlines()]
     assert code == 0 and [r["Content"] for r in recs] == raw
+    code = main(["parse", "--no-llm", str(f)])
+    out = capsys.readouterr()[0]
+    assert code == 0 and out.startswith("3 lines, 2 templates, headers recognised on 2 lines (--format none")
+    code = main(["parse", "--no-llm", str(f), "--format", "none"])
+    assert code == 0 and "headers recognised" not in capsys.readouterr()[0]
+    odd = _write(tmp_path / "odd.log", ["[30-Sep-2015 10:12:37 UTC] PHP Warning: x 1", "plain line"])
+    code = main(["parse", "--no-llm", str(odd)])  # a recognised time that does not parse is counted
+    assert code == 0 and ", 1 timestamps not understood, headers recognised on 1 lines" in capsys.readouterr()[0]
 
 
 def test_model_parse_recognises_headers_by_default():

@@ -78,7 +78,12 @@ def _flag_note(df: Any) -> str:
     if "RecordSplit" in df and df["RecordSplit"].any():
         out += f", {int(df['RecordSplit'].sum())} records cut at the record size limit"
     if "Datetime" in df and df["Datetime"].isna().any():
-        out += f", {int(df['Datetime'].isna().sum())} timestamps not understood"
+        bad = df["Datetime"].isna()
+        src = [c for c in ("Timestamp", "Date", "Time") if c in df]
+        if src:  # a line without a timestamp (no header, format mismatch) is not a bad timestamp
+            bad &= (df[src].astype(str) != "").any(axis=1)
+        if bad.any():
+            out += f", {int(bad.sum())} timestamps not understood"
     if "LlmRejected" in df and df["LlmRejected"].any():
         out += f", {int(df['LlmRejected'].sum())} lines whose model template did not match (tree template kept)"
     return out
@@ -114,7 +119,12 @@ def _cmd_parse(args: argparse.Namespace) -> int:
         _json_records(df)
         return 0
     counts = df.groupby(["EventId", "EventTemplate"], sort=False).size().sort_values(ascending=False)
-    print(f"{len(df)} lines, {len(counts)} templates" + _flag_note(df))
+    note = _flag_note(df)
+    if getattr(lines, "log_format", None) == "auto":
+        fields = [c for c in lines.fields]
+        with_header = sum(any(lines.fields[c][i] for c in fields) for i in range(len(lines))) if fields else 0
+        note += f", headers recognised on {with_header} lines (--format none keeps lines whole)"
+    print(f"{len(df)} lines, {len(counts)} templates" + note)
     for (eid, tmpl), n in counts.items():
         print(f"{eid}\t{n}\t{tmpl}")
     if args.output:
