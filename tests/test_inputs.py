@@ -307,6 +307,10 @@ HEADERS = [  # raw line, recognised fields, content
      {"Timestamp": "Sun Dec 04 04:47:44 2005", "Level": "error"}, "mod_jk child workerEnv in error state 6"),
     ("17/06/09 20:10:40 INFO executor.CoarseGrainedExecutorBackend: Registered signal handlers",
      {"Level": "INFO", "Component": "executor.CoarseGrainedExecutorBackend"}, "Registered signal handlers"),
+    ("2023-01-01 12:00:00,123 - myapp.module - INFO - message here",  # Python logging
+     {"Timestamp": "2023-01-01 12:00:00,123", "Component": "myapp.module", "Level": "INFO"}, "message here"),
+    ("WARNING:root:Watch out!", {"Level": "WARNING", "Component": "root"}, "Watch out!"),  # logging.basicConfig
+    ("2024-01-01 12:00:00: server started", {"Timestamp": "2024-01-01 12:00:00"}, "server started"),
     # an exception class opening the message is content, not a component
     ("ERROR [worker-1] java.io.IOException: No space left on device", {"Level": "ERROR", "Thread": "worker-1"},
      "java.io.IOException: No space left on device"),
@@ -321,7 +325,7 @@ HEADERS = [  # raw line, recognised fields, content
 NO_HEADER = [  # lines that must stay whole
     "java.io.IOException: No space left on device", "Connection from 10.0.0.1 closed", "disk sda1 full",
     "ERROR IN CONTACTING RM.", "ALERT exited abnormally with [1]", "ERROR: disk full", "WARNING: odd",
-    "INFO", "2024-01-01 12:00:00", "2024-01-01 12:00:00 ", "123456 654321 files copied", "10:30:00 is the time",
+    "INFO", "ERROR:root:", "INFO:x", "2024-01-01 12:00:00", "2024-01-01 12:00:00 ", "123456 654321 files copied", "10:30:00 is the time",
     "Traceback (most recent call last):", "\tat com.x.Db.run(Db.java:42)", "1117838570 DISK FULL ERROR now",
     '{"level": "INFO", "msg": "x"}', "", "   ", "[1/3] INFO step", "INFORMATION: x",
     "134681 node-246 unix.hw state_change.unavailable 1077804742 1 Component State Change: Component",

@@ -93,7 +93,7 @@ DEFAULT_RECORD_START = rf"^\s{{0,1}}(?:\[?{_TS}|\[?{_LEVEL}\b)"
 # level word. After it, in this order and each optional: a pid (before a level), the
 # level, a [thread] and a logger / component name. Anything not fitting stays content:
 # when unsure, the line is kept whole (a wrong strip is worse than none).
-_END = r"(?=[ \t]|$)"
+_END = r"(?=[ \t]|[,:][ \t]|$)"
 _H_TS = re.compile(rf"\[(?P<b>{_TS})\]{_END}|(?P<t>{_TS}){_END}"
                    r"|\[(?P<g>[A-Za-z0-9 ,./:+-]{0,40}\d{2}:\d{2}:\d{2}[A-Za-z0-9 ,./:+-]{0,40})\]" + _END)
 _H_SYSLOG = re.compile(rf"(?:{_DOW} )?{_MON} ")
@@ -115,6 +115,9 @@ _H_SYSLOG_TAG = re.compile(r"[ \t]+(?P<h>[\w.-]{1,64})[ \t]+(?P<v>[A-Za-z_][\w.-
 _H_PROGRAM = re.compile(r"[ \t]+(?P<v>[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,4}(?: \*\d{2})?)[ \t]+-[ \t]+")
 #: free-form uppercase header ending at a level, with a timestamp in it (BGL)
 _H_UPPER = re.compile(rf"(?P<h>(?:[^\sa-z]+[ \t]+){{1,12}}?)(?P<l>{_LEVEL})[ \t]+")
+#: Python logging: "name - LEVEL - message" after the time, "LEVEL:name:message" alone
+_H_PY_NAME_LEVEL = re.compile(rf"(?P<v>[A-Za-z_][\w.$-]{{0,127}})[ \t]+-[ \t]+(?P<l>{_LEVEL})[ \t]+-[ \t]+")
+_H_PY_BASIC = re.compile(rf"(?P<l>{_LEVEL}):(?P<v>[A-Za-z_][\w.]{{0,127}}):")
 #: timestamps that could be message numbers ("123456 654321", "10:30:00"): a header only
 #: when a level follows (or when in brackets)
 _H_WEAK_TS = re.compile(r"\d{6} \d{6}|\d{2}\.\d{2} \d{2}:\d{2}:\d{2}|\d{2}:\d{2}:\d{2}(?:[.,]\d+)?")
@@ -145,7 +148,8 @@ def split_header(line: str) -> Optional[Tuple[Dict[str, str], int]]:
     a pid (only when a level follows), the level, a ``[thread]`` and a logger /
     component (``org.apache.Foo:``, ``dfs.DataNode$PacketResponder:``, ``sshd[42]:``;
     a bare word or an exception class such as ``java.io.IOException:`` is message);
-    syslog lines give ``host tag[pid]:``. Fields: ``Timestamp``, ``Pid``, ``Level``,
+    syslog lines give ``host tag[pid]:``, Python's logging ``name - LEVEL -`` after the
+    time and ``LEVEL:name:`` (``logging.basicConfig``). Fields: ``Timestamp``, ``Pid``, ``Level``,
     ``Thread``, ``Component``, ``Host``, ``Header`` (the rest of a free-form header
     before a level, as BGL's). A header that would leave an empty message is not one.
     """
@@ -172,6 +176,9 @@ def split_header(line: str) -> Optional[Tuple[Dict[str, str], int]]:
                 f["Component"] = g.group("v")
                 return (f, g.end()) if g.end() < n and line[g.end():].strip() else None
     else:
+        py = _H_PY_BASIC.match(line)
+        if py is not None:
+            return ({"Level": py.group("l"), "Component": py.group("v")}, py.end()) if line[py.end():].strip() else None
         u = _H_UPPER.match(line)
         stamps = [t for t in u.group("h").split() if _H_TS.fullmatch(t) and not _H_WEAK_TS.fullmatch(t)] if u else []
         if u is not None and stamps:
@@ -184,6 +191,11 @@ def split_header(line: str) -> Optional[Tuple[Dict[str, str], int]]:
         return (s.end(), s.group()) if s is not None else (at, "")
 
     cur, _ = sep(pos) if pos else (0, "")
+    if pos and not weak:  # Python logging's "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+        py2 = _H_PY_NAME_LEVEL.match(line, cur)
+        if py2 is not None:
+            f["Component"], f["Level"] = py2.group("v"), py2.group("l")
+            return (f, py2.end()) if py2.end() < n and line[py2.end():].strip() else None
     if pos:  # a pid right after the timestamp, when a level follows it (HDFS)
         p = _H_PID.match(line, cur)
         if p is not None:
