@@ -33,8 +33,8 @@ def scores(truth, pred) -> dict:
 
 def record(dataset: str, method: str, truth, df: pd.DataFrame, det: CollaborativeDetector | None, note: str = "",
            wall: float = 0.0) -> None:
-    s = scores(truth, df.label)
-    frac = float((df.route == "llm").mean())
+    s = scores(truth, df.Label)
+    frac = float((df.Route == "llm").mean())
     row = {"dataset": dataset, "method": method, "n": len(df), **s, "llm_fraction": frac, "wall_s": round(wall, 1),
            "note": note}
     if det is not None:
@@ -98,7 +98,7 @@ def three_ways(dataset: str, enc, llm, train: dict, ytrain, test: dict, ytest, a
     if args.llm_weight is not None:
         name = f"coordinated, LLM weight {args.llm_weight:g}"
     record(dataset, name, truth, df, det, wall=wall,
-           note=f"routes: {df.route.value_counts().to_dict()}")
+           note=f"routes: {df.Route.value_counts().to_dict()}")
     if args.llm_sample > 0:
         run_llm_alone(dataset, det, test, truth, args.llm_sample // 2, args.llm_sample - args.llm_sample // 2,
                       args.seed)
@@ -176,7 +176,7 @@ def main() -> None:
         df = det.report(wins, feedback=True)
         record(zl, "zero-label collaborative (sim router + LLM pseudo-labels)",
                truth, df, det, wall=time.perf_counter() - t0,
-               note=f"routes: {df.route.value_counts().to_dict()}; pseudo-labels added {det.stats['feedback_added']}")
+               note=f"routes: {df.Route.value_counts().to_dict()}; pseudo-labels added {det.stats['feedback_added']}")
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,10 +30,17 @@ def run(capsys, *argv):
 def test_parse(capsys, logfile, tmp_path):
     code, out, err = run(capsys, "parse", str(logfile), "--threads", "2", "--context-length", "1024", "-o", str(tmp_path / "s.csv"))
     assert code == 0 and out.startswith("4 lines") and "invalid UTF-8" in out
-    assert (tmp_path / "s.csv").read_text().startswith("LineId,Content,EventId,EventTemplate")
+    # headers are recognised by default (README "Reading your logs"): loghub's column order
+    assert (tmp_path / "s.csv").read_text().startswith(
+        "LineId,Timestamp,Pid,Level,Component,Datetime,Content,EventId,EventTemplate")
     code, out, _ = run(capsys, "parse", str(logfile), "--no-llm", "--json")
     recs = [json.loads(x) for x in out.splitlines()]
     assert code == 0 and len(recs) == 4 and recs[3]["NonUtf8"] is True and recs[0]["EventId"].startswith("E")
+    assert recs[1]["Content"] == "PacketResponder 1 for block blk_-1608999687919862906 terminating"
+    assert recs[1]["Pid"] == "145" and recs[3]["Content"] == "bad byte \ufffd here" and recs[3]["Level"] == ""
+    code, out, _ = run(capsys, "parse", str(logfile), "--no-llm", "--json", "--format", "none")  # whole lines
+    recs = [json.loads(x) for x in out.splitlines()]
+    assert code == 0 and recs[1]["Content"] == LOG.split("\r\n")[1] and "Pid" not in recs[1]
 
 
 def test_detect(capsys, logfile):

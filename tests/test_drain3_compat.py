@@ -424,3 +424,42 @@ def test_bad_snapshots_and_settings(ini):
         TemplateMiner(config=Extra())
     with pytest.raises(InvalidInputError, match="LLM loop"):
         TemplateMiner(config=D3Config(), max_clusters=3, model=object())
+
+
+def test_snapshot_of_another_version_is_a_clear_error_and_loses_nothing():
+    """A drain3 snapshot of another version (renamed classes, an unknown cluster store,
+    object references) or a loglm state of a newer schema raises InvalidInputError and
+    leaves the miner's clusters as they were."""
+    import jsonpickle
+
+    d3 = D3Miner(config=D3Config())
+    d3.add_log_message("a b c")
+    doc = json.loads(jsonpickle.dumps(d3.drain, keys=True))
+    tm = TemplateMiner(config=D3Config())
+    tm.add_log_message("x y z")
+    tm.add_log_message("x y w")
+    before = [(c.cluster_id, c.get_template(), c.size) for c in tm.clusters]
+    renamed = json.loads(json.dumps(doc))
+    renamed["py/object"] = "drain3.drain_v2.Drain"
+    store = json.loads(json.dumps(doc))
+    store["py/state"]["id_to_cluster"] = {"py/object": "drain3.cache.FutureCache", "py/state": {}}
+    newer = json.loads(tm.save_state())
+    newer["version"] = 99
+    for bad, msg in [(renamed, "another drain3 version"), (store, "unknown cluster store"),
+                     (newer, "state version 99")]:
+        with pytest.raises(InvalidInputError, match=msg):
+            tm.load_state(json.dumps(bad))
+        assert [(c.cluster_id, c.get_template(), c.size) for c in tm.clusters] == before
+    with pytest.raises(InvalidInputError):  # the same through the persistence handler
+        TemplateMiner(_Handler(json.dumps(renamed).encode()), D3Config())
+
+
+class _Handler:
+    def __init__(self, state):
+        self.state = state
+
+    def save_state(self, state):
+        self.state = state
+
+    def load_state(self):
+        return self.state

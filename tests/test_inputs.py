@@ -274,3 +274,181 @@ def test_cli_multiline_json_and_templates_table(capsys, tmp_path):
     assert t.columns.tolist() == ["EventId", "EventTemplate", "Occurrences"] and t["Occurrences"].tolist() == [2, 1]
     r = _cli(["parse", "--no-llm", "-", "--format", "json"], stdin=b'{"msg": "a 1"}\nbroken\n')
     assert r.returncode == 0 and b"1 lines not matching --format" in r.stdout
+
+
+# ---- header recognition (log_format="auto", the default of parse) ----
+
+HEADERS = [  # raw line, recognised fields, content
+    ("081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38 terminating",
+     {"Timestamp": "081109 203615", "Pid": "148", "Level": "INFO", "Component": "dfs.DataNode$PacketResponder"},
+     "PacketResponder 1 for block blk_38 terminating"),
+    ("2015-10-18 18:01:47,978 INFO [main] org.apache.hadoop.mapreduce.v2.app.MRAppMaster: Created MRAppMaster",
+     {"Timestamp": "2015-10-18 18:01:47,978", "Level": "INFO", "Thread": "main",
+      "Component": "org.apache.hadoop.mapreduce.v2.app.MRAppMaster"}, "Created MRAppMaster"),
+    ("2015-10-18 18:01:47,978 WARN [IPC Server handler 4 on 62270] org.apache.hadoop.ipc.Server: busy",
+     {"Thread": "IPC Server handler 4 on 62270", "Component": "org.apache.hadoop.ipc.Server"}, "busy"),
+    ("2015-07-29 17:41:44,747 - INFO  [QuorumPeer[myid=1]/0:0:0:0:0:0:0:0:2181:FastLeaderElection@774] - "
+     "Notification time out: 3200",
+     {"Level": "INFO", "Thread": "QuorumPeer[myid=1]/0:0:0:0:0:0:0:0:2181:FastLeaderElection@774"},
+     "Notification time out: 3200"),
+    ("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; logname= uid=0",
+     {"Timestamp": "Jun 14 15:16:01", "Host": "combo", "Component": "sshd(pam_unix)", "Pid": "19939"},
+     "authentication failure; logname= uid=0"),
+    ("- 1117838570 2005.06.03 R02-M1-N0-C:J12-U11 2005-06-03-15.42.50.675872 R02-M1-N0-C:J12-U11 RAS KERNEL INFO "
+     "instruction cache parity error corrected",
+     {"Timestamp": "2005-06-03-15.42.50.675872", "Level": "INFO"}, "instruction cache parity error corrected"),
+    ("[10.30 16:49:06] chrome.exe *64 - proxy.cse.cuhk.edu.hk:5070 open through proxy",
+     {"Timestamp": "10.30 16:49:06", "Component": "chrome.exe *64"}, "proxy.cse.cuhk.edu.hk:5070 open through proxy"),
+    ("12:00:00.123 [main] INFO com.foo.Bar - message here",
+     {"Timestamp": "12:00:00.123", "Thread": "main", "Level": "INFO", "Component": "com.foo.Bar"}, "message here"),
+    ("2023-01-01 12:00:00.123  INFO 4242 --- [           main] c.e.demo.DemoApplication : Started in 1.2 s",
+     {"Pid": "4242", "Thread": "main", "Component": "c.e.demo.DemoApplication"}, "Started in 1.2 s"),
+    ("[Sun Dec 04 04:47:44 2005] [error] mod_jk child workerEnv in error state 6",
+     {"Timestamp": "Sun Dec 04 04:47:44 2005", "Level": "error"}, "mod_jk child workerEnv in error state 6"),
+    ("17/06/09 20:10:40 INFO executor.CoarseGrainedExecutorBackend: Registered signal handlers",
+     {"Level": "INFO", "Component": "executor.CoarseGrainedExecutorBackend"}, "Registered signal handlers"),
+    ("2023-01-01 12:00:00,123 - myapp.module - INFO - message here",  # Python logging
+     {"Timestamp": "2023-01-01 12:00:00,123", "Component": "myapp.module", "Level": "INFO"}, "message here"),
+    ("WARNING:root:Watch out!", {"Level": "WARNING", "Component": "root"}, "Watch out!"),  # logging.basicConfig
+    ("2024-01-01 12:00:00: server started", {"Timestamp": "2024-01-01 12:00:00"}, "server started"),
+    # an exception class opening the message is content, not a component
+    ("ERROR [worker-1] java.io.IOException: No space left on device", {"Level": "ERROR", "Thread": "worker-1"},
+     "java.io.IOException: No space left on device"),
+    ("2024-01-01 10:00:00 WARN java.lang.OutOfMemoryError: Java heap space", {"Level": "WARN"},
+     "java.lang.OutOfMemoryError: Java heap space"),
+    ("2024-03-02 10:17:03,123 INFO [1/3] downloading", {"Level": "INFO"}, "[1/3] downloading"),
+    ("2024-03-02 10:17:03,123 ERROR Status: OK", {"Level": "ERROR"}, "Status: OK"),  # a bare word is content
+    ("2024-01-01 10:00:00 INFO [main] app.Db: query\n\tat x.y(Z.java:1)", {"Component": "app.Db"},
+     "query\n\tat x.y(Z.java:1)"),  # a joined record keeps its continuation lines
+]
+
+NO_HEADER = [  # lines that must stay whole
+    "java.io.IOException: No space left on device", "Connection from 10.0.0.1 closed", "disk sda1 full",
+    "ERROR IN CONTACTING RM.", "ALERT exited abnormally with [1]", "ERROR: disk full", "WARNING: odd",
+    "INFO", "ERROR:root:", "INFO:x", "2024-01-01 12:00:00", "2024-01-01 12:00:00 ", "123456 654321 files copied", "10:30:00 is the time",
+    "Traceback (most recent call last):", "\tat com.x.Db.run(Db.java:42)", "1117838570 DISK FULL ERROR now",
+    '{"level": "INFO", "msg": "x"}', "", "   ", "[1/3] INFO step", "INFORMATION: x",
+    "134681 node-246 unix.hw state_change.unavailable 1077804742 1 Component State Change: Component",
+]
+
+
+@pytest.mark.parametrize("line,fields,content", HEADERS)
+def test_split_header_recognises_common_headers(line, fields, content):
+    from loglm.inputs import split_header
+
+    got = split_header(line)
+    assert got is not None, line
+    f, start = got
+    assert line[start:] == content and line.endswith(content)
+    assert {k: f.get(k) for k in fields} == fields
+
+
+def test_split_header_keeps_lines_without_one_whole():
+    from loglm.inputs import split_header
+
+    for line in NO_HEADER:
+        assert split_header(line) is None, line
+    big = "2024-01-01 10:00:00 INFO [main] app.Db: " + "x" * (1 << 20)  # a 1 MB line
+    assert split_header(big)[1] == len(big) - (1 << 20) and split_header("y" * (1 << 20)) is None
+    got = as_log_lines([h[0] for h in HEADERS] + NO_HEADER, log_format="auto")
+    assert list(got) == [h[2] for h in HEADERS] + NO_HEADER
+    assert got.format_mismatch is None and "format_mismatch" not in got.flagged  # no header is no error
+
+
+def test_headers_on_every_loghub_system(data_dir):
+    """Per loghub_2k system, the recognised content equals loghub's Content or is the
+    line kept longer (never a cut into the content); the Content column itself (lines
+    without a header) stays whole."""
+    from loglm.inputs import _split_auto
+
+    root = data_dir / "loghub_2k"
+    share = {}
+    for sysdir in sorted(p for p in root.iterdir() if (p / f"{p.name}_2k.log").exists()):
+        raw = read_log_lines(sysdir / f"{sysdir.name}_2k.log")
+        truth = pd.read_csv(sysdir / f"{sysdir.name}_2k.log_structured.csv", dtype=str,
+                            keep_default_na=False)["Content"].tolist()
+        h, cols, _ = _split_auto(list(raw))
+        got = cols[h.index("Content")]
+        assert len(got) == len(truth)
+        for line, c, t in zip(raw, got, truth):
+            assert line.endswith(c) and c.strip().endswith(t.strip()), (sysdir.name, line, c, t)
+        share[sysdir.name] = np.mean([c.strip() == t.strip() for c, t in zip(got, truth)])
+        h2, cols2, _ = _split_auto(truth)
+        assert cols2[h2.index("Content")] == truth, sysdir.name
+    assert share["HPC"] == 0.0  # no timestamp or level at its start: kept whole
+    assert all(v >= 0.99 for k, v in share.items() if k != "HPC"), share
+
+
+def test_parse_recognises_headers_by_default(tmp_path, capsys):
+    raw = ["081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38 terminating",
+           "081109 203807 222 INFO dfs.DataNode$PacketResponder: PacketResponder 0 for block blk_39 terminating",
+           "no header at all"]
+    f = _write(tmp_path / "h.log", raw, crlf=True)
+    df = TemplateMiner().parse_file(f, progress=False)
+    assert df["Content"].tolist() == ["PacketResponder 1 for block blk_38 terminating",
+                                      "PacketResponder 0 for block blk_39 terminating", "no header at all"]
+    assert df["Pid"].tolist() == ["148", "222", ""] and "FormatMismatch" not in df
+    assert df["EventTemplate"][0] == df["EventTemplate"][1] and "081109" not in df["EventTemplate"][0]
+    assert list(df.columns[:7]) == ["LineId", "Timestamp", "Pid", "Level", "Component", "Datetime", "Content"]
+    whole = TemplateMiner().parse_file(f, None, progress=False)  # None: lines stay whole
+    assert whole["Content"].tolist() == raw and list(whole.columns[:2]) == ["LineId", "Content"]
+    assert TemplateMiner().parse_lines(raw)["Content"].tolist() == df["Content"].tolist()
+    assert TemplateMiner().parse_lines(raw, log_format=None)["Content"].tolist() == raw
+    split = read_log_lines(f, log_format="<Date> <Time> <Pid> <Level> <Component>: <Content>")
+    assert TemplateMiner().parse_lines(split)["FormatMismatch"].tolist() == [False, False, True]  # kept as split
+    code = main(["parse", "--no-llm", str(f), "--json"])
+    recs = [json.loads(x) for x in capsys.readouterr()[0].splitlines()]
+    assert code == 0 and [r["Content"] for r in recs] == df["Content"].tolist()
+    code = main(["parse", "--no-llm", str(f), "--json", "--format", "none"])
+    recs = [json.loads(x) for x in capsys.readouterr()[0].splitlines()]
+    assert code == 0 and [r["Content"] for r in recs] == raw
+    code = main(["parse", "--no-llm", str(f)])
+    out = capsys.readouterr()[0]
+    assert code == 0 and out.startswith("3 lines, 2 templates, headers recognised on 2 lines (--format none")
+    code = main(["parse", "--no-llm", str(f), "--format", "none"])
+    assert code == 0 and "headers recognised" not in capsys.readouterr()[0]
+    odd = _write(tmp_path / "odd.log", ["[30-Sep-2015 10:12:37 UTC] PHP Warning: x 1", "plain line"])
+    code = main(["parse", "--no-llm", str(odd)])  # a recognised time that does not parse is counted
+    assert code == 0 and ", 1 timestamps not understood, headers recognised on 1 lines" in capsys.readouterr()[0]
+
+
+def test_model_parse_recognises_headers_by_default():
+    """LogLM.parse (TaskMixin) with a stand-in model: the model's prompt never sees the header."""
+    from loglm.tasks import TaskMixin
+
+    class Stub(TaskMixin):
+        def __init__(self):
+            self.seen = []
+
+        def propose_templates(self, lines, examples):
+            self.seen += list(lines)
+            return [""] * len(lines)
+
+    raw = ["2024-01-01 10:00:0%d,123 INFO [main] app.Db: opened table t%d in %d ms" % (i, i, 10 * i) for i in range(5)]
+    m = Stub()
+    df = m.parse(raw)
+    assert df["Content"].tolist() == ["opened table t%d in %d ms" % (i, 10 * i) for i in range(5)]
+    assert m.seen and not any("2024" in x or "app.Db" in x for x in m.seen)
+    assert df["Datetime"].tolist()[1] == pd.Timestamp("2024-01-01 10:00:01.123")
+    m2 = Stub()
+    assert m2.parse(raw, log_format=None)["Content"].tolist() == raw
+
+
+def test_cli_bad_input_nothing_lost_counts_reported(tmp_path, capsys):
+    """CRLF, a 1 MB line, bytes that are not UTF-8 and a record that never ends, through
+    `loglm parse --multiline` (headers recognised by default): every line is in a row,
+    the flagged rows are counted in the summary."""
+    big = "2024-01-01 10:00:01 INFO [main] app.Db: " + "x" * (1 << 20)
+    body = (b"2024-01-01 10:00:00 ERROR [main] app.Db: failed\r\n" + b"\tat a.b(C.java:1)\r\n" * 2500
+            + big.encode() + b"\r\n2024-01-01 10:00:02 WARN [main] app.Db: bad \xff byte\r\n")
+    f = tmp_path / "bad.log"
+    f.write_bytes(body)
+    code = main(["parse", "--no-llm", str(f), "--multiline", "--json"])
+    recs = [json.loads(x) for x in capsys.readouterr()[0].splitlines()]
+    assert code == 0 and sum(r["RecordLines"] for r in recs) == 2503  # nothing lost
+    assert [r["RecordSplit"] for r in recs].count(True) == 2 and recs[-1]["NonUtf8"] is True
+    assert recs[-2]["Content"] == "x" * (1 << 20) and recs[-1]["Content"] == "bad \ufffd byte"
+    assert recs[0]["Level"] == "ERROR" and recs[0]["Content"].startswith("failed\n\tat a.b(C.java:1)")
+    code = main(["parse", "--no-llm", str(f), "--multiline"])
+    out = capsys.readouterr()[0]
+    assert code == 0 and "1 lines with invalid UTF-8" in out and "2 records cut at the record size limit" in out

@@ -90,6 +90,21 @@ def test_parse_dataset_equals_single_process(model, pool, lines):
     assert dist["EventId"].nunique() > 5
 
 
+def test_parse_dataset_recognises_headers_as_model_parse(model, pool, data_dir):
+    raw = []
+    for system in ("HDFS", "Zookeeper"):
+        raw += (data_dir / "loghub_2k" / system / f"{system}_2k.log").read_text().splitlines()[:15]
+    raw = raw + ["no header here 1", b"bad \xff byte 2"]
+    single = model.parse(raw)
+    dist = scale.parse_dataset(_ds(raw, blocks=3), pool=pool)
+    assert list(dist.columns) == list(single.columns) and "Timestamp" in dist and "Thread" in dist
+    for col in ("LineId", "Timestamp", "Pid", "Level", "Thread", "Component", "Content", "EventTemplate", "NonUtf8"):
+        assert dist[col].tolist() == single[col].tolist(), col
+    assert dist["NonUtf8"].tolist()[-1] is True and dist["Content"].tolist()[-2] == "no header here 1"
+    whole = scale.parse_dataset(_ds(raw[:4], blocks=2), pool=pool, log_format=None)
+    assert whole["Content"].tolist() == raw[:4] and "Timestamp" not in whole
+
+
 def test_parse_dataset_keeps_learning_in_a_miner(pool, lines):
     tm = loglm.TemplateMiner()  # no model: gets the pool
     df = scale.parse_dataset(_ds(lines[:50], blocks=2), pool=pool, miner=tm)

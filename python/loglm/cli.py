@@ -16,7 +16,9 @@ the default model uses its shipped adapter when the package has one.
 
 Log inputs (parse, detect, explain, ask): one or more files, globs (``"logs/*.log"``),
 ``-`` for standard input (pipes work too), gzip files; ``--format`` splits lines the
-loghub way for every command. A missing file is an error (exit status 2).
+loghub way for every command (``parse`` recognises common headers by default,
+``--format auto``; ``--format none`` keeps lines whole). A missing file is an error
+(exit status 2).
 
 Exit status: 0 success, 2 bad input (missing/empty/binary file, unknown system...),
 1 other errors (a missing optional extra included), 130 interrupted.
@@ -57,10 +59,12 @@ def _model(args: argparse.Namespace) -> Any:
 
 def _read(args: argparse.Namespace, files: Optional[List[str]] = None) -> Any:
     """The log lines of the command's FILE arguments (files, globs, ``-`` for stdin, gzip),
-    split by ``--format`` when given (see :mod:`loglm.inputs`)."""
+    split by ``--format`` when given (see :mod:`loglm.inputs`; ``--format none`` keeps
+    lines whole, the default of every command but ``parse``, whose default is ``auto``)."""
     from loglm.inputs import read_log_lines
 
-    return read_log_lines(list(files if files is not None else args.files), log_format=args.format,
+    fmt = None if args.format is None or args.format.lower() in ("none", "raw") else args.format
+    return read_log_lines(list(files if files is not None else args.files), log_format=fmt,
                           record_start=args.multiline)
 
 
@@ -74,7 +78,12 @@ def _flag_note(df: Any) -> str:
     if "RecordSplit" in df and df["RecordSplit"].any():
         out += f", {int(df['RecordSplit'].sum())} records cut at the record size limit"
     if "Datetime" in df and df["Datetime"].isna().any():
-        out += f", {int(df['Datetime'].isna().sum())} timestamps not understood"
+        bad = df["Datetime"].isna()
+        src = [c for c in ("Timestamp", "Date", "Time") if c in df]
+        if src:  # a line without a timestamp (no header, format mismatch) is not a bad timestamp
+            bad &= (df[src].astype(str) != "").any(axis=1)
+        if bad.any():
+            out += f", {int(bad.sum())} timestamps not understood"
     if "LlmRejected" in df and df["LlmRejected"].any():
         out += f", {int(df['LlmRejected'].sum())} lines whose model template did not match (tree template kept)"
     return out
@@ -95,11 +104,11 @@ def _cmd_parse(args: argparse.Namespace) -> int:
     from loglm.parsing import TemplateMiner
 
     lines = _read(args)
-    if args.no_llm:
-        df = TemplateMiner().parse_lines(lines, progress=not args.json and sys.stderr.isatty())
+    if args.no_llm:  # the lines are split by --format already
+        df = TemplateMiner().parse_lines(lines, progress=not args.json and sys.stderr.isatty(), log_format=None)
     else:
         m = _model(args)
-        df = m.parse(lines)
+        df = m.parse(lines, log_format=None)
     if args.output:
         df.to_csv(args.output, index=False)
     if args.templates:
@@ -110,7 +119,12 @@ def _cmd_parse(args: argparse.Namespace) -> int:
         _json_records(df)
         return 0
     counts = df.groupby(["EventId", "EventTemplate"], sort=False).size().sort_values(ascending=False)
-    print(f"{len(df)} lines, {len(counts)} templates" + _flag_note(df))
+    note = _flag_note(df)
+    if getattr(lines, "log_format", None) == "auto":
+        fields = [c for c in lines.fields]
+        with_header = sum(any(lines.fields[c][i] for c in fields) for i in range(len(lines))) if fields else 0
+        note += f", headers recognised on {with_header} lines (--format none keeps lines whole)"
+    print(f"{len(df)} lines, {len(counts)} templates" + note)
     for (eid, tmpl), n in counts.items():
         print(f"{eid}\t{n}\t{tmpl}")
     if args.output:
@@ -294,19 +308,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--context-length", type=int, default=None, help="tokens per sequence (default: model's, max 8192)")
         p.add_argument("--json", action="store_true", help=json_help)
 
-    def inputs(p: argparse.ArgumentParser, nargs: str = "+") -> None:
+    def inputs(p: argparse.ArgumentParser, nargs: str = "+", default_format: Optional[str] = None) -> None:
         p.add_argument("files", nargs=nargs, metavar="FILE",
                        help="log files (plain or .gz), globs, or - for standard input")
-        p.add_argument("--format", "--log-format", dest="format", default=None,
+        p.add_argument("--format", "--log-format", dest="format", default=default_format,
                        help='loghub log format, e.g. "<Date> <Time> <Level>: <Content>" (the model sees '
                             'only <Content>); "json" or "json:message=msg,timestamp=ts,level=lvl" for JSON lines; '
-                            '"auto" to recognise common headers')
+                            '"auto" to recognise common headers (timestamp, pid, level, [thread], logger); '
+                            '"none" for whole lines (default: %s)' % (default_format or "none"))
         p.add_argument("--multiline", nargs="?", const=True, default=None, metavar="REGEX",
                        help="join multi-line records (stack traces): a line not matching REGEX (default: common "
                             "timestamp/level headers) continues the record before it")
 
     p = sub.add_parser("parse", help="log templates of log files")
-    inputs(p)
+    inputs(p, default_format="auto")
     p.add_argument("-o", "--output", default=None, help="write the structured lines (CSV) here")
     p.add_argument("--templates", default=None, metavar="CSV",
                    help="write the templates table (EventId, EventTemplate, Occurrences; logparser's _templates.csv)")

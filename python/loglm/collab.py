@@ -7,7 +7,7 @@ zero-label mode where a similarity router splits "general" from
 >>> det = CollaborativeDetector(llm=loglm.LogLM.load(threads=2))
 >>> det.fit(train_sessions, train_labels)          # lists of log lines + labels
 >>> det.predict(test_sessions)                     # 0/1 labels, nothing learnt
->>> df = det.report(test_sessions)                 # key, label, score, route, reason
+>>> df = det.report(test_sessions)                 # SessionId, Label, Score, Route, Reason
 >>> det.partial_fit(new_sessions)                  # LLM verdicts join the memory
 >>> det.stats                                      # LLM calls, tokens, seconds
 
@@ -46,13 +46,16 @@ import time
 import zipfile
 from collections import Counter, OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from loglm import _loglm
 from loglm.embed import SentenceEncoder
 from loglm.errors import InvalidInputError, LoglmError, ModelLoadError, ModelNotFoundError, NotFittedError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "CollaborativeDetector",
@@ -345,8 +348,8 @@ class CollaborativeDetector:
     ``X`` is a list of sessions (each a list of log lines), a mapping ``{key: lines}``,
     or a 2-D float array of session embeddings. ``y`` follows :func:`normalize_labels`
     (1 = abnormal). :meth:`predict` returns 0/1 labels and changes nothing in the
-    detector; :meth:`report` gives the per-session DataFrame (label, score, route,
-    novelty, reason); LLM verdicts join the memory only through :meth:`partial_fit`
+    detector; :meth:`report` gives the per-session DataFrame (SessionId, Label, Score,
+    Route, Novelty, Reason); LLM verdicts join the memory only through :meth:`partial_fit`
     (or ``report(..., feedback=True)``).
 
     Parameters
@@ -772,13 +775,13 @@ class CollaborativeDetector:
         """0/1 labels (1 = abnormal), one per session. Nothing in the detector changes
         (only the ``stats`` counters move); see :meth:`report` for routes and reasons."""
         return np.asarray(self.report(_alias(X, sessions, "X", "sessions"), keys=keys,
-                                      embeddings=embeddings)["label"].eq("abnormal").to_numpy(dtype=int))
+                                      embeddings=embeddings)["Label"].eq("abnormal").to_numpy(dtype=int))
 
     def predict_proba(self, X: Any = None, *, keys: Optional[Sequence[Hashable]] = None,
                       embeddings: Any = None, sessions: Any = None) -> np.ndarray:
         """``(n, 2)`` array: P(normal), P(abnormal) per session (the ``score`` of
         :meth:`report`: KNN vote, LLM probability, or their fusion)."""
-        s = self.report(_alias(X, sessions, "X", "sessions"), keys=keys, embeddings=embeddings)["score"]
+        s = self.report(_alias(X, sessions, "X", "sessions"), keys=keys, embeddings=embeddings)["Score"]
         p = np.clip(s.to_numpy(dtype=float), 0.0, 1.0)
         return np.stack([1.0 - p, p], axis=1)
 
@@ -816,17 +819,18 @@ class CollaborativeDetector:
     def report(
         self, X: Any = None, *, keys: Optional[Sequence[Hashable]] = None, embeddings: Any = None,
         feedback: bool = False, sessions: Any = None,
-    ) -> Any:
-        """Label sessions with the reasons. Returns a pandas DataFrame with columns ``session``,
-        ``label`` ("normal"/"abnormal"), ``score`` (probability-like, 1 =
-        anomalous), ``route`` (``small``, ``llm``, ``small-feedback`` when an
+    ) -> "pd.DataFrame":
+        """Label sessions with the reasons. Returns a pandas DataFrame with columns
+        ``SessionId``, ``Label`` ("normal"/"abnormal"), ``Score`` (probability-like, 1 =
+        anomalous), ``Route`` (``small``, ``llm``, ``small-feedback`` when an
         earlier LLM verdict of this call on a near-identical session was reused,
-        ``small-fallback`` when novel but no LLM is set), ``novelty`` and ``reason``.
+        ``small-fallback`` when novel but no LLM is set), ``Novelty`` and ``Reason``
+        (loghub style, as the other frames; the earlier lowercase names ``session``,
+        ``label``, ``score``, ``route``, ``novelty``, ``reason`` still read:
+        ``df["label"]``, ``df.route``).
         ``feedback=True`` (with the ``feedback`` setting on) adds the LLM's verdicts to
         the memory, as :meth:`partial_fit` does; by default nothing is added."""
         sessions = _alias(X, sessions, "X", "sessions")
-        import pandas as pd
-
         self._check_fitted()
         ks, ss, x = self._prepare(sessions, keys, embeddings)
         p = self.params
@@ -895,14 +899,16 @@ class CollaborativeDetector:
                 [self._summary(ss[i]) if ss is not None else "" for i in new_rows],
             )
         self.stats["sessions"] += n
-        return pd.DataFrame(
+        from loglm._frames import SessionReportFrame
+
+        return SessionReportFrame(
             {
-                "session": ks,
-                "label": np.where(labels == 1, "abnormal", "normal"),
-                "score": scores,
-                "route": routes.astype(str),
-                "novelty": np.asarray(err, dtype=float),
-                "reason": reasons,
+                "SessionId": ks,
+                "Label": np.where(labels == 1, "abnormal", "normal"),
+                "Score": scores,
+                "Route": routes.astype(str),
+                "Novelty": np.asarray(err, dtype=float),
+                "Reason": reasons,
             }
         )
 

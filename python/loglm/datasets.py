@@ -25,9 +25,12 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from loglm.errors import DatasetNotFoundError, InvalidInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "SYSTEMS", "IRS_TASKS", "DatasetNotFoundError", "data_root", "dataset_file",
@@ -224,7 +227,7 @@ def _capability(i: int) -> Tuple[str, str]:
     return "parsing", SYSTEMS[k] if 0 <= k < len(SYSTEMS) else ""
 
 
-def load_instructions(root: Optional[PathLike] = None, *, capability: Optional[str] = None) -> Any:
+def load_instructions(root: Optional[PathLike] = None, *, capability: Optional[str] = None) -> "pd.DataFrame":
     """The LogLM instruction (training) set: DataFrame with instruction, input, output,
     capability (interpretation, root_cause, solution, anomaly_detection, parsing) and
     system (Spirit/BGL for anomaly detection, the loghub system for parsing), 2,632 rows;
@@ -244,7 +247,7 @@ def load_instructions(root: Optional[PathLike] = None, *, capability: Optional[s
     return df
 
 
-def load_irs_test(task: str, root: Optional[PathLike] = None) -> Any:
+def load_irs_test(task: str, root: Optional[PathLike] = None) -> "pd.DataFrame":
     """Test set of a free-text capability (``"interpretation"``, ``"root_cause"``,
     ``"solution"``): DataFrame with instruction, input, output (76 rows each)."""
     import pandas as pd
@@ -285,7 +288,7 @@ def _split(df: Any, split: str, train_lines: Optional[int]) -> Any:
 
 
 def load_loghub(system: str, root: Optional[PathLike] = None, *, corrected: bool = False,
-                split: str = "all") -> Any:
+                split: str = "all") -> "pd.DataFrame":
     """A loghub-2k structured file as a DataFrame (LineId, header columns, Content,
     EventId, EventTemplate; all str except LineId). ``corrected`` reads the corrected
     ground truth (``loghub_2k_corrected``); ``split`` is ``"train"`` (first 10%: 200
@@ -304,7 +307,7 @@ def load_loghub(system: str, root: Optional[PathLike] = None, *, corrected: bool
     return _split(df, split, n_train)
 
 
-def load_parsing(system: str, root: Optional[PathLike] = None, *, split: str = "test") -> Any:
+def load_parsing(system: str, root: Optional[PathLike] = None, *, split: str = "test") -> "pd.DataFrame":
     """Parsing benchmark of one system: LineId, Content, EventTemplate (original ground
     truth, for RandIndex and variable F1) and EventTemplateCorrected (for GA, FGA, PA,
     FTA; equal to the original when the system has no corrected file)."""
@@ -323,7 +326,7 @@ def load_parsing(system: str, root: Optional[PathLike] = None, *, split: str = "
 
 # ------------------------------------------------------------------ anomaly detection
 
-def load_logprompt(system: str, root: Optional[PathLike] = None) -> Any:
+def load_logprompt(system: str, root: Optional[PathLike] = None) -> "pd.DataFrame":
     """All LogPrompt templates of ``"bgl"`` or ``"spirit"``: log, label (0/1), Label
     (``"normal"``/``"abnormal"``)."""
     s = system.lower()
@@ -335,7 +338,7 @@ def load_logprompt(system: str, root: Optional[PathLike] = None) -> Any:
     return df
 
 
-def load_anomaly(system: str, root: Optional[PathLike] = None, *, split: str = "test") -> Any:
+def load_anomaly(system: str, root: Optional[PathLike] = None, *, split: str = "test") -> "pd.DataFrame":
     """Template-level anomaly detection of the paper: ``split="train"`` is the 138 Spirit /
     194 BGL templates of the instruction set (records 900-1231), ``"test"`` every
     LogPrompt template of the system not among the 332 training templates (1,572 BGL,
@@ -358,7 +361,7 @@ def load_anomaly(system: str, root: Optional[PathLike] = None, *, split: str = "
     raise InvalidInputError(f"split must be 'train', 'test' or 'all', not {split!r}")
 
 
-def load_hdfs_sessions(root: Optional[PathLike] = None, *, split: Optional[str] = None) -> Any:
+def load_hdfs_sessions(root: Optional[PathLike] = None, *, split: Optional[str] = None) -> "pd.DataFrame":
     """HDFS block sessions (deep-loglizer HDFS_100k): BlockId, Label (Normal/Anomaly),
     Split (train/test), EventSequence (list of T1...T19); ``split`` filters."""
     df = _read_csv(dataset_file("hdfs/HDFS_100k_sessions.csv", root))
@@ -370,12 +373,12 @@ def load_hdfs_sessions(root: Optional[PathLike] = None, *, split: Optional[str] 
     return df
 
 
-def load_hdfs_templates(root: Optional[PathLike] = None) -> Any:
+def load_hdfs_templates(root: Optional[PathLike] = None) -> "pd.DataFrame":
     """The 19 HDFS templates behind T1...T19: EventId, EventTemplate."""
     return _read_csv(dataset_file("hdfs/HDFS_100k_templates.csv", root))
 
 
-def load_hdfs_logs(root: Optional[PathLike] = None) -> Any:
+def load_hdfs_logs(root: Optional[PathLike] = None) -> "pd.DataFrame":
     """Raw HDFS lines (HDFS_5k.log) with the block they touch and its label: LineId,
     Content (the whole line), BlockId (first ``blk_`` id), Label (Normal/Anomaly, empty
     when the line names no labelled block)."""

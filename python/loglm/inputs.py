@@ -20,9 +20,11 @@ Rules (the same for every helper and command):
   flagged (``FormatMismatch``).
   ``log_format="json"`` reads JSON lines (message / timestamp / level fields found by
   their usual names, or named: ``"json:message=msg,timestamp=ts,level=lvl"``); a line
-  that is not a JSON object is kept whole and flagged. ``log_format="auto"`` recognises
-  common headers (timestamp, level, pid, ``[thread]`` / ``component:`` tags) and keeps
-  them out of Content. Timestamps named by the format (``<Date>``, ``<Time>``,
+  that is not a JSON object is kept whole and flagged. ``log_format="auto"`` (the
+  default of the parse helpers: ``LogLM.parse``, ``TemplateMiner.parse_file`` /
+  ``parse_lines``, ``loglm parse``) recognises common headers (timestamp, pid, level,
+  ``[thread]``, logger / component; :func:`split_header`) and keeps them out of Content;
+  a line without one stays whole; ``log_format=None`` keeps every line whole. Timestamps named by the format (``<Date>``, ``<Time>``,
   ``<Timestamp>``, JSON, auto) are parsed into a ``Datetime`` column.
 * ``record_start`` joins multi-line records (stack traces): a line that does not match
   it continues the record before it (``True`` = :data:`DEFAULT_RECORD_START`, common
@@ -44,14 +46,17 @@ import stat
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from loglm.errors import InvalidInputError, LogFileNotFoundError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = ["LogLines", "read_log_lines", "as_log_lines", "add_input_columns", "is_binary", "parse_datetimes",
-           "DEFAULT_RECORD_START"]
+           "split_header", "DEFAULT_RECORD_START"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 #: what the Python helpers accept as logs
@@ -65,27 +70,181 @@ _GLOB_CHARS = frozenset("*?[")
 #: decompressed gzip input larger than this is refused (a gzip bomb guard)
 MAX_GZIP_BYTES = 8 << 30
 
+_MON = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_DOW = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
 _TS = (r"(?:\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"  # ISO 8601
+       r"|\d{4}-\d{2}-\d{2}-\d{2}\.\d{2}\.\d{2}(?:\.\d+)?"  # BGL 2005-06-03-15.42.50.675872
        r"|\d{4}/\d{2}/\d{2}[ -]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?"
        r"|\d{2}/\d{2}/\d{4}[ :]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?"
-       r"|(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2} \d{2}:\d{2}:\d{2}"  # syslog
-       r"|\d{2}/(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)/\d{4}:\d{2}:\d{2}:\d{2}(?: [+-]\d{4})?"
+       r"|\d{2}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}(?:[.,]\d+)?"  # Spark yy/MM/dd
+       rf"|(?:{_DOW} )?{_MON} +\d{{1,2}} \d{{2}}:\d{{2}}:\d{{2}}(?:\.\d+)?(?: \d{{4}})?"  # syslog, ctime
+       rf"|\d{{2}}/{_MON}/\d{{4}}:\d{{2}}:\d{{2}}:\d{{2}}(?: [+-]\d{{4}})?"  # Apache access
        r"|\d{6} \d{6}"  # HDFS yymmdd hhmmss
+       r"|\d{2}\.\d{2} \d{2}:\d{2}:\d{2}"  # Proxifier MM.dd
        r"|\d{2}:\d{2}:\d{2}(?:[.,]\d+)?)")
 _LEVEL = r"(?:TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|SEVERE|CRITICAL|CRIT|FATAL|ALERT|EMERG)"
 #: default ``record_start``: a line opening with a timestamp (optionally in brackets) or a
 #: level word starts a record; anything else (indented "at ...", "Caused by: ...",
 #: "... 12 more", "Traceback ...") continues the previous one
 DEFAULT_RECORD_START = rf"^\s{{0,1}}(?:\[?{_TS}|\[?{_LEVEL}\b)"
-#: ``log_format="auto"``: [timestamp] [pid] [level] [[thread]] [component:] message
-_AUTO_HEADER = re.compile(
-    rf"^\[?(?P<Timestamp>{_TS})\]?[ ,:]+"
-    rf"(?:(?P<Pid>\d+) +)?"
-    rf"(?:\[?(?P<Level>{_LEVEL})\]?:? +)?"
-    rf"(?:\[(?P<Thread>[^\]\s]{{1,64}})\] +)?"
-    rf"(?:(?P<Component>[A-Za-z_][\w.$-]{{0,127}}(?:\[\d+\])?): +)?"
-    rf"(?P<Content>.*)$"
-    rf"|^\[?(?P<Level2>{_LEVEL})\]?:? +(?P<Content2>.*)$", re.DOTALL)
+
+# ---- header recognition (log_format="auto", the default of parse) -------------------
+# A header is recognised only from an anchor at the start of the line: a timestamp or a
+# level word. After it, in this order and each optional: a pid (before a level), the
+# level, a [thread] and a logger / component name. Anything not fitting stays content:
+# when unsure, the line is kept whole (a wrong strip is worse than none).
+_END = r"(?=[ \t]|[,:][ \t]|$)"
+_H_TS = re.compile(rf"\[(?P<b>{_TS})\]{_END}|(?P<t>{_TS}){_END}"
+                   r"|\[(?P<g>[A-Za-z0-9 ,./:+-]{0,40}\d{2}:\d{2}:\d{2}[A-Za-z0-9 ,./:+-]{0,40})\]" + _END)
+_H_SYSLOG = re.compile(rf"(?:{_DOW} )?{_MON} ")
+#: separator between header fields: blanks, optionally with "-", "--", "---", "|", ":" or ","
+_H_SEP = re.compile(r"[ \t]*(?:-{1,3}|\||:|,)[ \t]+|[ \t]+")
+_H_LEVEL = re.compile(rf"\[(?P<b>(?i:{_LEVEL}))\]|<(?P<a>{_LEVEL})>|(?P<w>{_LEVEL}):?(?=[ \t]|$)")
+_H_PID = re.compile(r"\d{1,10}(?=[ \t])")
+#: [thread]: one level of nested brackets (Zookeeper's "[QuorumPeer[myid=1]/0:...@774]")
+_H_THREAD = re.compile(r"\[(?P<v>(?:[^\[\]\n]|\[[^\[\]\n]*\]){1,200})\](?=[ \t]|$)")
+#: a logger: dotted (org.apache.Foo), with $ (Foo$Bar), a (tag) or a [pid]; then ":", " :" or " -"
+_H_LOGGER = re.compile(r"(?P<v>[A-Za-z_][\w$-]*(?:\.[\w$-]+)*(?:\([^()\s]{0,64}\))?(?:\[(?P<p>\d{1,10})\])?)"
+                       r"(?:[ \t]?:|[ \t]+-)(?:[ \t]+|$)")
+#: a message opening with an exception / error class ("java.io.IOException: ...") is content
+_H_EXCEPTION = re.compile(r"(?:Exception|Error|Throwable|Fault|Failure|Warning)(?:\$\w+)?$")
+#: syslog after its timestamp: "host tag[pid]: message" (as Linux in loghub)
+_H_SYSLOG_TAG = re.compile(r"[ \t]+(?P<h>[\w.-]{1,64})[ \t]+(?P<v>[A-Za-z_][\w.-]{0,63}(?:\([^()\s]{0,64}\))?)"
+                           r"(?:\[(?P<p>\d{1,10})\])?:(?:[ \t]+|$)")
+#: after a bracketed timestamp: a program file name (with an extension) and " - "
+_H_PROGRAM = re.compile(r"[ \t]+(?P<v>[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,4}(?: \*\d{2})?)[ \t]+-[ \t]+")
+#: free-form uppercase header ending at a level, with a timestamp in it (BGL)
+_H_UPPER = re.compile(rf"(?P<h>(?:[^\sa-z]+[ \t]+){{1,12}}?)(?P<l>{_LEVEL})[ \t]+")
+#: Python logging: "name - LEVEL - message" after the time, "LEVEL:name:message" alone
+_H_PY_NAME_LEVEL = re.compile(rf"(?P<v>[A-Za-z_][\w.$-]{{0,127}})[ \t]+-[ \t]+(?P<l>{_LEVEL})[ \t]+-[ \t]+")
+_H_PY_BASIC = re.compile(rf"(?P<l>{_LEVEL}):(?P<v>[A-Za-z_][\w.]{{0,127}}):")
+#: timestamps that could be message numbers ("123456 654321", "10:30:00"): a header only
+#: when a level follows (or when in brackets)
+_H_WEAK_TS = re.compile(r"\d{6} \d{6}|\d{2}\.\d{2} \d{2}:\d{2}:\d{2}|\d{2}:\d{2}:\d{2}(?:[.,]\d+)?")
+
+
+def _logger(line: str, pos: int) -> Optional["re.Match[str]"]:
+    """A logger / component name at ``pos``: dotted, with ``$``, a ``(tag)`` or ``[pid]``
+    (a bare word could be the message's first word), never an exception class."""
+    m = _H_LOGGER.match(line, pos)
+    if m is None:
+        return None
+    name = m.group("v")
+    if not any(c in name for c in ".$(["):
+        return None
+    if _H_EXCEPTION.search(name.split("(")[0].split("[")[0].rstrip(".")):
+        return None
+    return m
+
+
+def split_header(line: str) -> Optional[Tuple[Dict[str, str], int]]:
+    """The header of one raw log line, as ``log_format="auto"`` recognises it:
+    ``({field: value}, start of the message)`` or ``None`` when the line has no header
+    (then it stays whole).
+
+    A header starts at the beginning of the line with an anchor: a timestamp (ISO 8601,
+    log4j, syslog, HDFS, Apache..., optionally in brackets) or a level word (``INFO``,
+    ``WARN``, ``[error]``...). After the timestamp come, each optional and in this order,
+    a pid (only when a level follows), the level, a ``[thread]`` and a logger /
+    component (``org.apache.Foo:``, ``dfs.DataNode$PacketResponder:``, ``sshd[42]:``;
+    a bare word or an exception class such as ``java.io.IOException:`` is message);
+    syslog lines give ``host tag[pid]:``, Python's logging ``name - LEVEL -`` after the
+    time and ``LEVEL:name:`` (``logging.basicConfig``). Fields: ``Timestamp``, ``Pid``, ``Level``,
+    ``Thread``, ``Component``, ``Host``, ``Header`` (the rest of a free-form header
+    before a level, as BGL's). A header that would leave an empty message is not one.
+    """
+    f: Dict[str, str] = {}
+    pos = 0
+    n = len(line)
+    weak = False
+    m = _H_TS.match(line)
+    if m is not None:
+        ts = m.group("b") or m.group("t") or m.group("g")
+        f["Timestamp"] = ts
+        weak = m.group("t") is not None and _H_WEAK_TS.fullmatch(ts) is not None
+        pos = m.end()
+        if _H_SYSLOG.match(ts):
+            tag = _H_SYSLOG_TAG.match(line, pos)
+            if tag is not None:
+                f["Host"], f["Component"] = tag.group("h"), tag.group("v")
+                if tag.group("p"):
+                    f["Pid"] = tag.group("p")
+                return (f, tag.end()) if tag.end() < n and line[tag.end():].strip() else None
+        if m.group("t") is None:  # "[time] program.exe - message" (Proxifier)
+            g = _H_PROGRAM.match(line, pos)
+            if g is not None and _H_LEVEL.match(line, g.start("v")) is None:
+                f["Component"] = g.group("v")
+                return (f, g.end()) if g.end() < n and line[g.end():].strip() else None
+    else:
+        py = _H_PY_BASIC.match(line)
+        if py is not None:
+            return ({"Level": py.group("l"), "Component": py.group("v")}, py.end()) if line[py.end():].strip() else None
+        u = _H_UPPER.match(line)
+        stamps = [t for t in u.group("h").split() if _H_TS.fullmatch(t) and not _H_WEAK_TS.fullmatch(t)] if u else []
+        if u is not None and stamps:
+            if u.end() < n and line[u.end():].strip():
+                return {"Timestamp": stamps[0], "Header": u.group("h").strip(), "Level": u.group("l")}, u.end()
+            return None
+
+    def sep(at: int) -> Tuple[int, str]:
+        s = _H_SEP.match(line, at)
+        return (s.end(), s.group()) if s is not None else (at, "")
+
+    cur, _ = sep(pos) if pos else (0, "")
+    if pos and not weak:  # Python logging's "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+        py2 = _H_PY_NAME_LEVEL.match(line, cur)
+        if py2 is not None:
+            f["Component"], f["Level"] = py2.group("v"), py2.group("l")
+            return (f, py2.end()) if py2.end() < n and line[py2.end():].strip() else None
+    if pos:  # a pid right after the timestamp, when a level follows it (HDFS)
+        p = _H_PID.match(line, cur)
+        if p is not None:
+            nxt, _ = sep(p.end())
+            if _H_LEVEL.match(line, nxt) is not None:
+                f["Pid"], cur = p.group(), nxt
+    lv = _H_LEVEL.match(line, cur)
+    if lv is not None:
+        f["Level"] = lv.group("b") or lv.group("a") or lv.group("w")
+        pos = lv.end()
+        cur, _ = sep(pos)
+        p = re.match(r"(\d{1,10})[ \t]+---[ \t]+", line[cur:])  # Spring Boot "INFO 4242 --- [main]"
+        if p is not None and "Pid" not in f:
+            f["Pid"], cur = p.group(1), cur + p.end()
+    if not f:
+        return None
+    # a bare level word opening the line ("ERROR IN CONTACTING RM.", "ALERT exited ...")
+    # may be the message itself: a header only with a [thread] or a logger after it
+    bare = m is None and lv is not None and lv.group("w") is not None
+    th = _H_THREAD.match(line, cur)
+    if th is not None and not (th.group("v").strip().isdigit()):
+        after, s = sep(th.end())
+        lv2 = _H_LEVEL.match(line, after) if "Level" not in f else None
+        ok = (lv2 is not None or "-" in s or "|" in s or _logger(line, after) is not None
+              or (not any(c.isspace() for c in th.group("v").strip()) and any(c.isalpha() for c in th.group("v"))))
+        if ok and ("Level" in f or lv2 is not None):
+            f["Thread"] = th.group("v").strip()
+            pos, cur = th.end(), after
+            if lv2 is not None:
+                f["Level"] = lv2.group("b") or lv2.group("a") or lv2.group("w")
+                pos = lv2.end()
+                cur, s = sep(pos)
+            if "-" in s or "|" in s:  # "[thread] - message": the header ends here
+                return (f, cur) if cur < n and line[cur:].strip() else None
+    if "Level" in f:
+        lg = _logger(line, cur)
+        if lg is not None:
+            f["Component"] = lg.group("v")
+            if lg.group("p") and "Pid" not in f:
+                f["Pid"] = lg.group("p")
+            pos = cur = lg.end()
+    if pos == 0 or (weak and "Level" not in f) or (bare and "Thread" not in f and "Component" not in f):
+        return None
+    cur, _ = sep(pos) if cur <= pos else (cur, "")
+    if cur >= n or not line[cur:].strip():
+        return None
+    return f, cur
+
+
 _JSON_NAMES = {"message": ("message", "msg", "log", "text", "@message", "body"),
                "timestamp": ("timestamp", "time", "ts", "@timestamp", "datetime", "date", "t"),
                "level": ("level", "severity", "lvl", "levelname", "log.level", "loglevel")}
@@ -401,11 +560,12 @@ def as_log_lines(logs: Logs, *, log_format: Optional[str] = None,
     * an open file (anything with ``read``, text or binary) is read once;
     * a pandas Series, numpy array or any other sequence of ``str`` / ``bytes`` is taken
       line by line;
-    * a :class:`LogLines` is returned as it is (``log_format`` applied if given).
+    * a :class:`LogLines` is returned as it is (``log_format`` applied if given; lines
+      already split by a format stay as they are with ``"auto"``).
 
     ``log_format`` (loghub style, ``"<Date> <Time> <Level>: <Content>"``; ``"json"``;
-    ``"auto"``) replaces each line by its Content; the other fields are kept in
-    ``.fields``. ``record_start`` (``True`` or a regex) joins multi-line records first.
+    ``"auto"``, see :func:`split_header`; ``None``, the default here: whole lines)
+    replaces each line by its Content; the other fields are kept in ``.fields``. ``record_start`` (``True`` or a regex) joins multi-line records first.
     Empty input raises :class:`loglm.InvalidInputError`.
     """
     if isinstance(logs, LogLines):
@@ -473,7 +633,7 @@ def _apply_format(lines: LogLines, log_format: Optional[str]) -> LogLines:
     if not isinstance(log_format, str):
         raise InvalidInputError(f"log_format must be a str, not {type(log_format).__name__}")
     if lines.log_format is not None:
-        if lines.log_format == log_format:
+        if lines.log_format == log_format or log_format == "auto":  # headers already out
             return lines
         raise InvalidInputError("these lines were already split by another log_format")
     if log_format == "json" or log_format.startswith("json:"):
@@ -487,28 +647,25 @@ def _apply_format(lines: LogLines, log_format: Optional[str]) -> LogLines:
     content = cols[headers.index("Content")]
     out = LogLines.of(content, lines.non_utf8, path=lines.path, line_ids=lines.line_ids, files=lines.files)
     out.fields = {h: list(c) for h, c in zip(headers, cols) if h != "Content"}
-    out.format_mismatch = ~np.asarray(fit, dtype=bool)
+    # "auto" has no mismatch: a line without a header is simply whole
+    out.format_mismatch = None if log_format == "auto" else ~np.asarray(fit, dtype=bool)
     out.log_format = log_format
     out.record_lines, out.record_split = lines.record_lines, lines.record_split
     return out
 
 
 def _split_auto(lines: List[str]) -> Tuple[List[str], List[List[str]], List[bool]]:
-    """``log_format="auto"``: common headers by :data:`_AUTO_HEADER`; a line with none keeps
-    everything as Content (not flagged: having no header is not an error here)."""
-    names = ["Timestamp", "Pid", "Level", "Thread", "Component"]
+    """``log_format="auto"``: the header of each line by :func:`split_header`; a line
+    with none keeps everything as Content (not flagged: having no header is not an
+    error here)."""
+    names = ["Timestamp", "Host", "Pid", "Level", "Thread", "Component", "Header"]
     cols: Dict[str, List[str]] = {n: [] for n in names + ["Content"]}
     for line in lines:
-        m = _AUTO_HEADER.match(line)
-        g = m.groupdict() if m else {}
-        if g.get("Content2") is not None:
-            g = {"Level": g["Level2"], "Content": g["Content2"]}
-        if not g:
-            g = {"Content": line}
+        h = split_header(line)
+        g, start = h if h is not None else ({}, 0)
         for n in names:
-            cols[n].append(g.get(n) or "")
-        body = g.get("Content")
-        cols["Content"].append(body if isinstance(body, str) else line)
+            cols[n].append(g.get(n, ""))
+        cols["Content"].append(line[start:])
     used = [n for n in names if any(cols[n])]
     headers = used + ["Content"]
     return headers, [cols[h] for h in headers], [True] * len(lines)
@@ -572,7 +729,8 @@ def _json_get(obj: Dict[str, Any], name: str) -> Any:
 
 _DT_FORMATS = ("%y%m%d %H%M%S", "%Y-%m-%d %H:%M:%S,%f", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S",
                "%Y/%m/%d %H:%M:%S", "%d/%m/%Y %H:%M:%S", "%d/%b/%Y:%H:%M:%S %z", "%Y-%m-%d-%H.%M.%S.%f",
-               "%Y.%m.%d %H:%M:%S", "%b %d %H:%M:%S", "%Y%m%d %H:%M:%S", "%H:%M:%S")
+               "%Y.%m.%d %H:%M:%S", "%b %d %H:%M:%S", "%Y%m%d %H:%M:%S", "%H:%M:%S", "%y/%m/%d %H:%M:%S",
+               "%a %b %d %H:%M:%S %Y", "%a %b %d %H:%M:%S.%f %Y", "%m.%d %H:%M:%S", "%H:%M:%S.%f", "%H:%M:%S,%f")
 
 
 def parse_datetimes(values: Sequence[str]) -> Any:
@@ -582,9 +740,12 @@ def parse_datetimes(values: Sequence[str]) -> Any:
     missing; timezones are converted to UTC and dropped."""
     import pandas as pd
 
-    s = pd.Series(list(values), dtype=object).fillna("").astype(str).str.strip()
-    s = s.str.replace(r"\s+", " ", regex=True)
+    full = pd.Series(list(values), dtype=object).fillna("").astype(str).str.strip()
+    full = full.str.replace(r"\s+", " ", regex=True)
+    codes, uniq = pd.factorize(full)  # each distinct value parsed once
+    s = pd.Series(np.asarray(uniq, dtype=object), dtype=object)
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]")
+    blank = (s == "").to_numpy()
 
     def fill(parsed: Any) -> None:
         if getattr(parsed.dt, "tz", None) is not None:
@@ -595,12 +756,12 @@ def parse_datetimes(values: Sequence[str]) -> Any:
     if len(s):
         fill(pd.to_datetime(s, format="ISO8601", errors="coerce", utc=True))
         for fmt in _DT_FORMATS:
-            if not out.isna().any():
+            if not (out.isna().to_numpy() & ~blank).any():
                 break
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # syslog times have no year (1900, as strptime)
                 fill(pd.to_datetime(s.where(out.isna(), ""), format=fmt, errors="coerce"))
-    return out
+    return pd.Series(out.to_numpy()[codes], index=full.index, dtype="datetime64[ns]")
 
 
 def _datetime_column(lines: LogLines) -> Any:
@@ -617,7 +778,7 @@ def _datetime_column(lines: LogLines) -> Any:
     return parse_datetimes(vals)
 
 
-def add_input_columns(df: Any, lines: LogLines) -> Any:
+def add_input_columns(df: Any, lines: LogLines) -> "pd.DataFrame":
     """Add to a per-line DataFrame (``LineId`` first, one row per line) what the input
     knows: ``LineId`` = line number in its file (a record's first line), a ``File``
     column when several files were read, the ``log_format`` header columns after

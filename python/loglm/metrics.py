@@ -17,12 +17,15 @@ Parity (checked by the test-suite to 1e-9):
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, Hashable, Iterable, List, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Hashable, Iterable, List, Sequence, Union
 
 import numpy as np
 
 from loglm import _loglm
 from loglm.errors import InvalidInputError, InvalidTypeError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "parsing_scores",
@@ -427,7 +430,7 @@ def rouge(
 __all__ += ["bleu", "sentence_bleu", "BleuResult", "rouge", "RougeResult"]
 
 
-def llamafactory_scores(hypotheses: StrArray, references: StrArray):
+def llamafactory_scores(hypotheses: StrArray, references: StrArray) -> "pd.DataFrame":
     """The BLEU-4 / ROUGE scores of LLaMA-Factory's SFT evaluation
     (``src/llamafactory/train/sft/metric.py::ComputeSimilarity``), the numbers
     LLaMA-Factory prints as ``predict_bleu-4``, ``predict_rouge-1/2/l``.

@@ -23,7 +23,7 @@ import re
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from loglm import _loglm
 from loglm._drain3 import (LogMasker, MaskingInstruction, TemplateMinerConfig, decode_state,
                            drain3_snapshot_to_state, parameter_regex_factory, resolve_config)
 from loglm.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "ExtractedParameter",
@@ -215,7 +218,7 @@ def _decode(line: str | bytes) -> tuple[str, bool]:
     return line, False
 
 
-def templates_table(df: Any) -> Any:
+def templates_table(df: Any) -> "pd.DataFrame":
     """logparser's ``_templates.csv`` from a parsed DataFrame (EventId, EventTemplate):
     one row per template with its ``Occurrences``, most frequent first."""
     import pandas as pd
@@ -514,7 +517,7 @@ class TemplateMiner:
         self.save_state(reason)
         self._last_save = time.time()
 
-    def templates_table(self) -> Any:
+    def templates_table(self) -> "pd.DataFrame":
         """logparser's ``_templates.csv`` for the live clusters: EventId, EventTemplate,
         Occurrences (lines per template; clusters with the same template are summed), most
         frequent first."""
@@ -758,7 +761,7 @@ class TemplateMiner:
         return np.concatenate(parts), np.concatenate(bads), np.concatenate(rejs)
 
     def parse(self, lines: Iterable[str | bytes], *, progress: bool = False,
-              parameters: bool = True) -> Any:
+              parameters: bool = True) -> "pd.DataFrame":
         """Parse lines (an iterable of str/bytes) into the loghub DataFrame: LineId, Content,
         EventId, EventTemplate, ParameterList, NonUtf8 (bytes that were not valid UTF-8,
         decoded with U+FFFD) and, with a model, LlmRejected. Templates are the final ones of
@@ -777,28 +780,34 @@ class TemplateMiner:
         idx, bad, rej = self._add_many(tee(), progress, total)
         return self._frame(contents, idx, bad, rej, parameters)
 
-    def parse_file(self, path: str | Path | Sequence[str | Path], log_format: str | None = None, *,
-                   progress: bool = True, parameters: bool = True, record_start: bool | str | None = None) -> Any:
+    def parse_file(self, path: str | Path | Sequence[str | Path], log_format: str | None = "auto", *,
+                   progress: bool = True, parameters: bool = True, record_start: bool | str | None = None) -> "pd.DataFrame":
         """Parse log files (one path, a glob, ``"-"`` for stdin, or a list of them; plain or
         gzip, LF or CRLF; invalid UTF-8 decoded lossily and flagged, never dropped; see
-        :func:`loglm.read_log_lines`). ``log_format`` is a loghub format such as ``"<Date>
-        <Time> <Level>: <Content>"``: the headers become columns and only ``Content`` is
-        parsed; lines that do not fit keep the whole line as Content and get
-        ``FormatMismatch=True``. With several files a ``File`` column is added and
+        :func:`loglm.read_log_lines`). ``log_format``: the default ``"auto"`` recognises
+        common headers (timestamp, pid, level, ``[thread]``, logger; see
+        :func:`loglm.inputs.split_header`), keeps them out of the templates as columns and
+        leaves lines without one whole; ``None`` parses whole lines; a loghub format such
+        as ``"<Date> <Time> <Level>: <Content>"`` (or ``"json"``) splits exactly: the
+        headers become columns and only ``Content`` is parsed; lines that do not fit keep
+        the whole line as Content and get ``FormatMismatch=True``. With several files a ``File`` column is added and
         ``LineId`` is the line number inside its file. ``record_start`` (``True`` or a
         regex) joins multi-line records (stack traces) first."""
         from loglm.inputs import read_log_lines
 
         lines = read_log_lines(path, log_format=log_format, record_start=record_start)
-        return self.parse_lines(lines, progress=progress, parameters=parameters)
+        return self.parse_lines(lines, progress=progress, parameters=parameters, log_format=log_format)
 
-    def parse_lines(self, lines: Any, *, progress: bool = False, parameters: bool = True) -> Any:
+    def parse_lines(self, lines: Any, *, progress: bool = False, parameters: bool = True,
+                    log_format: str | None = "auto") -> pd.DataFrame:
         """Parse a :class:`loglm.LogLines` (from :func:`loglm.read_log_lines` or
-        :func:`loglm.inputs.as_log_lines`): as :meth:`parse`, plus the input's columns
-        (File, log_format headers, FormatMismatch) and its NonUtf8 flags."""
+        :func:`loglm.inputs.as_log_lines`) or any log input of :func:`as_log_lines`: as
+        :meth:`parse`, plus the input's columns (File, log_format headers, FormatMismatch)
+        and its NonUtf8 flags. ``log_format`` as for :meth:`parse_file` (lines already
+        split by a format stay as they are with the default ``"auto"``)."""
         from loglm.inputs import add_input_columns, as_log_lines
 
-        lines = as_log_lines(lines)
+        lines = as_log_lines(lines, log_format=log_format)
         content = list(lines)
         idx, _, rej = self._add_many(content, progress, len(content))
         bad = np.asarray(lines.non_utf8, dtype=bool)

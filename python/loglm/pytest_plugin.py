@@ -45,9 +45,12 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pytest
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "BASELINE_SUFFIX", "DEFAULT_TOLERANCE", "LoglmData", "assert_flags", "assert_parsing",
@@ -354,7 +357,7 @@ _CONTENT = ("content", "log", "line", "text", "message")
 _SESSION = ("sessionid", "session_id", "session", "blockid", "block_id")
 
 
-def load_labelled(path: Any) -> Any:
+def load_labelled(path: Any) -> "pd.DataFrame":
     """A file of labelled log lines or sessions as a DataFrame.
 
     * CSV (``.csv``) or JSON lines (``.jsonl`` / ``.ndjson``) with one log line per row: a

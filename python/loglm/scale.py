@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from loglm.errors import InvalidInputError, InvalidTypeError, MissingDependencyError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["ModelPool", "parse_dataset", "detect_anomalies_dataset"]
 
@@ -198,10 +201,12 @@ class ModelPool:
 def parse_dataset(ds: Any, *, column: str = "text", model: ModelSpec = None, workers: int = 2,
                   threads: int = 1, pool: Optional[ModelPool] = None, miner: Any = None,
                   few_shot: int = 3, batch_size: int = 16, progress: bool = False,
-                  **load_kwargs: Any) -> Any:
+                  log_format: Optional[str] = "auto", **load_kwargs: Any) -> "pd.DataFrame":
     """Parse the log lines in column ``column`` of a Ray Dataset into the loghub DataFrame
     of :meth:`loglm.LogLM.parse` (LineId in dataset order, Content, EventId,
     EventTemplate, ParameterList, NonUtf8, LlmRejected) -- equal to it line for line.
+    ``log_format`` as for :meth:`loglm.LogLM.parse`: by default common headers are
+    recognised and become columns (``None`` parses whole lines).
 
     The lines stream through one template tree here; template proposals for new patterns
     go to ``pool`` (a :class:`ModelPool`), or to a pool of ``workers`` actors with
@@ -227,19 +232,72 @@ def parse_dataset(ds: Any, *, column: str = "text", model: ModelSpec = None, wor
         if tm.model is None:
             tm.model = pool
 
+        split = _Split(log_format)
+
         def lines() -> Iterator[Any]:
             for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
-                for x in batch[column].tolist():
-                    yield _clean(x)
+                yield from split(_clean(x) for x in batch[column].tolist())
 
         with _ordered(ds):
             df = tm.parse(lines(), progress=progress)
         if len(df) == 0:
             raise InvalidInputError("no log lines given")
-        return df
+        return split.columns(df)
     finally:
         if own:
             pool.close()
+
+
+class _Split:
+    """``log_format`` applied batch by batch as the lines stream to the tree: yields the
+    Content of each line and keeps the header fields, NonUtf8 and FormatMismatch flags,
+    added to the parsed frame at the end as :meth:`loglm.LogLM.parse` does."""
+
+    def __init__(self, log_format: Optional[str]) -> None:
+        self.log_format = log_format
+        self.n = 0
+        self.fields: Dict[str, List[str]] = {}
+        self.bad: List[Any] = []
+        self.mismatch: List[Any] = []
+
+    def __call__(self, items: Iterator[Any]) -> Iterator[Any]:
+        from loglm.inputs import as_log_lines
+
+        raw = list(items)
+        if self.log_format is None or not raw:
+            self.n += len(raw)
+            yield from raw
+            return
+        ll = as_log_lines(raw, log_format=self.log_format)
+        for k, v in ll.fields.items():
+            self.fields.setdefault(k, [""] * self.n).extend(v)
+        self.n += len(ll)
+        for v in self.fields.values():
+            v.extend([""] * (self.n - len(v)))
+        self.bad.append((self.n - len(ll), ll.non_utf8))
+        if ll.format_mismatch is not None:
+            self.mismatch.append(ll.format_mismatch)
+        yield from ll
+
+    def columns(self, df: "pd.DataFrame") -> "pd.DataFrame":
+        import numpy as np
+
+        from loglm.inputs import LogLines, add_input_columns
+
+        if self.log_format is None:
+            return df
+        bad = df["NonUtf8"].to_numpy().copy()
+        for start, flags in self.bad:
+            bad[start:start + len(flags)] |= flags
+        df["NonUtf8"] = bad
+        ll = LogLines.of(df["Content"].tolist(), bad)
+        order = ["Timestamp", "Host", "Pid", "Level", "Thread", "Component", "Header"]
+        names = sorted(self.fields, key=lambda k: order.index(k) if k in order else -1) \
+            if self.log_format == "auto" else list(self.fields)
+        ll.fields = {k: self.fields[k] for k in names}
+        ll.format_mismatch = np.concatenate(self.mismatch) if self.mismatch else None
+        ll.log_format = self.log_format
+        return add_input_columns(df, ll)
 
 
 # ---- anomaly detection --------------------------------------------------------------------
@@ -271,7 +329,7 @@ class _AnomalyScorer:
 
 def detect_anomalies_dataset(ds: Any, *, column: str = "text", model: ModelSpec = None, workers: int = 2,
                              threads: int = 1, threshold: float = 0.5, batch_size: int = 64,
-                             as_dataset: bool = False, **load_kwargs: Any) -> Any:
+                             as_dataset: bool = False, **load_kwargs: Any) -> "pd.DataFrame":
     """Score every line of column ``column`` of a Ray Dataset: ``ds.map_batches`` with
     ``workers`` actors (each loads ``model`` with ``threads`` threads; identical lines
     within a batch are scored once).

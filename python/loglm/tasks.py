@@ -13,19 +13,23 @@ or gzip, LF or CRLF); a list / pandas Series of lines or an open file are taken 
 are. Bytes that are not UTF-8 are decoded with U+FFFD and flagged; empty and binary
 files are refused with a clear error. ``log_format`` (loghub style) is accepted by every
 helper (the text tasks take it as a keyword too): the model sees only ``Content`` and
-the other fields become columns. Text that would not fit the model's context is
+the other fields become columns. :meth:`TaskMixin.parse` recognises common headers by
+default (``log_format="auto"``; ``None`` keeps lines whole). Text that would not fit the model's context is
 truncated and the answer says so.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from loglm.errors import InvalidInputError
 from loglm.inputs import LogLines, Logs, add_input_columns, as_log_lines, read_log_lines
 from loglm.progress import progress_bar
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["TaskMixin", "Answer", "LogLines", "read_log_lines", "as_log_lines"]
 
@@ -154,9 +158,9 @@ class TaskMixin:
 
         return TemplateMiner(model=self, **kwargs)
 
-    def parse(self, logs: Logs, *, log_format: Optional[str] = None, progress: Optional[bool] = None,
+    def parse(self, logs: Logs, *, log_format: Optional[str] = "auto", progress: Optional[bool] = None,
               few_shot: int = 3, batch_size: int = 16, miner: Any = None,
-              record_start: Union[None, bool, str] = None) -> Any:
+              record_start: Union[None, bool, str] = None) -> "pd.DataFrame":
         """Parse logs into the loghub DataFrame: LineId, Content, EventId, EventTemplate,
         ParameterList, NonUtf8, LlmRejected (the model's template did not match its line;
         the tree's template was kept).
@@ -165,10 +169,13 @@ class TaskMixin:
         (see :func:`loglm.inputs.as_log_lines`). Lines matching a known template never
         reach the model; the others are sent in batches with few-shot examples. EventId
         is derived from the template text (``template_id``), so results of separate runs
-        or machines merge. ``log_format`` (loghub style, e.g. ``"<Date> <Time> <Level>:
-        <Content>"``, ``"json"`` or ``"auto"``) splits each line: only Content is parsed,
-        the other fields become columns and ``FormatMismatch`` flags lines that do not
-        fit. ``record_start`` (``True`` or a regex) joins multi-line records first (see
+        or machines merge. ``log_format`` splits each line: only Content is parsed (and
+        sent to the model), the other fields become columns. The default ``"auto"``
+        recognises common headers (timestamp, pid, level, ``[thread]``, logger; see
+        :func:`loglm.inputs.split_header`) and keeps lines without one whole;
+        ``log_format=None`` parses every line whole; a loghub format (``"<Date> <Time>
+        <Level>: <Content>"``) or ``"json"`` splits exactly, with ``FormatMismatch``
+        flagging lines that do not fit. ``record_start`` (``True`` or a regex) joins multi-line records first (see
         :mod:`loglm.inputs`). Pass ``miner`` to keep learning in an existing
         :class:`loglm.TemplateMiner`; :func:`loglm.parsing.templates_table` of the result
         gives logparser's templates table.
@@ -231,7 +238,7 @@ class TaskMixin:
     def detect_anomalies(self, logs: Logs, *, threshold: float = 0.5,
                          session_ids: Optional[Sequence[Hashable]] = None,
                          progress: Optional[bool] = None, log_format: Optional[str] = None,
-                         record_start: Union[None, bool, str] = None, evidence: bool = True) -> Any:
+                         record_start: Union[None, bool, str] = None, evidence: bool = True) -> "pd.DataFrame":
         """Label and score every log by choice scoring (not free text), combined with
         the evidence of :meth:`anomaly_evidence` unless ``evidence=False``.
 
@@ -289,7 +296,7 @@ class TaskMixin:
         return out
 
     def detect_sessions(self, sessions: Union[Mapping[Hashable, Sequence[str]], Sequence[Sequence[str]]], *,
-                        threshold: float = 0.5, progress: Optional[bool] = None, evidence: bool = True) -> Any:
+                        threshold: float = 0.5, progress: Optional[bool] = None, evidence: bool = True) -> "pd.DataFrame":
         """Verdict per session (``{id: lines}`` or a list of line lists): a session is
         abnormal if any of its lines is. Returns a DataFrame: SessionId, Lines,
         AbnormalLines, Score (highest line score), Label. Distinct lines are scored once
