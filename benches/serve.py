@@ -274,6 +274,8 @@ def main() -> int:
             print(f"| {r['config']} | {r['ttft_p50_s']:.2f} | {r['ttft_p95_s']:.2f} | {r['ttft_max_s']:.2f} | "
                   f"{r['background_pieces_per_s']:.1f} | {r['batch_still_running']} |")
         print()
+    if not rows:
+        return 0
     print(f"loglm serve, {args.threads} threads, {args.max_tokens} tokens per request (greedy, EOS ignored), "
           f"{args.requests} requests per client")
     print("| server | clients | requests | req/s | completion tok/s | TTFT p50 (s) | TTFT p95 (s) "

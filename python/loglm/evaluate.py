@@ -247,9 +247,11 @@ def evaluate_irs(model: Any, *, tasks: Sequence[str] = ("interpretation", "root_
 
 
 def score_irs(model: Any, df: Any, task: str, *, max_new_tokens: int = 256, max_batch: int = 8, seed: int = 0,
-              log: Optional[Log] = None, keep_outputs: bool = False, trim: bool = True) -> Dict[str, Any]:
+              log: Optional[Log] = None, keep_outputs: bool = False, trim: bool = True,
+              repetition_penalty: float = 1.0) -> Dict[str, Any]:
     """One row of :func:`evaluate_irs` for any DataFrame of (instruction, input, output)
-    records of a free-text capability, e.g. a validation slice of the training records."""
+    records of a free-text capability, e.g. a validation slice of the training records
+    (``repetition_penalty`` as for :meth:`loglm.LogLM.generate`, for comparing settings)."""
     from loglm.answers import clean_text, trim_to_words
     from loglm.tasks import ANSWER_WORDS
     from loglm.metrics import bleu, rouge
@@ -265,7 +267,7 @@ def score_irs(model: Any, df: Any, task: str, *, max_new_tokens: int = 256, max_
         prompts.append(alpaca_prompt(ins, fitted))
     t0 = time.perf_counter()
     outs = model.generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0, seed=seed,
-                          max_batch=max_batch)
+                          max_batch=max_batch, repetition_penalty=repetition_penalty)
     secs = time.perf_counter() - t0
     words = ANSWER_WORDS[_HELPER_OF[task]] if trim else None
     hyps = [trim_to_words(clean_text(o.text), words) for o in outs]
