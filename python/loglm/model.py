@@ -128,9 +128,16 @@ class TextStream:
     generation: the engine loop drops the sequence at its next step.
     """
 
+    #: Set by the text helpers (``interpret(..., stream=True)``...): whether the log text
+    #: was cut to fit the context, and the prompt sent (as on :class:`loglm.tasks.Answer`).
+    truncated: bool
+    prompt: Prompt
+
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self.result: Optional[GenerationResult] = None
+        self.truncated = False
+        self.prompt = ""
 
     def __iter__(self) -> "TextStream":
         return self
@@ -233,7 +240,7 @@ def prompt_messages(prompt: Prompt, system_prompt: Optional[str]) -> List[Tuple[
         msgs.append(("user", _check_text(prompt, "the prompt")))
         return msgs
     if _is_chat(prompt):
-        return _pairs(prompt)  # type: ignore[arg-type]
+        return _pairs(prompt)
     raise InvalidInputError(
         "a prompt must be a str, bytes, or a chat (a list of {'role', 'content'} dicts)"
     )
@@ -414,10 +421,10 @@ class LogLM(TaskMixin):
 
     def _batch(self, prompts: Union[Prompt, Sequence[Prompt]], raw: bool) -> Tuple[List[List[int]], bool]:
         single = isinstance(prompts, (str, bytes)) or _is_chat(prompts)
-        items: Sequence[Prompt] = [prompts] if single else prompts  # type: ignore[list-item]
+        items: Sequence[Any] = [prompts] if single else prompts
         if not isinstance(items, (list, tuple)):
             try:
-                items = list(items)  # type: ignore[arg-type]
+                items = list(items)
             except TypeError:
                 raise InvalidInputError(
                     f"prompts must be a str, a chat, or a list of them, not {type(prompts).__name__}"

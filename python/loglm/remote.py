@@ -43,6 +43,7 @@ from loglm.errors import (
     AuthenticationError,
     BadRequestError,
     InvalidInputError,
+    InvalidTypeError,
     RemoteError,
     ServerUnavailableError,
 )
@@ -73,6 +74,8 @@ def approximate_choice_logprobs(top_logprobs: Sequence[Dict[str, Any]], choices:
     (compared without leading spaces, case-sensitive), else a floor one nat below the
     lowest listed log-probability. Used for servers without loglm's scoring endpoint.
     """
+    if isinstance(choices, (str, bytes)):
+        raise InvalidTypeError("choices must be a list of strings, not one str")
     entries = [(str(e.get("token", "")).lstrip(), float(e.get("logprob", -math.inf))) for e in top_logprobs]
     entries = [(t, lp) for t, lp in entries if t and math.isfinite(lp)]
     floor = (min(lp for _, lp in entries) - 1.0) if entries else -30.0
@@ -91,6 +94,10 @@ class RemoteTextStream:
     ``close()`` stops reading (and closes the connection).
     """
 
+    #: Set by the text helpers, as on :class:`loglm.TextStream`.
+    truncated: bool
+    prompt: Prompt
+
     def __init__(self, resp: Any, url: str, started: float) -> None:
         self._resp = resp
         self._lines = resp.iter_lines()
@@ -102,6 +109,8 @@ class RemoteTextStream:
         self._usage: Optional[Dict[str, Any]] = None
         self._done = False
         self.result: Optional[GenerationResult] = None
+        self.truncated = False
+        self.prompt = ""
 
     def __iter__(self) -> "RemoteTextStream":
         return self
@@ -481,7 +490,7 @@ class RemoteLogLM(TaskMixin):
         ``max_batch`` is the server's business and ignored). A list of prompts is sent as
         up to ``concurrency`` requests at once. ``token_ids`` of the results are empty."""
         single = isinstance(prompts, (str, bytes)) or _is_chat(prompts)
-        items: List[Any] = [prompts] if single else list(prompts)  # type: ignore[arg-type]
+        items: List[Any] = [prompts] if single else list(prompts)
         if not items:
             raise InvalidInputError("empty batch: give at least one prompt")
         if max_new_tokens < 1:
