@@ -14,8 +14,9 @@ zero-label mode where a similarity router splits "general" from
 Pieces:
 
 * session embedding = mean of the (cached) sentence vectors of its lines,
-  re-normalised to unit length; lines are masked first (numbers, ids, IPs ->
-  ``<*>``) so that lines of one template share a vector;
+  re-normalised to unit length; lines are masked first by :func:`mask_line` (the
+  template tree's masker: tokens holding digits -- numbers, ids, IPs -- become ``<*>``)
+  so that lines of one template share a vector;
 * coordinator = autoencoder trained in Rust (candle-nn) on the embeddings of
   known sessions; tau = ``percentile`` of its training reconstruction errors;
   a session is "novel" when its error exceeds tau and memory holds no
@@ -199,9 +200,10 @@ def _split_sessions(sessions: Sessions, keys: Optional[Sequence[Hashable]]) -> T
     else:
         if isinstance(sessions, (str, bytes)):
             raise InvalidTypeError("sessions must be a sequence of sessions (lists of lines), not a string")
-        ss = [list(s) if not isinstance(s, (str, bytes)) else None for s in sessions]  # type: ignore[misc]
-        if any(s is None for s in ss):
+        given = list(sessions)
+        if any(isinstance(s, (str, bytes)) for s in given):
             raise InvalidTypeError("each session must be a list of lines, not a string")
+        ss = [list(s) for s in given]
         ks = list(keys) if keys is not None else list(range(len(ss)))
         if len(ks) != len(ss):
             raise InvalidInputError(f"length mismatch: {len(ss)} sessions, {len(ks)} keys")

@@ -22,6 +22,7 @@ import json
 import re
 import time
 import zlib
+from collections.abc import Sized
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
@@ -599,7 +600,7 @@ class TemplateMiner:
             return list(seen)
         for line in lines:
             for ex in self._tree.similar_examples(line, self.few_shot):
-                seen.setdefault(tuple(ex), None)  # type: ignore[arg-type]
+                seen.setdefault((ex[0], ex[1]), None)
                 if len(seen) >= 4 * self.few_shot:
                     return list(seen)
         return list(seen)
@@ -788,7 +789,7 @@ class TemplateMiner:
                 contents.append(line)
                 yield raw
 
-        total = len(lines) if hasattr(lines, "__len__") else None  # type: ignore[arg-type]
+        total = len(lines) if isinstance(lines, Sized) else None
         idx, bad, rej = self._add_many(tee(), progress, total)
         return self._frame(contents, idx, bad, rej, parameters)
 
