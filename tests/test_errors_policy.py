@@ -80,6 +80,7 @@ NO_BAD_CALL = {
     "inputs.add_input_columns": "joins the LogLines that as_log_lines made to the DataFrame that parse made",
     "pytest_plugin.LoglmData": "built by the loglm_data fixture; missing data fails the test (tests/test_pytest_plugin.py)",
     "retrieval.Example": "a record ExampleBank fills in",
+    "prompts.is_chat": "a predicate: any value is an answer, not an error",
 }
 
 Call = Tuple[str, Callable[[Path], Any], Type[BaseException]]
@@ -152,6 +153,8 @@ def _calls() -> List[Call]:
         ("prompts.ask_prompt", lambda t: prompts.ask_prompt("x", "one string, not a list"), bad_type),
         ("prompts.with_examples", lambda t: prompts.with_examples("x", [("user turn", 3)]), bad_type),  # type: ignore[list-item]
         ("prompts.default_instruction", lambda t: prompts.default_instruction("summary"), bad_input),
+        ("prompts.prompt_messages", lambda t: prompts.prompt_messages(3, None), bad_input),  # type: ignore[arg-type]
+        ("prompts.check_text", lambda t: prompts.check_text(b"\xff", "the prompt"), bad_input),
         # models
         ("models.resolve", lambda t: models.resolve(_missing(t) / "m.gguf"), errors.ModelNotFoundError),
         ("models.resolve", lambda t: models.resolve("no-such-model-name"), errors.ModelNotFoundError),
@@ -205,7 +208,6 @@ def _calls_of_the_facade() -> List[Call]:
         # tasks (the mixin's own checks run before it asks the model anything)
         ("tasks.TaskMixin", lambda t: tasks.TaskMixin().fit_text("x", 0), bad_input),
         # model
-        ("model.prompt_messages", lambda t: model.prompt_messages(3, None), bad_input),  # type: ignore[arg-type]
         ("model.LogLM", lambda t: model.LogLM.load(_missing(t) / "m.gguf"), no_model),
         # remote (no server is contacted)
         ("remote.RemoteLogLM", lambda t: remote.RemoteLogLM("ftp://127.0.0.1"), bad_input),

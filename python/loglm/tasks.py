@@ -26,11 +26,11 @@ import numpy as np
 from loglm.errors import InvalidInputError
 from loglm.inputs import LogLines, Logs, add_input_columns, as_log_lines, read_log_lines
 from loglm.progress import progress_bar
+from loglm.prompts import TRUNCATION_MARK
 from loglm.protocols import Prompt
 
 __all__ = ["TaskMixin", "Answer", "LogLines", "read_log_lines", "as_log_lines"]
 
-_TRUNCATION_MARK = " …[truncated]"
 
 
 class Answer(str):
@@ -102,7 +102,7 @@ class TaskMixin(_ModelBase):
         if len(ids) <= max_tokens and len(probe) == len(text):
             return text, False
         keep = max(max_tokens - 8, 1)
-        return self.detokenize(ids[:keep]) + _TRUNCATION_MARK, True
+        return self.detokenize(ids[:keep]) + TRUNCATION_MARK, True
 
     def _count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
