@@ -32,13 +32,12 @@ import numpy as np
 from loglm import _args, _loglm
 from loglm.errors import InvalidInputError
 from loglm.models import resolve, resolve_adapters
+from loglm.prompts import check_text, is_chat, prompt_messages
+from loglm.protocols import Chat, Message, Prompt  # noqa: F401  (loglm.model.Prompt and its parts, as before)
 from loglm.tasks import TaskMixin
 
 if TYPE_CHECKING:  # pragma: no cover
     from loglm.remote import RemoteLogLM
-
-from loglm.prompts import check_text, is_chat, prompt_messages
-from loglm.protocols import Chat, Message, Prompt  # noqa: F401  (loglm.model.Prompt and its parts, as before)
 
 
 @dataclass(frozen=True)
