@@ -27,12 +27,11 @@ PACKAGE = Path(loglm.__file__).resolve().parent
 #: Modules whose public functions the walk calls (the scan reads every module).
 POLICY_MODULES = ("metrics", "datasets", "evaluate", "embed", "answers", "prompts", "models", "train", "scale",
                   "collab", "parsing", "tasks", "cli", "model", "remote", "serve", "report", "inputs",
-                  "pytest_plugin", "retrieval", "errors")
+                  "pytest_plugin", "retrieval", "errors", "anomaly")
 #: Public modules the walk leaves out, each with why.
 NOT_WALKED = {
     "protocols": "typing.Protocol classes and type aliases: nothing to call",
     "progress": "progress_bar is the package's own helper, called with loglm's arguments",
-    "anomaly": "not yet: logit and combine take arrays unchecked (numpy's ValueError comes through)",
 }
 
 #: Raises of foreign classes the scan lets pass, by (file, class name), each with why.
@@ -181,7 +180,7 @@ def _calls_of_the_facade() -> List[Call]:
     """The log-analysis facade: checked before any model loads or any server starts."""
     import pandas as pd
 
-    from loglm import collab, inputs, model, parsing, pytest_plugin, remote, report, retrieval, serve, tasks
+    from loglm import anomaly, collab, inputs, model, parsing, pytest_plugin, remote, report, retrieval, serve, tasks
 
     bad_input, bad_type = errors.InvalidInputError, errors.InvalidTypeError
     no_model = errors.ModelNotFoundError
@@ -237,6 +236,14 @@ def _calls_of_the_facade() -> List[Call]:
         # retrieval (nothing is embedded before the records are checked)
         ("retrieval.ExampleBank", lambda t: retrieval.ExampleBank([]), bad_input),
         ("retrieval.ExampleBank", lambda t: retrieval.ExampleBank([{"input": "x"}]), bad_input),
+        # anomaly (no encoder is loaded)
+        ("anomaly.logit", lambda t: anomaly.logit("x"), bad_input),
+        ("anomaly.combine", lambda t: anomaly.combine([0.5], [0.1, 0.2]), bad_input),
+        ("anomaly.severity_hits", lambda t: anomaly.severity_hits("one log"), bad_input),
+        ("anomaly.severity_evidence", lambda t: anomaly.severity_evidence("one log"), bad_input),
+        ("anomaly.fit_severity", lambda t: anomaly.fit_severity(["a"], [0, 1]), bad_input),
+        ("anomaly.NeighbourEvidence", lambda t: anomaly.NeighbourEvidence([[1.0]], [0, 1]), bad_input),
+        ("anomaly.AnomalyEvidence", lambda t: anomaly.AnomalyEvidence(neighbours=object()), bad_input),  # type: ignore[arg-type]
         # errors
         ("errors.require_str", lambda t: errors.require_str(b"x", "text"), bad_type),
         ("errors.require_path", lambda t: errors.require_path(3, "path"), bad_type),
