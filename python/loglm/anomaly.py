@@ -64,7 +64,10 @@ SEVERITY_FIT = {"coef": 1.7916, "intercept": -2.8967, "prior_logit": -2.2039}
 
 def logit(p: Any) -> np.ndarray:
     """Log-odds of probabilities (clipped to [1e-6, 1 - 1e-6])."""
-    q = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    try:
+        q = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    except (TypeError, ValueError) as e:
+        raise InvalidInputError(f"probabilities must be numbers: {e}") from None
     return np.log(q / (1 - q))
 
 
@@ -200,7 +203,10 @@ def combine(model_probs: Any, *evidence: Optional[np.ndarray]) -> np.ndarray:
     z = logit(model_probs)
     for e in evidence:
         if e is not None:
-            z = z + np.asarray(e, dtype=np.float64)
+            ea = np.asarray(e, dtype=np.float64)
+            if ea.ndim and ea.shape != z.shape:
+                raise InvalidInputError(f"evidence of shape {ea.shape} for probabilities of shape {z.shape}")
+            z = z + ea
     return 1.0 / (1.0 + np.exp(-z))
 
 

@@ -32,11 +32,9 @@ import shlex
 import sys
 from typing import Any, List, Optional
 
+from loglm.errors import InvalidInputError
+
 EXPLAIN_TASKS = {"interpret": "interpret", "root-cause": "root_cause", "solution": "suggest_solution"}
-
-
-class _Bad(Exception):
-    pass
 
 
 def _adapter(args: argparse.Namespace) -> Any:
@@ -46,7 +44,7 @@ def _adapter(args: argparse.Namespace) -> Any:
         return "auto"
     if any(a.lower() == "none" for a in given):
         if len(given) > 1:
-            raise _Bad("--adapter none cannot be combined with adapter paths")
+            raise InvalidInputError("--adapter none cannot be combined with adapter paths")
         return None
     return list(given)
 
@@ -178,9 +176,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 def _cmd_ask(args: argparse.Namespace) -> int:
     if not args.instruction.strip():
-        raise _Bad("the instruction is empty")
+        raise InvalidInputError("the instruction is empty")
     if sum(f == "-" for f in args.files) > 1:
-        raise _Bad("standard input ('-') can be read only once")
+        raise InvalidInputError("standard input ('-') can be read only once")
     logs = ["\n".join(_read(args, [f])) for f in args.files]
     m = _model(args)
     return _stream_or_json(lambda stream: m.ask(args.instruction, logs, stream=stream,
@@ -227,9 +225,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         known = loghub_systems()
         bad = [s for s in systems if s not in known]
         if bad:
-            raise _Bad(f"unknown system(s) {', '.join(bad)}; available: {', '.join(known)}")
+            raise InvalidInputError(f"unknown system(s) {', '.join(bad)}; available: {', '.join(known)}")
     if args.limit is not None and args.limit < 1:
-        raise _Bad("--limit must be >= 1")
+        raise InvalidInputError("--limit must be >= 1")
     cmd = "loglm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("loglm") else None
     log = None if args.quiet else (lambda msg: print(f"[loglm eval] {msg}", file=sys.stderr, flush=True))
     res = evaluate(args.what, model_path=args.model, adapter=_adapter(args), systems=systems, limit=args.limit, threads=args.threads,
@@ -252,7 +250,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     for name in ("port", "max_request_bytes", "max_tokens", "max_batch"):
         v = getattr(args, name)
         if v < (0 if name == "port" else 1) or (name == "port" and v > 65535):
-            raise _Bad(f"--{name.replace('_', '-')} out of range: {v}")
+            raise InvalidInputError(f"--{name.replace('_', '-')} out of range: {v}")
     serve(args.model, host=args.host, port=args.port, threads=args.threads, context_length=args.context_length,
           model_name=args.model_name, api_key=args.api_key, max_request_bytes=args.max_request_bytes,
           max_tokens=args.max_tokens, max_batch=args.max_batch, log_requests=args.log_requests)
@@ -269,7 +267,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         print(f"loglm: error: {e}", file=sys.stderr)
         return 1
     if args.heldout is not None and not 0.0 <= args.heldout < 1.0:
-        raise _Bad("--heldout must be in [0, 1)")
+        raise InvalidInputError("--heldout must be in [0, 1)")
     res = finetune(args.base, args.data, args.out, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr,
                    rank=args.rank, alpha=args.alpha, dropout=args.dropout, max_length=args.max_length,
                    batch_size=args.batch_size, grad_accum=args.grad_accum, heldout=args.heldout,
@@ -425,14 +423,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``loglm`` command; returns the exit status."""
-    from loglm.errors import InvalidInputError, LoglmError, ModelNotFoundError
+    from loglm.errors import LoglmError, ModelNotFoundError
 
     ap = build_parser()
     args = ap.parse_args(argv)
     args._argv = list(argv) if argv is not None else None
     try:
         return int(args.func(args))
-    except (_Bad, InvalidInputError, ModelNotFoundError, FileNotFoundError, IsADirectoryError,
+    except (InvalidInputError, ModelNotFoundError, FileNotFoundError, IsADirectoryError,
             UnicodeDecodeError) as e:
         print(f"loglm: error: {e}", file=sys.stderr)
         return 2

@@ -14,8 +14,9 @@ zero-label mode where a similarity router splits "general" from
 Pieces:
 
 * session embedding = mean of the (cached) sentence vectors of its lines,
-  re-normalised to unit length; lines are masked first (numbers, ids, IPs ->
-  ``<*>``) so that lines of one template share a vector;
+  re-normalised to unit length; lines are masked first by :func:`mask_line` (the
+  template tree's masker: tokens holding digits -- numbers, ids, IPs -- become ``<*>``)
+  so that lines of one template share a vector;
 * coordinator = autoencoder trained in Rust (candle-nn) on the embeddings of
   known sessions; tau = ``percentile`` of its training reconstruction errors;
   a session is "novel" when its error exceeds tau and memory holds no
@@ -52,7 +53,8 @@ import numpy as np
 
 from loglm import _loglm
 from loglm.embed import SentenceEncoder
-from loglm.errors import InvalidInputError, LoglmError, ModelLoadError, ModelNotFoundError, NotFittedError
+from loglm.errors import (InvalidInputError, InvalidTypeError, LoglmError, ModelLoadError, ModelNotFoundError,
+                          NotFittedError)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,15 +75,6 @@ __all__ = [
 ]
 
 BLOCK_RE = re.compile(r"blk_-?\d+")
-_MASKS = [
-    (re.compile(r"blk_-?\d+"), "<*>"),
-    (re.compile(r"(/?\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(:\d+)?"), "<*>"),
-    (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<*>"),
-    (re.compile(r"\b[0-9a-fA-F]{8,}\b"), "<*>"),
-    (re.compile(r"(?<![A-Za-z])-?\d+(\.\d+)?(?![A-Za-z])"), "<*>"),
-    (re.compile(r"(<\*>[\s:/,._-]*)+<\*>"), "<*>"),
-]
-
 Sessions = Union[Mapping[Hashable, Sequence[str]], Sequence[Sequence[str]]]
 _LABEL_WORDS = {
     "normal": 0, "benign": 0, "ok": 0, "-": 0, "0": 0, "false": 0,
@@ -92,16 +85,20 @@ _LABEL_WORDS = {
 # --------------------------------------------------------------------------- sessions
 
 
-def mask_line(line: str) -> str:
-    """Replace variable parts (block ids, IPs, hex, numbers) with ``<*>``."""
-    for rx, rep in _MASKS:
-        line = rx.sub(rep, line)
-    return line.strip()
+#: ``mask_line(line)``: the line with its variable parts (numbers, hex, IPs with ports,
+#: block ids, paths and ids holding digits) replaced by ``<*>`` (``key=value`` keeps its
+#: key), a run of masked tokens as one ``<*>``, whitespace collapsed; the default
+#: ``preprocess`` of the detector. The template tree's own masker
+#: (``src/parse/masking.rs``), the one masker in loglm; a non-``str`` raises
+#: :class:`loglm.InvalidTypeError`.
+mask_line = _loglm.mask_line
 
 
 def sessions_by_block(lines: Iterable[str], pattern: Union[str, "re.Pattern[str]"] = BLOCK_RE) -> "OrderedDict[str, List[str]]":
     """Group lines by the block ids they mention (HDFS ``blk_-?\\d+``); a line
     naming several blocks joins each of them; lines naming none are dropped."""
+    if isinstance(lines, (str, bytes)):
+        raise InvalidTypeError("lines must be a list of log lines, not one str")
     rx = re.compile(pattern) if isinstance(pattern, str) else pattern
     out: "OrderedDict[str, List[str]]" = OrderedDict()
     for line in lines:
@@ -205,10 +202,11 @@ def _split_sessions(sessions: Sessions, keys: Optional[Sequence[Hashable]]) -> T
         ks, ss = list(sessions.keys()), [list(v) for v in sessions.values()]
     else:
         if isinstance(sessions, (str, bytes)):
-            raise TypeError("sessions must be a sequence of sessions (lists of lines), not a string")
-        ss = [list(s) if not isinstance(s, (str, bytes)) else None for s in sessions]  # type: ignore[misc]
-        if any(s is None for s in ss):
-            raise TypeError("each session must be a list of lines, not a string")
+            raise InvalidTypeError("sessions must be a sequence of sessions (lists of lines), not a string")
+        given = list(sessions)
+        if any(isinstance(s, (str, bytes)) for s in given):
+            raise InvalidTypeError("each session must be a list of lines, not a string")
+        ss = [list(s) for s in given]
         ks = list(keys) if keys is not None else list(range(len(ss)))
         if len(ks) != len(ss):
             raise InvalidInputError(f"length mismatch: {len(ss)} sessions, {len(ks)} keys")
@@ -219,7 +217,7 @@ def _split_sessions(sessions: Sessions, keys: Optional[Sequence[Hashable]]) -> T
             raise InvalidInputError(f"session {k!r} is empty")
         for line in s:
             if not isinstance(line, str):
-                raise TypeError(f"session {k!r} holds a {type(line).__name__}, lines must be strings")
+                raise InvalidTypeError(f"session {k!r} holds a {type(line).__name__}, lines must be strings")
     return ks, ss
 
 
@@ -600,7 +598,7 @@ class CollaborativeDetector:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "memory_"):
-            raise _not_fitted_error()("this CollaborativeDetector is not fitted yet; call fit() first")
+            raise _not_fitted("this CollaborativeDetector is not fitted yet; call fit() first")
 
     def embed(self, sessions: Sequence[Sequence[str]]) -> np.ndarray:
         """Session embeddings (see :func:`session_embeddings`)."""
@@ -1043,8 +1041,8 @@ class CollaborativeDetector:
 _NOT_FITTED: List[type] = []
 
 
-def _not_fitted_error() -> type:
-    """:class:`loglm.NotFittedError`, also a ``sklearn.exceptions.NotFittedError`` when
+def _not_fitted(message: str) -> NotFittedError:
+    """A :class:`loglm.NotFittedError`, also a ``sklearn.exceptions.NotFittedError`` when
     scikit-learn is installed (imported only on this error path)."""
     if not _NOT_FITTED:
         try:
@@ -1053,7 +1051,8 @@ def _not_fitted_error() -> type:
             _NOT_FITTED.append(NotFittedError)
         else:
             _NOT_FITTED.append(type("NotFittedError", (NotFittedError, SkNotFitted), {"__module__": "loglm.errors"}))
-    return _NOT_FITTED[0]
+    err: NotFittedError = _NOT_FITTED[0](message)
+    return err
 
 
 def _binary_labels(y: Any) -> np.ndarray:

@@ -288,7 +288,7 @@ def evaluate(task: str = "all", *, model: Any = None, model_path: Union[str, os.
              adapter: Any = "auto", systems: Optional[Sequence[str]] = None, limit: Optional[int] = None, threads: Optional[int] = None,
              seed: int = 0, threshold: float = 0.5, max_new_tokens: int = 256, root: Any = None,
              log: Optional[Log] = None, command: Optional[str] = None,
-             checkpoint: Optional[Callable[[Dict[str, Any]], None]] = None,
+             checkpoint: Optional[Callable[[Dict[str, Any]], object]] = None,
              examples: Optional[str] = "train") -> Dict[str, Any]:
     """Run ``task`` (``"parsing"``, ``"anomaly"``, ``"irs"`` or ``"all"``) and return the
     result dict: ``meta`` (model file, its sha256, the LoRA adapters merged and the

@@ -32,14 +32,12 @@ import numpy as np
 from loglm import _args, _loglm
 from loglm.errors import InvalidInputError
 from loglm.models import resolve, resolve_adapters
+from loglm.prompts import check_text, is_chat, prompt_messages
+from loglm.protocols import Chat, Message, Prompt  # noqa: F401  (loglm.model.Prompt and its parts, as before)
 from loglm.tasks import TaskMixin
 
 if TYPE_CHECKING:  # pragma: no cover
     from loglm.remote import RemoteLogLM
-
-Message = Union[Dict[str, str], Tuple[str, str]]
-Chat = Sequence[Message]
-Prompt = Union[str, bytes, Chat]
 
 
 @dataclass(frozen=True)
@@ -128,9 +126,16 @@ class TextStream:
     generation: the engine loop drops the sequence at its next step.
     """
 
+    #: Set by the text helpers (``interpret(..., stream=True)``...): whether the log text
+    #: was cut to fit the context, and the prompt sent (as on :class:`loglm.tasks.Answer`).
+    truncated: bool
+    prompt: Prompt
+
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self.result: Optional[GenerationResult] = None
+        self.truncated = False
+        self.prompt = ""
 
     def __iter__(self) -> "TextStream":
         return self
@@ -181,61 +186,6 @@ def _result(d: Dict[str, Any]) -> GenerationResult:
         token_ids=list(d["token_ids"]),
         logprobs=None if d.get("logprobs") is None else [(int(i), float(lp), [(int(a), float(b)) for a, b in top])
                                                          for i, lp, top in d["logprobs"]],
-    )
-
-
-def _check_text(s: Union[str, bytes], what: str) -> str:
-    if isinstance(s, bytes):
-        try:
-            return s.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InvalidInputError(
-                f"{what} is not valid UTF-8 (byte {e.start}); decode it first, "
-                "e.g. data.decode('utf-8', errors='replace')"
-            ) from None
-    if not isinstance(s, str):
-        raise InvalidInputError(f"{what} must be str or bytes, not {type(s).__name__}")
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise InvalidInputError(
-            f"{what} contains characters that are not valid Unicode (position {e.start}, "
-            "e.g. lone surrogates from surrogateescape decoding); clean the text first"
-        ) from None
-    return s
-
-
-def _is_message(m: Any) -> bool:
-    return (isinstance(m, dict) and "role" in m and "content" in m) or (
-        isinstance(m, tuple) and len(m) == 2 and all(isinstance(x, str) for x in m)
-    )
-
-
-def _is_chat(p: Any) -> bool:
-    return isinstance(p, (list, tuple)) and len(p) > 0 and all(_is_message(m) for m in p)
-
-
-def _pairs(chat: Chat) -> List[Tuple[str, str]]:
-    out = []
-    for m in chat:
-        role, content = (m["role"], m["content"]) if isinstance(m, dict) else m
-        out.append((_check_text(role, "a message role"), _check_text(content, "a message")))
-    return out
-
-
-def prompt_messages(prompt: Prompt, system_prompt: Optional[str]) -> List[Tuple[str, str]]:
-    """The chat messages a prompt stands for: a string becomes one user turn (after
-    ``system_prompt`` when given); a chat is checked and returned as (role, content) pairs."""
-    if isinstance(prompt, (str, bytes)):
-        msgs = []
-        if system_prompt is not None:
-            msgs.append(("system", system_prompt))
-        msgs.append(("user", _check_text(prompt, "the prompt")))
-        return msgs
-    if _is_chat(prompt):
-        return _pairs(prompt)  # type: ignore[arg-type]
-    raise InvalidInputError(
-        "a prompt must be a str, bytes, or a chat (a list of {'role', 'content'} dicts)"
     )
 
 
@@ -384,7 +334,7 @@ class LogLM(TaskMixin):
 
     def tokenize(self, text: Union[str, bytes], *, parse_special: bool = False) -> List[int]:
         """Token ids of ``text`` (control-token text is literal unless ``parse_special``)."""
-        return list(self._engine.encode(_check_text(text, "text"), parse_special=parse_special))
+        return list(self._engine.encode(check_text(text, "text"), parse_special=parse_special))
 
     def detokenize(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
         """Text of token ids."""
@@ -405,7 +355,7 @@ class LogLM(TaskMixin):
         if raw:
             if not isinstance(prompt, (str, bytes)):
                 raise InvalidInputError("raw=True takes str prompts")
-            ids = self._engine.encode(_check_text(prompt, "the prompt"), parse_special=True)
+            ids = self._engine.encode(check_text(prompt, "the prompt"), parse_special=True)
         else:
             ids = self._engine.encode_chat(self.messages(prompt), add_generation_prompt=add_generation_prompt)
         if not ids:
@@ -413,11 +363,11 @@ class LogLM(TaskMixin):
         return list(ids)
 
     def _batch(self, prompts: Union[Prompt, Sequence[Prompt]], raw: bool) -> Tuple[List[List[int]], bool]:
-        single = isinstance(prompts, (str, bytes)) or _is_chat(prompts)
-        items: Sequence[Prompt] = [prompts] if single else prompts  # type: ignore[list-item]
+        single = isinstance(prompts, (str, bytes)) or is_chat(prompts)
+        items: Sequence[Any] = [prompts] if single else prompts
         if not isinstance(items, (list, tuple)):
             try:
-                items = list(items)  # type: ignore[arg-type]
+                items = list(items)
             except TypeError:
                 raise InvalidInputError(
                     f"prompts must be a str, a chat, or a list of them, not {type(prompts).__name__}"
@@ -565,7 +515,7 @@ class LogLM(TaskMixin):
         ids = self.encode_prompt(prompt, raw=raw)
         choice_ids = []
         for c in choices:
-            t = self._engine.encode(_check_text(c, "a choice"))
+            t = self._engine.encode(check_text(c, "a choice"))
             if not t:
                 raise InvalidInputError(f"choice {c!r} encodes to no tokens")
             choice_ids.append(list(t))

@@ -22,6 +22,7 @@ import json
 import re
 import time
 import zlib
+from collections.abc import Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
 
@@ -30,7 +31,7 @@ import numpy as np
 from loglm import _loglm
 from loglm._drain3 import (LogMasker, MaskingInstruction, TemplateMinerConfig, decode_state,
                            drain3_snapshot_to_state, parameter_regex_factory, resolve_config)
-from loglm.errors import InvalidInputError
+from loglm.errors import InvalidInputError, InvalidTypeError, ModelNotFoundError, require_str
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -116,12 +117,13 @@ class _DrainView:
 def template_id(template: str) -> str:
     """Content-derived id of a template: ``"E"`` + 8 hex digits of a stable FNV-1a hash of
     the whitespace-normalised text (equal on every machine and run)."""
-    return _loglm.template_id(template)
+    return _loglm.template_id(require_str(template, "template"))
 
 
 def template_matches(template: str, line: str, param_str: str = "<*>") -> bool:
     """Whether ``template`` (``<*>`` = any text, whitespace runs equivalent) matches ``line``."""
-    return _loglm.template_matches(template, line, param_str, True)
+    return _loglm.template_matches(require_str(template, "template"), require_str(line, "line"),
+                                   require_str(param_str, "param_str"), True)
 
 
 # loghub-2.0 template conventions (Jiang et al. 2024, "A large-scale evaluation for log
@@ -223,8 +225,13 @@ def templates_table(df: Any) -> "pd.DataFrame":
     one row per template with its ``Occurrences``, most frequent first."""
     import pandas as pd
 
+    if not isinstance(df, pd.DataFrame):
+        raise InvalidTypeError(f"df must be a pandas DataFrame (from parse), not {type(df).__name__}")
     if len(df) == 0:
         return pd.DataFrame({"EventId": [], "EventTemplate": [], "Occurrences": []})
+    missing = [c for c in ("EventId", "EventTemplate") if c not in df.columns]
+    if missing:
+        raise InvalidInputError(f"df has no {' or '.join(missing)} column (columns: {', '.join(map(str, df.columns))})")
     t = df.groupby(["EventId", "EventTemplate"], sort=False).size().reset_index(name="Occurrences")
     return t.sort_values("Occurrences", ascending=False, kind="stable").reset_index(drop=True)
 
@@ -233,24 +240,32 @@ class ExampleRetriever:
     """Labelled ``(line, template)`` examples, retrieved for a line by the cosine of their
     sentence vectors (the MiniLM encoder of :mod:`loglm.embed` by default), as LILAC /
     LogPrompt choose their demonstrations. Neighbours with a template already chosen are
-    skipped, so the ``k`` examples show ``k`` different templates where the pool has them."""
+    skipped, so the ``k`` examples show ``k`` different templates where the pool has them.
+
+    The search is :class:`loglm.retrieval.ExampleBank`'s (``parsing`` examples: a line is
+    embedded by its first 1,000 characters); the encoder loads and the examples are
+    embedded here, when the retriever is made."""
 
     def __init__(self, examples: Iterable[tuple[str, str]], encoder: Any = None) -> None:
+        from loglm.retrieval import ExampleBank
+
         self.examples = [(str(a), str(b)) for a, b in examples]
         if not self.examples:
             raise InvalidInputError("ExampleRetriever needs at least one (line, template) example")
-        if encoder is None:
-            from loglm.embed import SentenceEncoder
+        self._bank = ExampleBank([{"task": "parsing", "input": a, "output": b} for a, b in self.examples],
+                                 encoder=encoder)
+        self._bank.vectors()
 
-            encoder = SentenceEncoder.load()
-        self.encoder = encoder
-        self._vectors = np.asarray(encoder.encode([a for a, _ in self.examples]), dtype=np.float32)
+    @property
+    def encoder(self) -> Any:
+        """The sentence encoder."""
+        return self._bank.encoder
 
     def nearest(self, lines: Sequence[str], k: int) -> list[list[tuple[str, str]]]:
         """Per line, up to ``k`` examples, nearest first (ties: pool order)."""
         if k <= 0 or not lines:
             return [[] for _ in lines]
-        sims = np.asarray(self.encoder.encode(list(lines)), dtype=np.float32) @ self._vectors.T
+        sims, _ = self._bank.similarities(list(lines))
         out = []
         for row in sims:
             picked: list[tuple[str, str]] = []
@@ -540,10 +555,11 @@ class TemplateMiner:
     @classmethod
     def load(cls, path: str | Path, **kwargs: Any) -> TemplateMiner:
         """A miner restored from a file written by ``save`` (``kwargs`` as for the
-        constructor, e.g. ``model``; tree settings come from the file)."""
+        constructor, e.g. ``model``; tree settings come from the file). A missing file
+        raises :class:`loglm.ModelNotFoundError` (a ``FileNotFoundError``)."""
         p = Path(path)
         if not p.exists():
-            raise FileNotFoundError(str(p))
+            raise ModelNotFoundError(f"no saved TemplateMiner at {p}")
         m = cls(**kwargs)
         m.load_state(p.read_text(encoding="utf-8"))
         return m
@@ -563,7 +579,7 @@ class TemplateMiner:
         refused for disagreeing with the tree's evidence; the latter also in llm_refused),
         templates, over/under-merge repairs, non_utf8_lines,
         seconds (total) and model_seconds."""
-        c = dict(self._tree.counters())
+        c: dict[str, Any] = dict(self._tree.counters())
         c["llm_refused"] = self._llm_refused
         c["llm_rejected"] += self._llm_refused
         c["llm_calls"] = self._llm_calls
@@ -587,7 +603,7 @@ class TemplateMiner:
             return list(seen)
         for line in lines:
             for ex in self._tree.similar_examples(line, self.few_shot):
-                seen.setdefault(tuple(ex), None)  # type: ignore[arg-type]
+                seen.setdefault((ex[0], ex[1]), None)
                 if len(seen) >= 4 * self.few_shot:
                     return list(seen)
         return list(seen)
@@ -776,7 +792,7 @@ class TemplateMiner:
                 contents.append(line)
                 yield raw
 
-        total = len(lines) if hasattr(lines, "__len__") else None  # type: ignore[arg-type]
+        total = len(lines) if isinstance(lines, Sized) else None
         idx, bad, rej = self._add_many(tee(), progress, total)
         return self._frame(contents, idx, bad, rej, parameters)
 

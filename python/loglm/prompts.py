@@ -9,13 +9,18 @@ model's chat template is applied by :class:`loglm.LogLM`.
 Log text is data: it goes after the instruction (raw for one-line parsing and anomaly
 detection, as in training; inside a code fence for the free-text capabilities), and
 control-token look-alikes in it are tokenized as plain text by the engine.
+
+Both backends (:class:`loglm.LogLM`, :class:`loglm.remote.RemoteLogLM`) read a prompt
+with the checks at the end of this module (:func:`prompt_messages`, :func:`check_text`,
+:func:`is_chat`), so neither imports the other's private helpers.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from loglm.errors import InvalidInputError, InvalidTypeError, require_str
 from loglm.parsing import PARSING_INSTRUCTION
+from loglm.protocols import Chat, Prompt
 
 __all__ = [
     "PARSING_INSTRUCTION",
@@ -35,7 +40,14 @@ __all__ = [
     "ask_prompt",
     "with_examples",
     "default_instruction",
+    "TRUNCATION_MARK",
+    "check_text",
+    "is_chat",
+    "prompt_messages",
 ]
+
+#: What ends log text cut to fit the model's context (both backends).
+TRUNCATION_MARK = " …[truncated]"
 
 #: Anomaly-detection instruction of the training set (records 900-1231).
 ANOMALY_INSTRUCTION = "Classify the given log entries into normal and abnormal categories."
@@ -152,3 +164,66 @@ def with_examples(prompt: str, examples: Sequence[Tuple[str, str]]) -> Union[str
         chat.append({"role": "assistant", "content": answer})
     chat.append({"role": "user", "content": prompt})
     return chat
+
+
+# ---- prompt checks both backends share (loglm.LogLM, loglm.remote.RemoteLogLM) ----------
+
+
+def check_text(s: Union[str, bytes], what: str) -> str:
+    """``s`` as a ``str``: bytes decoded as UTF-8; :class:`loglm.InvalidInputError` naming
+    ``what`` for other types, bytes that are not UTF-8 and text that cannot be encoded
+    (lone surrogates)."""
+    if isinstance(s, bytes):
+        try:
+            return s.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InvalidInputError(
+                f"{what} is not valid UTF-8 (byte {e.start}); decode it first, "
+                "e.g. data.decode('utf-8', errors='replace')"
+            ) from None
+    if not isinstance(s, str):
+        raise InvalidInputError(f"{what} must be str or bytes, not {type(s).__name__}")
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidInputError(
+            f"{what} contains characters that are not valid Unicode (position {e.start}, "
+            "e.g. lone surrogates from surrogateescape decoding); clean the text first"
+        ) from None
+    return s
+
+
+def _is_message(m: Any) -> bool:
+    return (isinstance(m, dict) and "role" in m and "content" in m) or (
+        isinstance(m, tuple) and len(m) == 2 and all(isinstance(x, str) for x in m)
+    )
+
+
+def is_chat(p: Any) -> bool:
+    """Whether ``p`` is a chat: a non-empty list of ``{"role", "content"}`` dicts or
+    ``(role, content)`` pairs."""
+    return isinstance(p, (list, tuple)) and len(p) > 0 and all(_is_message(m) for m in p)
+
+
+def _pairs(chat: Chat) -> List[Tuple[str, str]]:
+    out = []
+    for m in chat:
+        role, content = (m["role"], m["content"]) if isinstance(m, dict) else m
+        out.append((check_text(role, "a message role"), check_text(content, "a message")))
+    return out
+
+
+def prompt_messages(prompt: Prompt, system_prompt: Optional[str]) -> List[Tuple[str, str]]:
+    """The chat messages a prompt stands for: a string becomes one user turn (after
+    ``system_prompt`` when given); a chat is checked and returned as (role, content) pairs."""
+    if isinstance(prompt, (str, bytes)):
+        msgs = []
+        if system_prompt is not None:
+            msgs.append(("system", system_prompt))
+        msgs.append(("user", check_text(prompt, "the prompt")))
+        return msgs
+    if is_chat(prompt):
+        return _pairs(prompt)
+    raise InvalidInputError(
+        "a prompt must be a str, bytes, or a chat (a list of {'role', 'content'} dicts)"
+    )

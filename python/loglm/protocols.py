@@ -55,7 +55,15 @@ class ChoiceScoresLike(Protocol):
 
 
 class TextStreamLike(Protocol):
-    """A completion as an iterator of text pieces (:class:`loglm.TextStream`)."""
+    """A completion as an iterator of text pieces (:class:`loglm.TextStream`).
+
+    The text helpers (``interpret(..., stream=True)``...) set ``truncated`` and ``prompt``
+    on the stream they return, as they do on an :class:`loglm.tasks.Answer`."""
+
+    #: Whether the log text was cut to fit the context (``False`` unless a helper set it).
+    truncated: bool
+    #: The prompt a helper sent (``""`` unless a helper set it).
+    prompt: Prompt
 
     def __iter__(self) -> Iterator[str]:
         """The stream itself."""

@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 import pytest
 
+from loglm.errors import InvalidInputError, require_path
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -183,7 +185,7 @@ def _parse_adapter(items: List[str], source: str) -> Any:
     items = [str(x).strip() for x in items if str(x).strip()]
     nones = [x for x in items if x.lower() == "none"]
     if nones and len(nones) != len(items):
-        raise ValueError(f"{source}: 'none' (the base model alone) cannot be combined with adapter paths {items}")
+        raise InvalidInputError(f"{source}: 'none' (the base model alone) cannot be combined with adapter paths {items}")
     return None if nones else items
 
 
@@ -191,9 +193,9 @@ def _parse_threads(text: str, source: str) -> int:
     try:
         n = int(str(text).strip())
     except ValueError:
-        raise ValueError(f"{source}: expected a number of threads, got {text!r}") from None
+        raise InvalidInputError(f"{source}: expected a number of threads, got {text!r}") from None
     if n < 1:
-        raise ValueError(f"{source}: the number of threads must be at least 1, got {n}")
+        raise InvalidInputError(f"{source}: the number of threads must be at least 1, got {n}")
     return n
 
 
@@ -202,7 +204,7 @@ def _parse_url(text: str, source: str) -> str:
 
     u = urlsplit(text)
     if u.scheme not in ("http", "https") or not u.hostname:
-        raise ValueError(f"{source}: expected an http:// or https:// URL of an OpenAI-compatible server, got {text!r}")
+        raise InvalidInputError(f"{source}: expected an http:// or https:// URL of an OpenAI-compatible server, got {text!r}")
     return text
 
 
@@ -210,9 +212,9 @@ def _parse_tolerance(text: str, source: str) -> float:
     try:
         t = float(text)
     except ValueError:
-        raise ValueError(f"{source}: expected a number such as 0.01, got {text!r}") from None
+        raise InvalidInputError(f"{source}: expected a number such as 0.01, got {text!r}") from None
     if not math.isfinite(t) or t < 0 or t > 1:
-        raise ValueError(f"{source}: the tolerance is a fraction of the metric's range in [0, 1], got {text!r}")
+        raise InvalidInputError(f"{source}: the tolerance is a fraction of the metric's range in [0, 1], got {text!r}")
     return t
 
 
@@ -378,7 +380,6 @@ def load_labelled(path: Any) -> "pd.DataFrame":
     import pandas as pd
 
     from loglm.datasets import DatasetNotFoundError, _label, _read_csv, _read_text
-    from loglm.errors import InvalidInputError
 
     p = Path(os.fspath(path))
     if not p.is_file():
@@ -502,12 +503,12 @@ def _data_call(what: str, fn: Any, *args: Any, **kw: Any) -> Any:
 
 def baseline_path(test_file: Any) -> Path:
     """The baseline file of a test file: ``test_x.py`` -> ``test_x.loglm-baseline.json``."""
-    p = Path(os.fspath(test_file))
+    p = Path(os.fspath(require_path(test_file, "test_file")))
     return p.with_name(p.stem + BASELINE_SUFFIX)
 
 
-class _BaselineError(Exception):
-    pass
+class _BaselineError(InvalidInputError):
+    """A baseline file that cannot be read or is not one."""
 
 
 def _read_baseline(path: Path) -> Dict[str, Dict[str, float]]:
@@ -618,7 +619,6 @@ def record_metric(name: str, value: float, *, minimum: Optional[float] = None, s
     its baseline by more than the tolerance. ``scale`` is the metric's range (1 for
     fractions, 100 for percentages): the tolerance is a fraction of it. Higher is better."""
     __tracebackhide__ = True
-    from loglm.errors import InvalidInputError
 
     if not isinstance(name, str) or not name.strip():
         raise InvalidInputError("record_metric: name must be a non-empty string")
@@ -637,7 +637,6 @@ def _short(s: str, n: int = 120) -> str:
 
 
 def _text_list(x: Any, what: str) -> List[str]:
-    from loglm.errors import InvalidInputError
 
     if isinstance(x, (str, bytes)) or x is None:
         raise InvalidInputError(f"{what} must be a sequence of strings, not {type(x).__name__}")
@@ -683,7 +682,6 @@ def assert_parsing(parsed: Any, truth: Any, *, min_ga: Optional[float] = None, m
     the scores.
     """
     __tracebackhide__ = True
-    from loglm.errors import InvalidInputError
     from loglm.metrics import parsing_scores
 
     pred_col = _column(parsed, ("EventTemplate",))
@@ -768,7 +766,6 @@ def assert_flags(model: Any, logs: Any, expected: Any = None, *, threshold: floa
     """
     __tracebackhide__ = True
     from loglm.datasets import _label
-    from loglm.errors import InvalidInputError
     from loglm.metrics import classification_scores
 
     if not 0.0 <= float(threshold) <= 1.0:
@@ -849,7 +846,6 @@ def assert_text_scores(hypotheses: Any, references: Any, *, min_bleu: Optional[f
     minimum or dropped against the baseline, showing the ``show`` pairs with the lowest
     ROUGE-L. Returns ``{"BLEU": ..., "ROUGE-L": ...}``."""
     __tracebackhide__ = True
-    from loglm.errors import InvalidInputError
     from loglm.metrics import bleu, rouge
 
     hyps = _text_list(hypotheses, "assert_text_scores: hypotheses")

@@ -43,11 +43,15 @@ from loglm.errors import (
     AuthenticationError,
     BadRequestError,
     InvalidInputError,
+    InvalidTypeError,
     RemoteError,
     ServerUnavailableError,
 )
-from loglm.model import BatchStats, ChoiceScores, GenerationResult, Prompt, _check_text, _is_chat, prompt_messages
-from loglm.tasks import _TRUNCATION_MARK, TaskMixin
+from loglm.model import BatchStats, ChoiceScores, GenerationResult
+from loglm.progress import progress_bar
+from loglm.prompts import TRUNCATION_MARK, check_text, is_chat, prompt_messages
+from loglm.protocols import Prompt
+from loglm.tasks import TaskMixin
 
 __all__ = ["RemoteLogLM", "RemoteTextStream"]
 
@@ -73,6 +77,8 @@ def approximate_choice_logprobs(top_logprobs: Sequence[Dict[str, Any]], choices:
     (compared without leading spaces, case-sensitive), else a floor one nat below the
     lowest listed log-probability. Used for servers without loglm's scoring endpoint.
     """
+    if isinstance(choices, (str, bytes)):
+        raise InvalidTypeError("choices must be a list of strings, not one str")
     entries = [(str(e.get("token", "")).lstrip(), float(e.get("logprob", -math.inf))) for e in top_logprobs]
     entries = [(t, lp) for t, lp in entries if t and math.isfinite(lp)]
     floor = (min(lp for _, lp in entries) - 1.0) if entries else -30.0
@@ -91,6 +97,10 @@ class RemoteTextStream:
     ``close()`` stops reading (and closes the connection).
     """
 
+    #: Set by the text helpers, as on :class:`loglm.TextStream`.
+    truncated: bool
+    prompt: Prompt
+
     def __init__(self, resp: Any, url: str, started: float) -> None:
         self._resp = resp
         self._lines = resp.iter_lines()
@@ -102,6 +112,8 @@ class RemoteTextStream:
         self._usage: Optional[Dict[str, Any]] = None
         self._done = False
         self.result: Optional[GenerationResult] = None
+        self.truncated = False
+        self.prompt = ""
 
     def __iter__(self) -> "RemoteTextStream":
         return self
@@ -387,7 +399,7 @@ class RemoteLogLM(TaskMixin):
     # -- tokens ------------------------------------------------------------------------
     def tokenize(self, text: Union[str, bytes], *, parse_special: bool = False) -> List[int]:
         """Token ids from the server's tokenizer (``loglm serve`` only)."""
-        s = _check_text(text, "text")
+        s = check_text(text, "text")
         if not self.is_loglm:
             raise RemoteError(f"{self.base_url} is not loglm serve and has no tokenizer endpoint",
                               url=self.base_url)
@@ -418,7 +430,7 @@ class RemoteLogLM(TaskMixin):
         if len(b) <= max_tokens * BYTES_PER_TOKEN:
             return text, False
         keep = max((max_tokens - 8) * BYTES_PER_TOKEN, 1)
-        return b[:keep].decode("utf-8", "ignore") + _TRUNCATION_MARK, True
+        return b[:keep].decode("utf-8", "ignore") + TRUNCATION_MARK, True
 
     def messages(self, prompt: Prompt) -> List[Tuple[str, str]]:
         """The chat messages a prompt stands for (system prompt added to strings)."""
@@ -480,8 +492,8 @@ class RemoteLogLM(TaskMixin):
         """Generate completions on the server (arguments as :meth:`loglm.LogLM.generate`;
         ``max_batch`` is the server's business and ignored). A list of prompts is sent as
         up to ``concurrency`` requests at once. ``token_ids`` of the results are empty."""
-        single = isinstance(prompts, (str, bytes)) or _is_chat(prompts)
-        items: List[Any] = [prompts] if single else list(prompts)  # type: ignore[arg-type]
+        single = isinstance(prompts, (str, bytes)) or is_chat(prompts)
+        items: List[Any] = [prompts] if single else list(prompts)
         if not items:
             raise InvalidInputError("empty batch: give at least one prompt")
         if max_new_tokens < 1:
@@ -519,7 +531,7 @@ class RemoteLogLM(TaskMixin):
         serve``, a first-token approximation elsewhere (see the module doc)."""
         if isinstance(choices, (str, bytes)) or len(choices) == 0:
             raise InvalidInputError("choices must be a non-empty list of strings")
-        choices = [_check_text(c, "a choice") for c in choices]
+        choices = [check_text(c, "a choice") for c in choices]
         if raw:
             raise InvalidInputError("raw=True prompts are not available with a remote model")
         msgs = [{"role": r, "content": c} for r, c in self.messages(prompt)]
@@ -544,10 +556,8 @@ class RemoteLogLM(TaskMixin):
 
     # -- task helpers: fan the per-line work out over the pool ----------------------------
     def _score_unique(self, lines: Sequence[str], progress: Optional[bool], evidence: bool = True) -> Dict[str, float]:
-        from loglm.tasks import _progress
-
         uniq = list(dict.fromkeys(lines))
-        bar = _progress(progress, len(uniq), "scoring")
+        bar = progress_bar(progress, len(uniq), "scoring", "logs", auto_over=200)  # as the local helpers' bar
 
         def one(x: str) -> float:
             s = self.anomaly_score(x, evidence=evidence)

@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from loglm.errors import InvalidInputError
+from loglm.errors import InvalidInputError, InvalidTypeError, require_str
 
 __all__ = [
     "Report",
@@ -141,6 +141,8 @@ def detect_timestamps(lines: Sequence[str]) -> Tuple[Optional[str], np.ndarray]:
     ``2005-06-03-15.42.50``), HDFS ``yymmdd HHMMSS``, syslog ``Mon dd HH:MM:SS`` and
     Proxifier ``[mm.dd HH:MM:SS]`` (no year: only order and gaps are meaningful), and
     Unix seconds."""
+    if isinstance(lines, (str, bytes)):
+        raise InvalidTypeError("lines must be a list of log lines, not one str")
     n = len(lines)
     out = np.full(n, np.nan)
     sample = [x[:100] for x in lines[:4 * _SAMPLE] if x.strip()][:_SAMPLE]
@@ -263,6 +265,8 @@ def parse_claims(answer: str, *, max_claims: int = 8) -> List[Claim]:
     ``[12]``, ``L12``, ``lines 12 and 40``). A sentence with no citation keeps an empty
     ``line_ids`` (the check marks it ``"uncited"``); the citation text is removed from
     the claim."""
+    if isinstance(max_claims, bool) or not isinstance(max_claims, int) or max_claims < 1:
+        raise InvalidInputError(f"max_claims must be an integer >= 1, got {max_claims!r}")
     text = " ".join(str(answer).split())
     parts = re.split(r"(?<=[.!?])\s+(?=[A-Z\[(])|(?<=\])\s+(?=[A-Z])", text)
     claims = []
@@ -288,6 +292,7 @@ def claim_facts(text: str) -> List[str]:
     ``dfs.DataNode``, ``10.0.0.1``, ``R02-M1-N0``), CamelCase and ALL-CAPS names
     (``PacketResponder``, ``KERNEL``) and capitalised names after the first word
     (``Chrome``, ``Kerberos``)."""
+    require_str(text, "text")
     facts: List[str] = []
 
     def add(f: str) -> None:
@@ -323,6 +328,8 @@ def check_claim(claim: Claim, lines: Sequence[str], *, counts: Optional[Dict[int
     its ``status``, ``facts``, ``missing`` and ``bad_ids``. A number may also be the
     count of lines of a cited line's template (``counts``: LineId -> count), since the
     model is told the counts. Returns the claim."""
+    if not isinstance(claim, Claim):
+        raise InvalidTypeError(f"claim must be a Claim (from parse_claims), not {type(claim).__name__}")
     n = len(lines)
     claim.bad_ids = [i for i in claim.line_ids if not (isinstance(i, (int, np.integer)) and 1 <= int(i) <= n)]
     good = [int(i) for i in claim.line_ids if i not in claim.bad_ids]
@@ -365,6 +372,8 @@ def ablation_attribution(items: Sequence[str], score_batch: Callable[[List[List[
     full score - score without the item; only positive drops, and only drops of at least
     ``min_share`` times the largest one). ``score_batch`` scores a list of item lists in
     one call (the full list first, then each ablation)."""
+    if not callable(score_batch):
+        raise InvalidTypeError(f"score_batch must be a function, not {type(score_batch).__name__}")
     items = list(items)
     if not items:
         return float("nan"), []
@@ -922,7 +931,7 @@ def _sessions(ctx: _Ctx, model: Any, sessions: Any, window: int, top: int, top_s
                 for x, i in zip(items, ids):
                     j = int(ctx.cluster[i[0] - 1])
                     p = ctx.scores[j] if model is not None else ctx.rarity[j] / max_rarity
-                    scorer.index[x] = float(p) if np.isfinite(p) else 0.0  # type: ignore[attr-defined]
+                    scorer.index[x] = float(p) if np.isfinite(p) else 0.0
             score, drops = ablation_attribution(items, scorer, top=3, min_share=evidence_share)
             evidence = [{"line_ids": ids[i][:5], "count": len(ids[i]), "drop": d, "Content": items[i]}
                         for i, d in drops]
@@ -1093,16 +1102,16 @@ def _render(rep: Report, standalone: bool) -> str:
     o.append("<h2>Summary (model, checked)</h2>")
     if rep.claims:
         o.append("<ul>")
-        for c in rep.claims:
-            cites = ", ".join(f"L{i}" for i in c.line_ids)
-            if c.verified:
-                o.append(f'<li>{_e(c.text)} <code>[{_e(cites)}]</code> <span class="ok">✓ verified</span></li>')
+        for claim in rep.claims:
+            cites = ", ".join(f"L{i}" for i in claim.line_ids)
+            if claim.verified:
+                o.append(f'<li>{_e(claim.text)} <code>[{_e(cites)}]</code> <span class="ok">✓ verified</span></li>')
             else:
                 why = {"uncited": "cites no line", "vague": "quotes no value or name that could be checked",
                        "bad-citation": "cites lines that do not exist: "
-                       + ", ".join(map(str, c.bad_ids)), "unsupported": "not in the cited lines: "
-                       + ", ".join(c.missing[:6])}.get(c.status, c.status)
-                o.append(f'<li><span class="failed">{_e(c.text)}</span> <code>[{_e(cites)}]</code> '
+                       + ", ".join(map(str, claim.bad_ids)), "unsupported": "not in the cited lines: "
+                       + ", ".join(claim.missing[:6])}.get(claim.status, claim.status)
+                o.append(f'<li><span class="failed">{_e(claim.text)}</span> <code>[{_e(cites)}]</code> '
                          f'<span class="bad">✗ {_e(why)}</span></li>')
         o.append("</ul>")
     elif rep.model is None:

@@ -55,7 +55,7 @@ import time
 import uuid
 from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple
 
-from loglm.errors import ContextLengthError, InvalidInputError, LoglmError
+from loglm.errors import ContextLengthError, InvalidInputError, LoglmError, MissingDependencyError
 
 __all__ = ["LoglmServer", "serve"]
 
@@ -70,8 +70,9 @@ _POLL_S = 0.05
 _DRAIN_LIMIT = 64 << 20
 
 
-class _HTTPError(Exception):
-    """An error answered to the client as ``{"error": ...}`` with ``status``."""
+class _HTTPError(LoglmError):
+    """An error answered to the client as ``{"error": ...}`` with ``status`` (caught where
+    the request is answered; it never reaches a caller of loglm)."""
 
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
                  code: Optional[str] = None, param: Optional[str] = None) -> None:
@@ -271,7 +272,7 @@ class LoglmServer:
             import starlette  # noqa: F401
             import uvicorn  # noqa: F401
         except ImportError:
-            raise LoglmError(_INSTALL_HINT) from None
+            raise MissingDependencyError(_INSTALL_HINT) from None
         if max_request_bytes < 1024:
             raise InvalidInputError("max_request_bytes must be at least 1024")
         if max_tokens < 1 or max_batch < 1 or backlog < 1 or drain_s < 0:
@@ -968,7 +969,7 @@ def _build_app(srv: LoglmServer) -> Any:
     return app
 
 
-class _ClientGone(Exception):
+class _ClientGone(LoglmError):
     """The client closed its connection while its request ran (its sequence is cancelled)."""
 
 

@@ -27,13 +27,14 @@ import numpy as np
 from loglm.errors import InvalidInputError
 from loglm.inputs import LogLines, Logs, add_input_columns, as_log_lines, read_log_lines
 from loglm.progress import progress_bar
+from loglm.prompts import TRUNCATION_MARK
+from loglm.protocols import Prompt
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["TaskMixin", "Answer", "LogLines", "read_log_lines", "as_log_lines"]
 
-_TRUNCATION_MARK = " …[truncated]"
 
 
 class Answer(str):
@@ -41,14 +42,14 @@ class Answer(str):
 
     Attributes: ``truncated`` (the log text was cut to fit the context),
     ``result`` (the :class:`loglm.GenerationResult`, ``None`` for streams until done),
-    ``prompt`` (the user turn sent to the model).
+    ``prompt`` (the prompt sent to the model: the user turn, or the chat with retrieved examples).
     """
 
     truncated: bool
     result: Any
-    prompt: str
+    prompt: Prompt
 
-    def __new__(cls, text: str, *, truncated: bool = False, result: Any = None, prompt: str = "") -> "Answer":
+    def __new__(cls, text: str, *, truncated: bool = False, result: Any = None, prompt: Prompt = "") -> "Answer":
         obj = super().__new__(cls, text)
         obj.truncated = truncated
         obj.result = result
@@ -79,9 +80,17 @@ _EXAMPLE_INPUT_CHARS = 800
 _EXAMPLE_TASK = {"interpret": "interpretation", "root_cause": "root_cause", "solution": "solution"}
 
 
-class TaskMixin:
-    """Log-analysis methods mixed into :class:`loglm.LogLM` (they use its ``generate``,
-    ``stream``, ``score_choices``, ``tokenize`` and ``context_length``)."""
+if TYPE_CHECKING:  # mypy checks the helpers against the protocol; at run time a plain mixin
+    from loglm.protocols import ModelLike as _ModelBase
+else:
+    _ModelBase = object
+
+
+class TaskMixin(_ModelBase):
+    """Log-analysis methods mixed into :class:`loglm.LogLM` and
+    :class:`loglm.remote.RemoteLogLM`: they use only what
+    :class:`loglm.protocols.ModelLike` names (``generate``, ``stream``,
+    ``score_choices``, ``tokenize``, ``detokenize`` and ``context_length``)."""
 
     # ---- prompt budget -----------------------------------------------------------
     def fit_text(self, text: str, max_tokens: int) -> Tuple[str, bool]:
@@ -93,17 +102,17 @@ class TaskMixin:
             return text, False
         # bound the work on huge inputs: keep at most ~8 bytes per allowed token
         probe = text[: max_tokens * 8]
-        ids = self.tokenize(probe)  # type: ignore[attr-defined]
+        ids = self.tokenize(probe)
         if len(ids) <= max_tokens and len(probe) == len(text):
             return text, False
         keep = max(max_tokens - 8, 1)
-        return self.detokenize(ids[:keep]) + _TRUNCATION_MARK, True  # type: ignore[attr-defined]
+        return self.detokenize(ids[:keep]) + TRUNCATION_MARK, True
 
     def _count_tokens(self, text: str) -> int:
-        return len(self.tokenize(text))  # type: ignore[attr-defined]
+        return len(self.tokenize(text))
 
     def _log_budget(self, max_new_tokens: int, overhead: int = 160) -> int:
-        return int(self.context_length) - max_new_tokens - overhead  # type: ignore[attr-defined]
+        return int(self.context_length) - max_new_tokens - overhead
 
     # ---- parsing -----------------------------------------------------------------
     def propose_templates(self, lines: Sequence[str], examples: Sequence[Tuple[str, str]] = (), *,
@@ -147,7 +156,7 @@ class TaskMixin:
         callers may split a batch as long as they keep ``width``)."""
         from loglm.answers import extract_template
 
-        outs = self.generate([p for p, _ in prompts], max_new_tokens=width,  # type: ignore[attr-defined]
+        outs = self.generate([p for p, _ in prompts], max_new_tokens=width,
                              temperature=0.0, max_batch=max_batch)
         return [extract_template(o.text, line) for o, line in zip(outs, lines)]
 
@@ -232,7 +241,7 @@ class TaskMixin:
         model overrides this to share the instruction's prefill)."""
         from loglm.prompts import ANOMALY_CHOICES, anomaly_prompt
 
-        return [float(self.score_choices(anomaly_prompt(t), list(ANOMALY_CHOICES)).probs[1])  # type: ignore[attr-defined]
+        return [float(self.score_choices(anomaly_prompt(t), list(ANOMALY_CHOICES)).probs[1])
                 for t in texts]
 
     def detect_anomalies(self, logs: Logs, *, threshold: float = 0.5,
@@ -353,11 +362,11 @@ class TaskMixin:
         fitted, truncated = self.fit_text(text, self._log_budget(max_new_tokens) - reserve)
         prompt = with_examples(prompt_of(fitted), shots)
         if stream:
-            s = self.stream(prompt, max_new_tokens=max_new_tokens, **gen)  # type: ignore[attr-defined]
-            s.truncated = truncated  # type: ignore[attr-defined]
-            s.prompt = prompt  # type: ignore[attr-defined]
+            s = self.stream(prompt, max_new_tokens=max_new_tokens, **gen)
+            s.truncated = truncated
+            s.prompt = prompt
             return s
-        r = self.generate(prompt, max_new_tokens=max_new_tokens, **gen)  # type: ignore[attr-defined]
+        r = self.generate(prompt, max_new_tokens=max_new_tokens, **gen)
         text_out = trim_to_words(clean_text(r.text, prompt_input=fitted), max_words)
         return Answer(text_out, truncated=truncated, result=r, prompt=prompt)
 

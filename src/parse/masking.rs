@@ -115,6 +115,28 @@ pub fn tokenize<'a>(line: &'a str, extra_delimiters: &[String], mask: bool, para
         .collect()
 }
 
+/// A whole line masked for a text model (the collaborative detector's sentence encoder,
+/// `loglm.collab.mask_line`): each whitespace token masked as [`mask_token`] masks it for
+/// the template tree, joined by single spaces, and a run of tokens masked to `param` kept
+/// as one (`081109 203615 148 INFO` becomes `<*> INFO`: one variable to the encoder).
+pub fn mask_line(line: &str, param: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut after_param = false;
+    for tok in line.split_whitespace() {
+        let m = mask_token(tok, param);
+        let is_param = m == param;
+        if is_param && after_param {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&m);
+        after_param = is_param;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +165,13 @@ mod tests {
         let t = tokenize("a,b  c 12", &[",".to_string()], true, P);
         assert_eq!(t, vec!["a", "b", "c", "<*>"]);
         assert!(tokenize("   ", &[], true, P).is_empty());
+    }
+    #[test]
+    fn masks_a_line_for_the_encoder() {
+        let line = "081109 203615 148 INFO dfs.DataNode: Receiving block blk_-12 src: /10.0.0.1:500";
+        assert_eq!(mask_line(line, P), "<*> INFO dfs.DataNode: Receiving block <*> src: <*>");
+        assert_eq!(mask_line("  size=12   uid=0 <*> 7 done ", P), "size=<*> uid=<*> <*> done");
+        assert_eq!(mask_line("no variables here", P), "no variables here");
+        assert_eq!(mask_line(" \t ", P), "");
     }
 }

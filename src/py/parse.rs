@@ -2,11 +2,11 @@
 //! `loglm.TemplateMiner` (python/loglm/parsing.py) and a few helper functions.
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 
 use crate::parse::batch::{read_lines, LogFormat};
 use crate::parse::miner::Accept;
-use crate::parse::{content_id, matching, Parser, ParserConfig};
+use crate::parse::{content_id, masking, matching, Parser, ParserConfig};
 use crate::py::detach;
 use crate::py::errors::{raise, ErrClass};
 
@@ -277,6 +277,17 @@ fn template_id(template: &str) -> String {
     content_id(template)
 }
 
+/// `line` with its variables masked (`crate::parse::masking::mask_line`): the one masker,
+/// behind `loglm.collab.mask_line`. A non-`str` raises `loglm.InvalidTypeError`.
+#[pyfunction]
+#[pyo3(signature = (line, param_str="<*>"))]
+fn mask_line(line: &Bound<'_, PyAny>, param_str: &str) -> PyResult<String> {
+    let Ok(s) = line.downcast::<PyString>() else {
+        return Err(raise(ErrClass::InvalidTypeError, format!("line must be a str, not {}", line.get_type().name()?)));
+    };
+    Ok(masking::mask_line(&s.to_string_lossy(), param_str))
+}
+
 /// Read a log file into lines (LF/CRLF); invalid UTF-8 decoded lossily.
 /// Returns (lines, non_utf8 flags as a bool array).
 #[pyfunction]
@@ -304,6 +315,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(template_parameters, m)?)?;
     m.add_function(wrap_pyfunction!(template_matches, m)?)?;
     m.add_function(wrap_pyfunction!(template_id, m)?)?;
+    m.add_function(wrap_pyfunction!(mask_line, m)?)?;
     m.add_function(wrap_pyfunction!(read_log_lines, m)?)?;
     m.add_function(wrap_pyfunction!(split_log_format, m)?)?;
     Ok(())
