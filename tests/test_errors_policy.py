@@ -226,6 +226,7 @@ def _calls_of_the_facade() -> List[Call]:
         # inputs
         ("inputs.read_log_lines", lambda t: inputs.read_log_lines(_missing(t) / "x.log"), errors.LogFileNotFoundError),
         ("inputs.as_log_lines", lambda t: inputs.as_log_lines([3]), bad_input),  # type: ignore[list-item]
+        ("inputs.split_header", lambda t: inputs.split_header(b"2024-01-01 INFO x"), bad_type),  # type: ignore[arg-type]
         # pytest_plugin
         ("pytest_plugin.baseline_path", lambda t: pytest_plugin.baseline_path(3), bad_type),
         ("pytest_plugin.load_labelled", lambda t: pytest_plugin.load_labelled(_missing(t) / "x.csv"),
@@ -240,6 +241,7 @@ def _calls_of_the_facade() -> List[Call]:
         # anomaly (no encoder is loaded)
         ("anomaly.logit", lambda t: anomaly.logit("x"), bad_input),
         ("anomaly.combine", lambda t: anomaly.combine([0.5], [0.1, 0.2]), bad_input),
+        ("anomaly.best_f1_threshold", lambda t: anomaly.best_f1_threshold([1, 1], [0.2, 0.3]), bad_input),
         ("anomaly.severity_hits", lambda t: anomaly.severity_hits("one log"), bad_input),
         ("anomaly.severity_evidence", lambda t: anomaly.severity_evidence("one log"), bad_input),
         ("anomaly.fit_severity", lambda t: anomaly.fit_severity(["a"], [0, 1]), bad_input),

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence,
 
 import numpy as np
 
-from loglm.errors import InvalidInputError, LogFileNotFoundError
+from loglm.errors import InvalidInputError, InvalidTypeError, LogFileNotFoundError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -153,6 +153,8 @@ def split_header(line: str) -> Optional[Tuple[Dict[str, str], int]]:
     ``Thread``, ``Component``, ``Host``, ``Header`` (the rest of a free-form header
     before a level, as BGL's). A header that would leave an empty message is not one.
     """
+    if not isinstance(line, str):
+        raise InvalidTypeError(f"split_header takes one line (str), got {type(line).__name__}")
     f: Dict[str, str] = {}
     pos = 0
     n = len(line)
