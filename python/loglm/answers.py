@@ -14,6 +14,7 @@ import json
 import re
 from typing import Any, Dict, List, NamedTuple, Optional
 
+from loglm._args import integer
 from loglm.errors import InvalidInputError, require_str
 from loglm.parsing import template_matches
 
@@ -164,7 +165,7 @@ def verdict_schema(max_reason_chars: int = 300) -> Dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "reason": {"type": "string", "maxLength": max(1, int(max_reason_chars))},
+            "reason": {"type": "string", "maxLength": integer("max_reason_chars", max_reason_chars, 1, 1 << 20)},
             "label": {"type": "string", "enum": ["normal", "abnormal"]},
         },
         "required": ["reason", "label"],

@@ -735,7 +735,7 @@ class CollaborativeDetector:
         if p["reasoning"] and callable(getattr(llm, "generate", None)):
             if _takes_json_schema(llm.generate):
                 # Structured output: the answer is the verdict JSON by construction (a local LogLM).
-                schema = verdict_schema(max_reason_chars=2 * p["max_new_tokens"])
+                schema = verdict_schema(max_reason_chars=min(2 * p["max_new_tokens"], 4096))
                 res = llm.generate(chat, max_new_tokens=p["max_new_tokens"], json_schema=schema)
             else:
                 res = llm.generate(chat, max_new_tokens=p["max_new_tokens"], stop=["}"])
