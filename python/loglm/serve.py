@@ -1030,7 +1030,8 @@ def _openapi(srv: LoglmServer) -> Dict[str, Any]:
             "/metrics": {"get": op("Prometheus metrics", body=False)},
             "/v1/models": {"get": op("the served model", body=False)},
             "/v1/models/{model_id}": {"get": op("one model", body=False)},
-            "/v1/chat/completions": {"post": op("chat completion (stream with SSE)", stream=True)},
+            "/v1/chat/completions": {"post": op("chat completion (stream with SSE; response_format json_object or "
+                                                 "json_schema by constrained decoding)", stream=True)},
             "/v1/completions": {"post": op("text completion of a raw prompt", stream=True)},
             "/v1/embeddings": {"post": op("sentence embeddings (all-MiniLM-L6-v2)")},
             "/v1/loglm/score_choices": {"post": op("log-probability of each choice")},
