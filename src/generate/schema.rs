@@ -803,13 +803,9 @@ impl SchemaState {
                     _ => false,
                 }
             }
-            Lex::Colon(node) => {
-                if b == b':' {
-                    self.lex = Lex::Value(node);
-                    true
-                } else {
-                    false
-                }
+            Lex::Colon(node) if b == b':' => {
+                self.lex = Lex::Value(node);
+                true
             }
             Lex::ArrFirst | Lex::After => {
                 let first = self.lex == Lex::ArrFirst;
