@@ -163,7 +163,7 @@ struct Prop {
 enum Node {
     Str { min: u32, max: Option<u32> },
     Num { integer: bool },
-    /// One of these JSON texts (enum, const, boolean, null).
+    /// One of these JSON texts (enum, const, boolean, null), sorted.
     Lit(Vec<Vec<u8>>),
     Obj(Vec<Prop>),
     Arr { items: u32, min: u32, max: Option<u32> },
@@ -218,7 +218,12 @@ struct Compiler {
 }
 
 impl Compiler {
-    fn add(&mut self, n: Node, at: &str) -> Result<u32, String> {
+    fn add(&mut self, mut n: Node, at: &str) -> Result<u32, String> {
+        if let Node::Lit(c) = &mut n {
+            // Sorted: the literals that share a matched prefix are a contiguous range.
+            c.sort();
+            c.dedup();
+        }
         if self.nodes.len() >= MAX_NODES {
             return Err(format!("{at}: the schema has more than {MAX_NODES} parts"));
         }
@@ -501,8 +506,9 @@ enum Lex {
     ObjFirst,
     /// After `,` in an object.
     Key,
-    /// Inside a property name: `pos` bytes of property `cand`'s JSON text matched.
-    KeyLit { cand: u16, pos: u16 },
+    /// Inside a property name: `pos` bytes matched; `alive`: the properties
+    /// (bits, at most [`MAX_PROPERTIES`]) whose JSON text starts with them.
+    KeyLit { alive: u128, pos: u16 },
     /// After a property name: `:`, then a value of the node.
     Colon(u32),
     /// Right after `[`.
@@ -514,8 +520,9 @@ enum Lex {
     Escape { node: u32, len: u32 },
     Hex { node: u32, len: u32, left: u8, d: bool },
     Num { integer: bool, part: NumPart, len: u8 },
-    /// Inside one of a node's literals: `pos` bytes of literal `cand` matched.
-    Lit { node: u32, cand: u16, pos: u16 },
+    /// Inside one of a node's literals: `pos` bytes matched, shared by the
+    /// literals `lo..hi` (the node's literals are sorted).
+    Lit { node: u32, lo: u16, hi: u16, pos: u16 },
     Done,
 }
 
@@ -531,21 +538,26 @@ fn num_endable(p: NumPart) -> bool {
     matches!(p, NumPart::Zero | NumPart::Int | NumPart::Frac | NumPart::ExpDigits)
 }
 
-/// The literal that extends the `pos` matched bytes of `cands[cand]` with `b`.
-fn lit_step(cands: &[Vec<u8>], cand: u16, pos: u16, b: u8) -> Option<u16> {
-    let (cand, pos) = (cand as usize, pos as usize);
-    let cur = &cands[cand][..pos];
-    cands.iter().position(|c| c.len() > pos && c[..pos] == *cur && c[pos] == b).map(|i| i as u16)
+/// The literals of `c[lo..hi]` (which share their first `pos` bytes) whose next byte is `b`:
+/// a contiguous range found by binary search, so a step costs O(log n) whatever the enum.
+fn lit_step(c: &[Vec<u8>], lo: u16, hi: u16, pos: u16, b: u8) -> Option<(u16, u16)> {
+    let (lo, pos) = (lo as usize, pos as usize);
+    let range = &c[lo..hi as usize];
+    // Within the range, a literal that ends at `pos` sorts first, then by the byte at `pos`.
+    let key = |x: &Vec<u8>| x.get(pos).map_or(-1, |&v| v as i32);
+    let a = range.partition_point(|x| key(x) < b as i32);
+    let z = range.partition_point(|x| key(x) <= b as i32);
+    (a < z).then(|| ((lo + a) as u16, (lo + z) as u16))
 }
 
-fn lit_exact(cands: &[Vec<u8>], cand: u16, pos: u16) -> bool {
-    let (cand, pos) = (cand as usize, pos as usize);
-    cands.iter().any(|c| c.len() == pos && c[..] == cands[cand][..pos])
+/// Whether a literal of `c[lo..hi]` is complete at `pos` bytes (it is the first of the range).
+fn lit_exact(c: &[Vec<u8>], lo: u16, pos: u16) -> bool {
+    c[lo as usize].len() == pos as usize
 }
 
-fn lit_extends(cands: &[Vec<u8>], cand: u16, pos: u16) -> bool {
-    let (cand, pos) = (cand as usize, pos as usize);
-    cands.iter().any(|c| c.len() > pos && c[..pos] == cands[cand][..pos])
+/// Whether a literal of `c[lo..hi]` goes on after `pos` bytes (then the last one does).
+fn lit_extends(c: &[Vec<u8>], hi: u16, pos: u16) -> bool {
+    c[hi as usize - 1].len() > pos as usize
 }
 
 impl SchemaState {
@@ -558,9 +570,8 @@ impl SchemaState {
         match self.lex {
             Lex::Done => true,
             Lex::Num { part, .. } => self.stack.is_empty() && num_endable(part),
-            Lex::Lit { node, cand, pos } => {
-                self.stack.is_empty()
-                    && matches!(&schema.nodes[node as usize], Node::Lit(c) if lit_exact(c, cand, pos))
+            Lex::Lit { node, lo, pos, .. } => {
+                self.stack.is_empty() && matches!(&schema.nodes[node as usize], Node::Lit(c) if lit_exact(c, lo, pos))
             }
             _ => false,
         }
@@ -631,10 +642,10 @@ impl SchemaState {
                 self.lex = Lex::Num { integer: *integer, part, len: 1 };
                 true
             }
-            Node::Lit(c) => match c.iter().position(|l| l[0] == b) {
-                Some(i) => {
-                    self.lex = Lex::Lit { node, cand: i as u16, pos: 1 };
-                    if lit_exact(c, i as u16, 1) && !lit_extends(c, i as u16, 1) {
+            Node::Lit(c) => match lit_step(c, 0, c.len() as u16, 0, b) {
+                Some((lo, hi)) => {
+                    self.lex = Lex::Lit { node, lo, hi, pos: 1 };
+                    if lit_exact(c, lo, 1) && !lit_extends(c, hi, 1) {
                         self.value_done();
                     }
                     true
@@ -708,47 +719,54 @@ impl SchemaState {
                 };
                 return true;
             }
-            Lex::KeyLit { cand, pos } => {
-                let Some(&Frame::Obj { node, next }) = self.stack.last() else {
+            Lex::KeyLit { alive, pos } => {
+                let Some(&Frame::Obj { node, .. }) = self.stack.last() else {
                     return false;
                 };
                 let Node::Obj(props) = &schema.nodes[node as usize] else {
                     return false;
                 };
-                let range = Self::key_range(schema, node, next);
-                let cur = &props[cand as usize].key[..pos as usize];
                 let p = pos as usize;
-                let Some(i) = range.clone().find(|&i| {
+                let (mut left, mut m, mut done) = (0u128, alive, None);
+                while m != 0 {
+                    let i = m.trailing_zeros() as usize;
+                    m &= m - 1;
                     let k = &props[i].key;
-                    k.len() > p && k[..p] == *cur && k[p] == b
-                }) else {
+                    if k.get(p) == Some(&b) {
+                        left |= 1 << i;
+                        if k.len() == p + 1 {
+                            done = Some(i);
+                        }
+                    }
+                }
+                if left == 0 {
                     return false;
-                };
-                if props[i].key.len() == p + 1 {
-                    // Names are quoted, so none is a prefix of another: the name is complete.
+                }
+                if let Some(i) = done {
+                    // Names are quoted (inner quotes escaped), so none is a prefix of another.
                     if let Some(Frame::Obj { next, .. }) = self.stack.last_mut() {
                         *next = i as u16 + 1;
                     }
                     self.lex = Lex::Colon(props[i].value);
                     self.ws = 0;
                 } else {
-                    self.lex = Lex::KeyLit { cand: i as u16, pos: pos + 1 };
+                    self.lex = Lex::KeyLit { alive: left, pos: pos + 1 };
                 }
                 return true;
             }
-            Lex::Lit { node, cand, pos } => {
+            Lex::Lit { node, lo, hi, pos } => {
                 let Node::Lit(c) = &schema.nodes[node as usize] else {
                     return false;
                 };
-                if let Some(i) = lit_step(c, cand, pos, b) {
-                    self.lex = Lex::Lit { node, cand: i, pos: pos + 1 };
-                    if lit_exact(c, i, pos + 1) && !lit_extends(c, i, pos + 1) {
+                if let Some((a, z)) = lit_step(c, lo, hi, pos, b) {
+                    self.lex = Lex::Lit { node, lo: a, hi: z, pos: pos + 1 };
+                    if lit_exact(c, a, pos + 1) && !lit_extends(c, z, pos + 1) {
                         self.value_done();
                     }
                     return true;
                 }
                 // A literal that may also go on (numbers) ends at the first byte that does not continue it.
-                if !lit_exact(c, cand, pos) || self.stack.is_empty() {
+                if !lit_exact(c, lo, pos) || self.stack.is_empty() {
                     return false;
                 }
                 self.value_done();
@@ -796,7 +814,9 @@ impl SchemaState {
                 let range = Self::key_range(schema, node, next);
                 match b {
                     b'"' if !range.is_empty() => {
-                        self.lex = Lex::KeyLit { cand: range.start as u16, pos: 1 };
+                        // Bits `range.start..range.end` (at most 128 properties, so `end` <= 128).
+                        let upto = |n: usize| if n >= 128 { u128::MAX } else { (1u128 << n) - 1 };
+                        self.lex = Lex::KeyLit { alive: upto(range.end) & !upto(range.start), pos: 1 };
                         true
                     }
                     b'}' if self.lex == Lex::ObjFirst && !Self::has_required(schema, node, next) => self.close(),
@@ -1064,6 +1084,15 @@ mod tests {
         let s = compile(json!({"type": "array", "items": {"enum": [1, 12, "a b", true]}}));
         assert!(full(&s, r#"[1, 12,"a b",true]"#));
         assert!(!full(&s, "[123]") && !full(&s, "[2]") && !full(&s, r#"["a"]"#));
+        // A large enum with a long shared prefix, and the most properties an object may have.
+        let vals: Vec<String> = (0..MAX_ENUM).map(|i| format!("{}{i}", "x".repeat(200))).collect();
+        let s = compile(json!({"enum": vals}));
+        assert!(full(&s, &format!("\"{}\"", vals[117])) && !full(&s, &format!("\"{}\"", "x".repeat(200))));
+        assert!(full(&s, &format!("\"{}\"", vals[3])) && !full(&s, &format!("\"{}3x\"", "x".repeat(200))));
+        let props: String = (0..MAX_PROPERTIES).map(|i| format!(r#""p{i}": {{"type": "null"}}"#)).collect::<Vec<_>>().join(",");
+        let s = Schema::compile(&format!(r#"{{"type": "object", "properties": {{{props}}}, "required": ["p100"]}}"#)).unwrap();
+        assert!(full(&s, r#"{"p100": null, "p127": null}"#) && full(&s, r#"{"p1": null, "p12": null, "p100": null}"#));
+        assert!(!full(&s, r#"{"p127": null}"#) && !full(&s, r#"{"p12": null, "p1": null, "p100": null}"#));
         let s = compile(json!({"type": "integer"}));
         assert!(full(&s, "-120") && !full(&s, "1.5") && !full(&s, "01"));
         let mut st = SchemaState::new(&s);
