@@ -14,9 +14,9 @@ Endpoints (JSON in and out; errors are ``{"error": {"message", "type", "code", "
   ``logprobs`` / ``top_logprobs``, ``response_format`` ``{"type": "json_object"}`` (JSON
   mode by a token mask in the sampler) or ``{"type": "json_schema", "json_schema":
   {"name", "schema", "strict"}}`` (structured output: the schema, a subset of JSON Schema,
-  compiled to the same kind of mask; a schema outside the subset gets 400), ``n`` = 1 only; ``top_k``, ``repetition_penalty`` and
-  ``ignore_eos`` as vLLM's extensions. A loglm field ``"loglm"`` in the response carries
-  the engine's finish reason and timings;
+  compiled to the same kind of mask; a schema outside the subset gets 400), ``n`` = 1
+  only; ``top_k``, ``repetition_penalty`` and ``ignore_eos`` as vLLM's extensions. A loglm
+  field ``"loglm"`` in the response carries the engine's finish reason and timings;
 - ``POST /v1/completions`` -- a raw ``prompt`` (a string, a list of strings, or token
   ids), the same settings, ``logprobs`` (0-20) in the legacy format, ``stream``;
 - ``POST /v1/embeddings`` -- ``input`` (a string or a list) embedded by the MiniLM
