@@ -142,6 +142,8 @@ def _calls() -> List[Call]:
         ("answers.parse_label", lambda t: answers.parse_label(3), bad_type),  # type: ignore[arg-type]
         ("answers.parse_verdict", lambda t: answers.parse_verdict(b"normal"), bad_type),  # type: ignore[arg-type]
         ("answers.clean_text", lambda t: answers.clean_text(b"x"), bad_type),  # type: ignore[arg-type]
+        ("answers.verdict_schema", lambda t: answers.verdict_schema("300"), bad_type),  # type: ignore[arg-type]
+        ("answers.verdict_schema", lambda t: answers.verdict_schema(0), bad_input),
         ("answers.trim_to_words", lambda t: answers.trim_to_words(3, 5), bad_type),  # type: ignore[arg-type]
         ("answers.trim_to_words", lambda t: answers.trim_to_words("a b.", 0), bad_input),
         # prompts

@@ -343,6 +343,38 @@ def test_openai_client_json_mode(oai: Any, server: LoglmServer, model: LogLM) ->
             assert isinstance(json.loads(s.choices[0].message.content), dict)
 
 
+VERDICT = {"type": "object", "properties": {
+    "reason": {"type": "string", "maxLength": 120},
+    "label": {"type": "string", "enum": ["normal", "abnormal"]},
+    "lines": {"type": "array", "items": {"type": "integer"}, "maxItems": 3},
+}, "required": ["reason", "label"], "additionalProperties": False}
+
+
+def test_openai_client_json_schema(oai: Any, server: LoglmServer, model: LogLM) -> None:
+    openai = pytest.importorskip("openai")
+    msgs = [{"role": "user", "content": "Is this log normal or abnormal? Answer in JSON with a reason: " + PROMPTS[1]}]
+    rf = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": VERDICT, "strict": True}}
+    r = oai.chat.completions.create(model=server.model_name, messages=msgs, max_tokens=96, temperature=0,
+                                    response_format=rf)
+    text = r.choices[0].message.content
+    assert text == model.generate(msgs, max_new_tokens=96, json_schema=VERDICT).text
+    for seed in (None, 1, 2):  # greedy and sampled, streamed too
+        kw: Dict[str, Any] = {"temperature": 0} if seed is None else {"temperature": 1.0, "seed": seed}
+        chunks = list(oai.chat.completions.create(model=server.model_name, messages=msgs, max_tokens=96,
+                                                  response_format=rf, stream=True, **kw))
+        out = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        if [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop":
+            obj = json.loads(out)
+            assert obj["label"] in ("normal", "abnormal") and isinstance(obj["reason"], str)
+            assert set(obj) <= set(VERDICT["properties"]) and len(obj["reason"]) <= 120  # type: ignore[arg-type]
+    # a schema that cannot be compiled is an OpenAI-style 400 naming why
+    bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "^a"}}}
+    with pytest.raises(openai.BadRequestError) as ei:
+        oai.chat.completions.create(model=server.model_name, messages=msgs, max_tokens=8, response_format=bad)
+    assert "cannot be compiled" in str(ei.value) and "pattern" in str(ei.value)
+    assert oai.chat.completions.create(model=server.model_name, messages=msgs, max_tokens=2).choices  # still serving
+
+
 def test_openai_client_completions_with_logprobs(oai: Any, server: LoglmServer, model: LogLM) -> None:
     prompt = "The disk error in the kernel log means"
     ids = model.encode_prompt(prompt, raw=True)
@@ -400,6 +432,13 @@ def test_every_bad_request_is_a_4xx(server: LoglmServer) -> None:
         ("/v1/chat/completions", chat("hi", stream="yes")),
         ("/v1/chat/completions", chat("hi", logprobs=True, top_logprobs=99)),
         ("/v1/chat/completions", chat("hi", response_format={"type": "json_schema"})),
+        ("/v1/chat/completions", chat("hi", response_format={"type": "json_schema", "json_schema": {"schema": 1}})),
+        ("/v1/chat/completions", chat("hi", response_format={"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"type": "object", "properties": {"a": {"$ref": "#"}}}}})),
+        ("/v1/chat/completions", chat("hi", response_format={"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"enum": list(range(300))}}})),
+        ("/v1/completions", {"prompt": "hi", "response_format": {"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"type": "array"}}}}),
         ("/v1/chat/completions", chat("hi", response_format="json")),
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": {"a": 1}}]}),
         ("/v1/chat/completions", {"messages": "hi"}),

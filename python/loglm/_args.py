@@ -10,6 +10,7 @@ warning; ``stop="the"`` is one stop string, not three.
 """
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import os
@@ -127,3 +128,21 @@ def sampling(*, max_new_tokens: Any, temperature: Any, top_k: Any, top_p: Any, r
             v = integer("max_batch", v, 1, MAX_BATCH)
         out[k] = v
     return out
+
+
+def json_schema(value: Any) -> Optional[str]:
+    """A JSON Schema for constrained decoding (a dict, or its JSON text) as JSON text
+    for the core, which compiles it; ``None`` passed through. The subset supported
+    and the limits are in the README ("Structured output")."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, dict):
+        try:
+            text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError) as e:
+            raise InvalidInputError(f"json_schema cannot be compiled: not JSON data ({e})") from None
+    else:
+        raise InvalidTypeError(f"json_schema must be a dict (or its JSON text), got {type(value).__name__}")
+    return text

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
+from loglm._args import integer
 from loglm.errors import InvalidInputError, require_str
 from loglm.parsing import template_matches
 
 __all__ = ["Verdict", "extract_template", "normalize_template", "parse_label", "parse_verdict", "clean_text",
-           "trim_to_words"]
+           "trim_to_words", "verdict_schema"]
 
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,})[\w+-]*\s*$")
 _PREFIX = re.compile(
@@ -153,6 +154,23 @@ def _verdict_word(text: str) -> Optional[int]:
     if n:
         return 0
     return None
+
+
+def verdict_schema(max_reason_chars: int = 300) -> Dict[str, Any]:
+    """JSON Schema of a verdict with a reason, ``{"reason": "...", "label": "normal" |
+    "abnormal"}`` (reason first, so that the model explains before it decides), for
+    structured output (``LogLM.generate(..., json_schema=verdict_schema())``): the answer
+    is then that JSON by construction; :func:`parse_verdict` still reads it defensively
+    (an answer cut short by ``max_new_tokens`` has no label)."""
+    return {
+        "type": "object",
+        "properties": {
+            "reason": {"type": "string", "maxLength": integer("max_reason_chars", max_reason_chars, 1, 1 << 20)},
+            "label": {"type": "string", "enum": ["normal", "abnormal"]},
+        },
+        "required": ["reason", "label"],
+        "additionalProperties": False,
+    }
 
 
 def parse_verdict(answer: Optional[str]) -> Verdict:

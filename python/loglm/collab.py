@@ -25,7 +25,9 @@ Pieces:
   (``score`` = weighted fraction of anomalous neighbours, ``uncertainty`` =
   1 - |2 score - 1|);
 * LLM path = a step-by-step prompt showing the most similar known sessions and
-  their labels, asking for a JSON verdict with a reason (parsed defensively),
+  their labels, asking for a JSON verdict with a reason (by structured output,
+  ``json_schema`` = :func:`loglm.answers.verdict_schema`, when the LLM's
+  ``generate`` takes one, as :class:`loglm.LogLM`'s does; parsed defensively),
   then classification by choice scoring (``normal`` / ``abnormal``) when the
   LLM offers ``score_choices``;
 * feedback = LLM-judged sessions join the memory (as labels, or pseudo-labels
@@ -40,6 +42,7 @@ object with ``probs`` can serve as the LLM.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
@@ -318,7 +321,15 @@ def max_similarity(memory: Any, queries: Any) -> np.ndarray:
 
 # --------------------------------------------------------------------------- LLM verdicts
 
-from loglm.answers import parse_verdict  # noqa: E402  (the one verdict parser: JSON label/reason, then words)
+from loglm.answers import parse_verdict, verdict_schema  # noqa: E402  (the one verdict parser: JSON label/reason, then words)
+
+
+def _takes_json_schema(fn: Any) -> bool:
+    """Whether an LLM's ``generate`` offers structured output (a ``json_schema`` argument)."""
+    try:
+        return "json_schema" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _session_text(lines: Sequence[str], max_lines: int) -> str:
@@ -735,7 +746,12 @@ class CollaborativeDetector:
         reason, label, score = "", None, None
         chat = [{"role": "user", "content": prompt}]
         if p["reasoning"] and callable(getattr(llm, "generate", None)):
-            res = llm.generate(chat, max_new_tokens=p["max_new_tokens"], stop=["}"])
+            if _takes_json_schema(llm.generate):
+                # Structured output: the answer is the verdict JSON by construction (a local LogLM).
+                schema = verdict_schema(max_reason_chars=min(2 * p["max_new_tokens"], 4096))
+                res = llm.generate(chat, max_new_tokens=p["max_new_tokens"], json_schema=schema)
+            else:
+                res = llm.generate(chat, max_new_tokens=p["max_new_tokens"], stop=["}"])
             text = getattr(res, "text", str(res))
             self.stats["llm_prompt_tokens"] += int(getattr(res, "prompt_tokens", 0) or 0)
             self.stats["llm_completion_tokens"] += int(getattr(res, "completion_tokens", 0) or 0)

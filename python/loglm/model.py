@@ -394,6 +394,7 @@ class LogLM(TaskMixin):
         return_stats: bool = False,
         ignore_eos: bool = False,
         json_object: bool = False,
+        json_schema: Optional[Dict[str, Any]] = None,
     ) -> Any:
         """Generate completions.
 
@@ -408,6 +409,11 @@ class LogLM(TaskMixin):
         ``json_object=True`` is JSON mode: a token mask in the sampler keeps the text a
         JSON object (complete when ``finish_reason`` is ``"stop"``; cut short by
         ``"length"``), as OpenAI's ``response_format={"type": "json_object"}``.
+        ``json_schema={...}`` (a JSON Schema as a dict) is structured output the same
+        way: the text is a document of that schema by construction (constrained
+        decoding, not retries), for the subset of JSON Schema listed in the README
+        ("Structured output"); properties come in their declared order. A schema
+        outside the subset raises ``InvalidInputError`` saying why.
 
         Returns:
             a :class:`GenerationResult` for one prompt, a list for a list; with
@@ -421,7 +427,9 @@ class LogLM(TaskMixin):
         checked = _args.sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                                  repetition_penalty=repetition_penalty, seed=seed, stop=stop, max_batch=max_batch)
         ids, single = self._batch(prompts, raw)
-        outs, stats = self._engine.generate(ids, ignore_eos=ignore_eos, json_object=json_object, **checked)
+        schema = _args.json_schema(json_schema)
+        outs, stats = self._engine.generate(ids, ignore_eos=ignore_eos, json_object=json_object, json_schema=schema,
+                                            **checked)
         results = [_result(d) for d in outs]
         res: Any = results[0] if single else results
         if return_stats:
@@ -440,15 +448,19 @@ class LogLM(TaskMixin):
         seed: int = 0,
         stop: Union[str, Sequence[str], None] = None,
         raw: bool = False,
+        json_object: bool = False,
+        json_schema: Optional[Dict[str, Any]] = None,
     ) -> TextStream:
         """Generate one completion as an iterator of text pieces.
 
         The pieces joined equal ``generate(...)``'s text for the same arguments;
         text that might begin a stop string is held back until it is known not to.
+        ``json_object`` / ``json_schema``: constrained output, as in :meth:`generate`.
         """
         return self.stream_tokens(self.encode_prompt(prompt, raw=raw), max_new_tokens=max_new_tokens,
                                   temperature=temperature, top_k=top_k, top_p=top_p,
-                                  repetition_penalty=repetition_penalty, seed=seed, stop=stop)
+                                  repetition_penalty=repetition_penalty, seed=seed, stop=stop,
+                                  json_object=json_object, json_schema=json_schema)
 
     def stream_tokens(
         self,
@@ -465,19 +477,24 @@ class LogLM(TaskMixin):
         logprobs: Optional[int] = None,
         max_batch: int = 16,
         json_object: bool = False,
+        json_schema: Optional[Dict[str, Any]] = None,
     ) -> TextStream:
         """:meth:`stream` for a prompt given as token ids (from :meth:`encode_prompt`),
         e.g. by a server that checked the prompt's length first. ``logprobs=n`` (0-20)
         also reports each generated token's log-probability and the ``n`` most likely
         tokens at its position (``result.logprobs``). The request joins the engine
         loop's running batch at its next step, while fewer than ``max_batch``
-        sequences run. ``json_object=True``: JSON mode, as in :meth:`generate`."""
+        sequences run. ``json_object=True`` / ``json_schema={...}``: JSON mode / structured
+        output, as in :meth:`generate`."""
         if isinstance(token_ids, (str, bytes)):
             raise InvalidInputError("stream_tokens() takes token ids; use stream() for text")
         checked = _args.sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                                  repetition_penalty=repetition_penalty, seed=seed, stop=stop, max_batch=max_batch)
         max_batch = checked.pop("max_batch")
         params = dict(checked, ignore_eos=ignore_eos, logprobs=logprobs, json_object=bool(json_object))
+        schema = _args.json_schema(json_schema)
+        if schema is not None:
+            params["json_schema"] = schema
         ids = _args.token_ids("token_ids", token_ids)
         return TextStream(self._engine.submit([ids], [params], max_batch=max_batch))
 

@@ -12,9 +12,11 @@ Endpoints (JSON in and out; errors are ``{"error": {"message", "type", "code", "
   ``max_completion_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop``, ``stream``
   (server-sent events ending with ``data: [DONE]``; ``stream_options.include_usage``),
   ``logprobs`` / ``top_logprobs``, ``response_format`` ``{"type": "json_object"}`` (JSON
-  mode by a token mask in the sampler), ``n`` = 1 only; ``top_k``, ``repetition_penalty`` and
-  ``ignore_eos`` as vLLM's extensions. A loglm field ``"loglm"`` in the response carries
-  the engine's finish reason and timings;
+  mode by a token mask in the sampler) or ``{"type": "json_schema", "json_schema":
+  {"name", "schema", "strict"}}`` (structured output: the schema, a subset of JSON Schema,
+  compiled to the same kind of mask; a schema outside the subset gets 400), ``n`` = 1
+  only; ``top_k``, ``repetition_penalty`` and ``ignore_eos`` as vLLM's extensions. A loglm
+  field ``"loglm"`` in the response carries the engine's finish reason and timings;
 - ``POST /v1/completions`` -- a raw ``prompt`` (a string, a list of strings, or token
   ids), the same settings, ``logprobs`` (0-20) in the legacy format, ``stream``;
 - ``POST /v1/embeddings`` -- ``input`` (a string or a list) embedded by the MiniLM
@@ -55,6 +57,7 @@ import time
 import uuid
 from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple
 
+from loglm import _args, _loglm
 from loglm.errors import ContextLengthError, InvalidInputError, LoglmError, MissingDependencyError
 
 __all__ = ["LoglmServer", "serve"]
@@ -399,11 +402,7 @@ class LoglmServer:
                 raise _bad(f"'{key}' is not supported (use 'repetition_penalty')", key, "unsupported_parameter")
         if body.get("tools") or body.get("functions"):
             raise _bad("tools are not supported", "tools", "unsupported_parameter")
-        rf = body.get("response_format")
-        if rf is not None and not (isinstance(rf, dict) and rf.get("type") in ("text", "json_object")):
-            raise _bad("response_format must be {'type': 'text'} or {'type': 'json_object'} (JSON schemas are "
-                       "not supported)", "response_format", "unsupported_parameter")
-        json_object = isinstance(rf, dict) and rf.get("type") == "json_object"
+        json_object, json_schema = self.response_format(body.get("response_format"))
         ctx = self.model.context_length
         room = ctx - n_prompt
         if room < 1:
@@ -439,7 +438,35 @@ class LoglmServer:
             raise _bad("'repetition_penalty' must be in (0, 100]", "repetition_penalty")
         return {"max_new_tokens": mt, "temperature": temperature, "top_p": top_p, "top_k": top_k,
                 "seed": seed % (1 << 64), "repetition_penalty": rp, "stop": _stop(body),
-                "ignore_eos": bool(body.get("ignore_eos", False)), "json_object": json_object}
+                "ignore_eos": bool(body.get("ignore_eos", False)), "json_object": json_object,
+                "json_schema": json_schema}
+
+    @staticmethod
+    def response_format(rf: Any) -> Tuple[bool, Optional[str]]:
+        """``(json_object, json_schema)`` of a ``response_format``: JSON mode, or a
+        schema (JSON text, checked to compile) for structured output; 400 when unusable."""
+        if rf is None:
+            return False, None
+        if not (isinstance(rf, dict) and rf.get("type") in ("text", "json_object", "json_schema")):
+            raise _bad("response_format must be {'type': 'text'}, {'type': 'json_object'} or {'type': "
+                       "'json_schema', 'json_schema': {'name': ..., 'schema': {...}}}", "response_format",
+                       "unsupported_parameter")
+        if rf["type"] != "json_schema":
+            return rf["type"] == "json_object", None
+        js = rf.get("json_schema")
+        if not isinstance(js, dict) or not isinstance(js.get("schema"), dict):
+            raise _bad("response_format.json_schema must be an object with a 'schema' object (a JSON Schema)",
+                       "response_format")
+        if not isinstance(js.get("name", ""), str) or not isinstance(js.get("strict", False), (bool, type(None))):
+            raise _bad("response_format.json_schema: 'name' must be a string and 'strict' a boolean",
+                       "response_format")
+        try:
+            text = str(_args.json_schema(js["schema"]))
+            _loglm.check_json_schema(text)
+        except LoglmError as e:
+            raise _bad(f"response_format.json_schema.schema is a schema that cannot be compiled: {e}",
+                       "response_format", "invalid_json_schema") from None
+        return False, text
 
     def chat_logprobs(self, body: Dict[str, Any]) -> Optional[int]:
         lp = body.get("logprobs")
@@ -1004,7 +1031,8 @@ def _openapi(srv: LoglmServer) -> Dict[str, Any]:
             "/metrics": {"get": op("Prometheus metrics", body=False)},
             "/v1/models": {"get": op("the served model", body=False)},
             "/v1/models/{model_id}": {"get": op("one model", body=False)},
-            "/v1/chat/completions": {"post": op("chat completion (stream with SSE)", stream=True)},
+            "/v1/chat/completions": {"post": op("chat completion (stream with SSE; response_format json_object or "
+                                                 "json_schema by constrained decoding)", stream=True)},
             "/v1/completions": {"post": op("text completion of a raw prompt", stream=True)},
             "/v1/embeddings": {"post": op("sentence embeddings (all-MiniLM-L6-v2)")},
             "/v1/loglm/score_choices": {"post": op("log-probability of each choice")},

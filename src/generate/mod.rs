@@ -16,6 +16,7 @@
 //! else is in the batch: batched generation equals one-by-one generation.
 pub mod engine_loop;
 pub mod json;
+pub mod schema;
 pub mod sampler;
 
 use std::collections::VecDeque;
@@ -143,8 +144,8 @@ struct Seq<C> {
     max_stop: usize,
     finished: Option<FinishReason>,
     logprobs: Option<Vec<TokenLogprob>>,
-    /// JSON mode: where the output stands in its document.
-    json: Option<json::JsonState>,
+    /// JSON mode / JSON Schema mode: where the output stands in its document.
+    json: Option<schema::Constraint>,
 }
 
 impl<C: SeqCache> Seq<C> {
@@ -152,7 +153,10 @@ impl<C: SeqCache> Seq<C> {
     fn new(index: usize, cache: C, req: Request, vocab_size: usize, vocab: &dyn Vocab) -> Self {
         let max_stop = req.params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
         let logprobs = req.params.logprobs.map(|_| Vec::new());
-        let json = req.params.json_object.then(|| json::JsonState::new(true));
+        let json = match &req.params.json_schema {
+            Some(s) => Some(schema::Constraint::schema(s.clone())),
+            None => req.params.json_object.then(|| schema::Constraint::Json(json::JsonState::new(true))),
+        };
         Seq {
             index,
             cache,
@@ -195,7 +199,7 @@ impl<C: SeqCache> Seq<C> {
             if vocab.is_eos(id) {
                 complete
             } else {
-                !complete && vocab.token_bytes(id).is_some_and(|b| js.accepts(b))
+                vocab.token_bytes(id).is_some_and(|b| js.accepts(b))
             }
         };
         let tok = match self.sampler.sample_allowed(logits, allowed) {

@@ -27,6 +27,9 @@ pub struct SamplingParams {
     pub logprobs: Option<usize>,
     /// JSON mode: the output is a JSON object ([`super::json`] masks the tokens).
     pub json_object: bool,
+    /// JSON Schema mode: the output is a document of this schema
+    /// ([`super::schema`] masks the tokens); takes the place of `json_object`.
+    pub json_schema: Option<std::sync::Arc<super::schema::Schema>>,
 }
 
 impl Default for SamplingParams {
@@ -42,6 +45,7 @@ impl Default for SamplingParams {
             ignore_eos: false,
             logprobs: None,
             json_object: false,
+            json_schema: None,
         }
     }
 }

@@ -286,3 +286,46 @@ fn json_mode_output_is_json() {
         assert_eq!(one[0].tokens, b.tokens);
     }
 }
+
+/// Schema mode through the whole generation path: every output is a prefix of a
+/// document of the schema, and a sequence that ended by itself (EOS) is a
+/// complete one, which parses; batched equals alone.
+#[test]
+fn json_schema_output_follows_the_schema() {
+    use std::sync::Arc;
+    let m = tiny_model(&tiny_config(Arch::Llama), 27, GgmlDType::Q8_0);
+    let text = r#"{"type": "object", "properties": {
+        "label": {"enum": ["normal", "abnormal"]},
+        "n": {"type": "integer"},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 3}, "maxItems": 2}
+    }, "required": ["label", "tags"]}"#;
+    let schema = Arc::new(super::schema::Schema::compile(text).unwrap());
+    let with_schema = |p: &[u32], n: usize, temp: f32, seed: u64| {
+        let mut r = req(p, n, temp, seed);
+        r.params.json_schema = Some(schema.clone());
+        r
+    };
+    for (seed, temp) in [(1u64, 0.0f32), (2, 1.0), (3, 1.5), (4, 0.7)] {
+        for p in prompts() {
+            let r = with_schema(&p, 60, temp, seed);
+            let (out, _) = generate(&m, &ByteVocab, vec![r], &SchedulerConfig::default(), &mut Collect::default()).unwrap();
+            let c = &out[0];
+            let bytes: Vec<u8> = c.tokens.iter().map(|&t| t as u8).collect(); // a cut may end inside a character
+            let mut st = super::schema::SchemaState::new(&schema);
+            assert!(st.advance(&schema, &bytes), "not a prefix of the schema: {:?}", c.text);
+            if c.finish_reason == FinishReason::Eos {
+                assert!(st.is_complete(&schema), "{:?}", c.text);
+                let v: serde_json::Value = serde_json::from_str(&c.text).unwrap();
+                assert!(v["label"] == "normal" || v["label"] == "abnormal", "{v}");
+                assert!(v["tags"].as_array().is_some_and(|a| a.len() <= 2), "{v}");
+            }
+        }
+    }
+    let reqs: Vec<Request> = prompts().iter().map(|p| with_schema(p, 30, 0.9, 8)).collect();
+    let sched = SchedulerConfig { max_batch: 4, prefill_chunk: 16 };
+    let (batched, _) = generate(&m, &ByteVocab, reqs.clone(), &sched, &mut Collect::default()).unwrap();
+    for (r, b) in reqs.into_iter().zip(&batched) {
+        let (one, _) = generate(&m, &ByteVocab, vec![r], &SchedulerConfig { max_batch: 1, prefill_chunk: 16 }, &mut Collect::default()).unwrap();
+        assert_eq!(one[0].tokens, b.tokens);
+    }
+}

@@ -153,7 +153,12 @@ fn params(
     ignore_eos: bool,
     logprobs: Option<i64>,
     json_object: bool,
+    json_schema: Option<String>,
 ) -> Result<SamplingParams> {
+    if json_object && json_schema.is_some() {
+        return Err(Error::InvalidArgument("give json_object or json_schema, not both".into()));
+    }
+    let json_schema = json_schema.map(|t| compile_schema(&t)).transpose()?;
     if max_new_tokens < 1 {
         return Err(Error::InvalidArgument(format!("max_new_tokens must be at least 1, got {max_new_tokens}")));
     }
@@ -177,12 +182,27 @@ fn params(
         ignore_eos,
         logprobs: logprobs.map(|n| n as usize),
         json_object,
+        json_schema,
     };
     p.validate()?;
     Ok(p)
 }
 
-const PARAM_KEYS: [&str; 10] = [
+/// A JSON Schema (as JSON text) compiled for constrained decoding.
+fn compile_schema(text: &str) -> Result<Arc<crate::generate::schema::Schema>> {
+    crate::generate::schema::Schema::compile(text)
+        .map(Arc::new)
+        .map_err(|e| Error::InvalidArgument(format!("json_schema cannot be compiled: {e}")))
+}
+
+/// Check that a JSON Schema (JSON text) compiles for constrained decoding;
+/// raises InvalidInputError saying why not.
+#[pyfunction]
+fn check_json_schema(text: &str) -> PyResult<()> {
+    compile_schema(text).map(|_| ()).map_err(to_py_err)
+}
+
+const PARAM_KEYS: [&str; 11] = [
     "max_new_tokens",
     "temperature",
     "top_k",
@@ -193,6 +213,7 @@ const PARAM_KEYS: [&str; 10] = [
     "ignore_eos",
     "logprobs",
     "json_object",
+    "json_schema",
 ];
 
 /// Sampling settings of one request from a dict (missing keys take the defaults of `generate`).
@@ -223,6 +244,7 @@ fn params_from_dict(d: &Bound<'_, PyDict>) -> PyResult<SamplingParams> {
         get(d, "ignore_eos", false)?,
         get(d, "logprobs", None::<i64>)?,
         get(d, "json_object", false)?,
+        get(d, "json_schema", None::<String>)?,
     )
     .map_err(to_py_err)
 }
@@ -322,7 +344,7 @@ impl PyEngine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (prompts, *, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=0, stop=Vec::new(), ignore_eos=false, max_batch=8, prefill_chunk=512, logprobs=None, json_object=false))]
+    #[pyo3(signature = (prompts, *, max_new_tokens=256, temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=0, stop=Vec::new(), ignore_eos=false, max_batch=8, prefill_chunk=512, logprobs=None, json_object=false, json_schema=None))]
     fn generate<'py>(
         &self,
         py: Python<'py>,
@@ -339,8 +361,9 @@ impl PyEngine {
         prefill_chunk: usize,
         logprobs: Option<i64>,
         json_object: bool,
+        json_schema: Option<String>,
     ) -> PyResult<(Vec<Bound<'py, PyDict>>, Bound<'py, PyDict>)> {
-        let p = params(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, ignore_eos, logprobs, json_object)
+        let p = params(max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, ignore_eos, logprobs, json_object, json_schema)
             .map_err(to_py_err)?;
         let n = prompts.len();
         let requests: Vec<Request> = prompts.into_iter().map(|prompt| Request { prompt, params: p.clone() }).collect();
@@ -651,5 +674,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
     m.add_class::<PyStream>()?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
+    m.add_function(wrap_pyfunction!(check_json_schema, m)?)?;
     Ok(())
 }
