@@ -20,6 +20,7 @@ Training records only; no test data is read.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -31,16 +32,16 @@ from loglm.train import finetune
 ROOT = Path(__file__).resolve().parents[1]
 ADAPTER = ROOT / "python" / "loglm" / "adapters" / "smollm2-135m-loglm"
 LOG = ROOT / "training" / "smollm2-135m-loglm" / "training_log_stage3.json"
-VAL_PER_CAPABILITY = 48
 
 
 def free_text_split() -> Tuple[List[int], List[int]]:
-    """(validation, new training) indices among the free-text records no earlier stage saw."""
-    val, new = [], []
-    for cap in range(3):
-        unseen = [i for i in range(300 * cap, 300 * cap + 300) if i % 2 == 1 and i % 6 in (3, 5)]
-        val += unseen[:VAL_PER_CAPABILITY]
-        new += unseen[VAL_PER_CAPABILITY:]
+    """(validation, new training) indices among the free-text records no earlier stage saw;
+    the validation slice is ``benches/irs_val.py``'s."""
+    spec = importlib.util.spec_from_file_location("irs_val", ROOT / "benches" / "irs_val.py")
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    val = mod.validation_split()
+    new = [i for i in range(900) if i % 2 == 1 and i % 6 in (3, 5) and i not in set(val)]
     return val, new
 
 
@@ -67,7 +68,7 @@ def main() -> int:
         "stage": 3,
         "selection": "new free text (odd, i%6 in {3,5}, after the first 48 per capability) x2, every 2nd "
                      "free-text record of stages 1-2, anomaly detection 900-1231 x1, parsing every 8th",
-        "validation": f"first {VAL_PER_CAPABILITY} unseen free-text records per capability (never trained on)",
+        "validation": "first 48 unseen free-text records per capability (benches/irs_val.py; never trained on)",
         "records_selected": len(keep),
         "command": "python scripts/train_default_adapter_stage3.py " + " ".join(sys.argv[1:]),
     }
