@@ -69,8 +69,9 @@ def pct(xs: List[float], q: float) -> float:
 
 
 def start_server(args: argparse.Namespace, extra: List[str]) -> Any:
+    longest = max(args.max_tokens, args.background_tokens if args.late else 0, 64)
     cmd = [sys.executable, "-m", "loglm", "serve", "--port", "0", "--threads", str(args.threads),
-           "--max-tokens", str(max(args.max_tokens, 64)), *extra]
+           "--max-tokens", str(longest), *extra]
     if args.model:
         cmd += ["--model", args.model]
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
@@ -156,6 +157,7 @@ def late_ttft(url: str, background: int, late: int, bg_tokens: int) -> Dict[str,
     lock = threading.Lock()
 
     def stream_bg(text: str) -> None:
+        first = [True]
         try:
             u = urllib.parse.urlsplit(url)
             conn = http.client.HTTPConnection(u.hostname, u.port, timeout=900)
@@ -163,18 +165,21 @@ def late_ttft(url: str, background: int, late: int, bg_tokens: int) -> Dict[str,
                                "temperature": 0, "ignore_eos": True, "stream": True}).encode()
             conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
-            first = True
+            if resp.status != 200:
+                raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:300]!r}")
             for line in resp:
                 if line.startswith(b"data:") and b'"content"' in line:
                     with lock:
                         bg_tokens_done[0] += 1
-                    if first:
+                    if first[0]:
                         started.release()
-                        first = False
+                        first[0] = False
             conn.close()
         except BaseException as e:  # reported after the run
             errors.append(e)
-            started.release()
+        finally:
+            if first[0]:  # never started: do not leave the main thread waiting
+                started.release()
 
     ts = [threading.Thread(target=stream_bg, args=(p,)) for p in prompts[:background]]
     for t in ts:
