@@ -27,8 +27,8 @@ use crate::tokenizer::ChatMessage;
 
 const POLL: Duration = Duration::from_millis(50);
 
-/// Wait for the next message on `rx` without the GIL. On Ctrl-C, set `cancel`
-/// and raise KeyboardInterrupt; a vanished sender is an `InternalError`. The
+/// Wait for the next message on `rx` without the GIL. On Ctrl-C (checked after
+/// every message and every `POLL` without one), set `cancel` and raise KeyboardInterrupt; a vanished sender is an `InternalError`. The
 /// receiver travels into the GIL-free closure and back (receivers are not Sync).
 fn recv_interruptible<T: Send>(py: Python<'_>, rx: &mut Option<Receiver<T>>, cancel: &AtomicBool, what: &str) -> PyResult<T> {
     let Some(mut r) = rx.take() else {
@@ -43,6 +43,12 @@ fn recv_interruptible<T: Send>(py: Python<'_>, rx: &mut Option<Receiver<T>>, can
         match got {
             Ok(v) => {
                 *rx = Some(r);
+                // Pieces can arrive faster than POLL for a whole generation: look for
+                // Ctrl-C on every message too, not only when the wait times out.
+                if let Err(e) = py.check_signals() {
+                    cancel.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
                 return Ok(v);
             }
             Err(RecvTimeoutError::Timeout) => {
