@@ -50,8 +50,9 @@ enum Lex {
     Done,
 }
 
+/// Where a JSON number stands (RFC 8259 grammar), shared with the schema recognizer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum NumPart {
+pub(super) enum NumPart {
     /// After `-`: a digit.
     Sign,
     /// After a leading `0`: `.`, `e` or the end.
@@ -68,6 +69,39 @@ enum NumPart {
     ExpSign,
     /// In the exponent digits.
     ExpDigits,
+}
+
+impl NumPart {
+    /// The part after a number's first byte, if `b` can start one.
+    pub(super) fn start(b: u8) -> Option<NumPart> {
+        match b {
+            b'-' => Some(NumPart::Sign),
+            b'0' => Some(NumPart::Zero),
+            b'1'..=b'9' => Some(NumPart::Int),
+            _ => None,
+        }
+    }
+
+    /// The part after byte `b`, or `None` when `b` does not continue the number
+    /// (`integer`: no fraction or exponent allowed).
+    pub(super) fn next(self, b: u8, integer: bool) -> Option<NumPart> {
+        match (self, b) {
+            (NumPart::Sign, b'0') => Some(NumPart::Zero),
+            (NumPart::Sign, b'1'..=b'9') => Some(NumPart::Int),
+            (NumPart::Int, b'0'..=b'9') => Some(NumPart::Int),
+            (NumPart::Zero | NumPart::Int, b'.') if !integer => Some(NumPart::Dot),
+            (NumPart::Dot | NumPart::Frac, b'0'..=b'9') => Some(NumPart::Frac),
+            (NumPart::Zero | NumPart::Int | NumPart::Frac, b'e' | b'E') if !integer => Some(NumPart::Exp),
+            (NumPart::Exp, b'+' | b'-') => Some(NumPart::ExpSign),
+            (NumPart::Exp | NumPart::ExpSign | NumPart::ExpDigits, b'0'..=b'9') => Some(NumPart::ExpDigits),
+            _ => None,
+        }
+    }
+
+    /// Whether the number may end here.
+    pub(super) fn endable(self) -> bool {
+        matches!(self, NumPart::Zero | NumPart::Int | NumPart::Frac | NumPart::ExpDigits)
+    }
 }
 
 /// Where a generation stands in its JSON document.
@@ -138,18 +172,13 @@ impl JsonState {
                 self.lex = Lex::Str { key: false };
                 true
             }
-            b'-' => {
-                self.lex = Lex::Num(NumPart::Sign);
-                true
-            }
-            b'0' => {
-                self.lex = Lex::Num(NumPart::Zero);
-                true
-            }
-            b'1'..=b'9' => {
-                self.lex = Lex::Num(NumPart::Int);
-                true
-            }
+            b'-' | b'0'..=b'9' => match NumPart::start(b) {
+                Some(part) => {
+                    self.lex = Lex::Num(part);
+                    true
+                }
+                None => false,
+            },
             b't' => {
                 self.lex = Lex::Lit { word: b"true", at: 1 };
                 true
@@ -214,23 +243,12 @@ impl JsonState {
                 return true;
             }
             Lex::Num(part) => {
-                let next = match (part, b) {
-                    (NumPart::Sign, b'0') => Some(NumPart::Zero),
-                    (NumPart::Sign, b'1'..=b'9') => Some(NumPart::Int),
-                    (NumPart::Int, b'0'..=b'9') => Some(NumPart::Int),
-                    (NumPart::Zero | NumPart::Int, b'.') => Some(NumPart::Dot),
-                    (NumPart::Dot | NumPart::Frac, b'0'..=b'9') => Some(NumPart::Frac),
-                    (NumPart::Zero | NumPart::Int | NumPart::Frac, b'e' | b'E') => Some(NumPart::Exp),
-                    (NumPart::Exp, b'+' | b'-') => Some(NumPart::ExpSign),
-                    (NumPart::Exp | NumPart::ExpSign | NumPart::ExpDigits, b'0'..=b'9') => Some(NumPart::ExpDigits),
-                    _ => None,
-                };
-                if let Some(n) = next {
+                if let Some(n) = part.next(b, false) {
                     self.lex = Lex::Num(n);
                     return true;
                 }
                 // The number ends here if it may; the byte then belongs to what follows.
-                if !matches!(part, NumPart::Zero | NumPart::Int | NumPart::Frac | NumPart::ExpDigits) {
+                if !part.endable() {
                     return false;
                 }
                 // A top-level number would need lookahead to end: JSON mode asks for containers.

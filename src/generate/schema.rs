@@ -31,7 +31,7 @@ use std::sync::Arc;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 pub use super::json::MAX_WS;
-use super::json::JsonState;
+use super::json::{JsonState, NumPart};
 
 /// Longest schema text accepted.
 pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
@@ -487,18 +487,6 @@ enum Frame {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum NumPart {
-    Sign,
-    Zero,
-    Int,
-    Dot,
-    Frac,
-    Exp,
-    ExpSign,
-    ExpDigits,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lex {
     /// A value of this node starts here.
     Value(u32),
@@ -534,10 +522,6 @@ pub struct SchemaState {
     ws: usize,
 }
 
-fn num_endable(p: NumPart) -> bool {
-    matches!(p, NumPart::Zero | NumPart::Int | NumPart::Frac | NumPart::ExpDigits)
-}
-
 /// The literals of `c[lo..hi]` (which share their first `pos` bytes) whose next byte is `b`:
 /// a contiguous range found by binary search, so a step costs O(log n) whatever the enum.
 fn lit_step(c: &[Vec<u8>], lo: u16, hi: u16, pos: u16, b: u8) -> Option<(u16, u16)> {
@@ -569,7 +553,7 @@ impl SchemaState {
     pub fn is_complete(&self, schema: &Schema) -> bool {
         match self.lex {
             Lex::Done => true,
-            Lex::Num { part, .. } => self.stack.is_empty() && num_endable(part),
+            Lex::Num { part, .. } => self.stack.is_empty() && part.endable(),
             Lex::Lit { node, lo, pos, .. } => {
                 self.stack.is_empty() && matches!(&schema.nodes[node as usize], Node::Lit(c) if lit_exact(c, lo, pos))
             }
@@ -633,12 +617,7 @@ impl SchemaState {
                 true
             }
             Node::Num { integer } => {
-                let part = match b {
-                    b'-' => NumPart::Sign,
-                    b'0' => NumPart::Zero,
-                    b'1'..=b'9' => NumPart::Int,
-                    _ => return false,
-                };
+                let Some(part) = NumPart::start(b) else { return false };
                 self.lex = Lex::Num { integer: *integer, part, len: 1 };
                 true
             }
@@ -772,25 +751,14 @@ impl SchemaState {
                 self.value_done();
             }
             Lex::Num { integer, part, len } => {
-                let next = match (part, b) {
-                    (NumPart::Sign, b'0') => Some(NumPart::Zero),
-                    (NumPart::Sign, b'1'..=b'9') => Some(NumPart::Int),
-                    (NumPart::Int, b'0'..=b'9') => Some(NumPart::Int),
-                    (NumPart::Zero | NumPart::Int, b'.') if !integer => Some(NumPart::Dot),
-                    (NumPart::Dot | NumPart::Frac, b'0'..=b'9') => Some(NumPart::Frac),
-                    (NumPart::Zero | NumPart::Int | NumPart::Frac, b'e' | b'E') if !integer => Some(NumPart::Exp),
-                    (NumPart::Exp, b'+' | b'-') => Some(NumPart::ExpSign),
-                    (NumPart::Exp | NumPart::ExpSign | NumPart::ExpDigits, b'0'..=b'9') => Some(NumPart::ExpDigits),
-                    _ => None,
-                };
-                if let Some(n) = next {
+                if let Some(n) = part.next(b, integer) {
                     if len >= if integer { MAX_INTEGER_BYTES } else { MAX_NUMBER_BYTES } {
                         return false;
                     }
                     self.lex = Lex::Num { integer, part: n, len: len + 1 };
                     return true;
                 }
-                if !num_endable(part) || self.stack.is_empty() {
+                if !part.endable() || self.stack.is_empty() {
                     return false;
                 }
                 self.value_done();
