@@ -168,7 +168,11 @@ def late_ttft(url: str, background: int, late: int, bg_tokens: int) -> Dict[str,
             if resp.status != 200:
                 raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:300]!r}")
             for line in resp:
-                if line.startswith(b"data:") and b'"content"' in line:
+                line = line.strip()
+                if not line.startswith(b"data:") or line == b"data: [DONE]":
+                    continue
+                # a token, not the head chunk (its delta is the role with an empty content)
+                if any((c.get("delta") or {}).get("content") for c in json.loads(line[5:]).get("choices") or []):
                     with lock:
                         bg_tokens_done[0] += 1
                     if first[0]:
@@ -200,7 +204,7 @@ def late_ttft(url: str, background: int, late: int, bg_tokens: int) -> Dict[str,
     if errors:
         raise errors[0]
     return {"background": background, "late": late, "ttft_p50_s": pct(firsts, 0.5), "ttft_p95_s": pct(firsts, 0.95),
-            "ttft_max_s": max(firsts), "background_pieces_per_s": dn / dt, "batch_still_running": running}
+            "ttft_max_s": max(firsts), "ttft_each_s": [round(f, 3) for f in firsts], "background_pieces_per_s": dn / dt, "batch_still_running": running}
 
 
 def main() -> int:

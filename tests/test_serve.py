@@ -174,6 +174,31 @@ def test_chat_completion_and_stream_match_local(server: LoglmServer, remote: Rem
     assert s.result is not None and s.result.completion_tokens == local.completion_tokens
 
 
+def test_remote_structured_output_equals_local(remote: RemoteLogLM, model: LogLM) -> None:
+    """json_schema / json_object travel as response_format: the server's constrained decoding
+    gives the local text, which parses against the schema; a schema it cannot compile is a
+    RemoteError with the server's 400."""
+    from loglm.answers import parse_verdict, verdict_schema
+
+    chat_ = [{"role": "user", "content": "Is this log line normal or abnormal? Answer with JSON only: "
+                                         '{"reason": "<one sentence>", "label": "normal" or "abnormal"}\n'
+                                         "ERROR dfs.DataNode: writeBlock failed: No space left on device"}]
+    schema = verdict_schema(120)
+    local = model.generate(chat_, max_new_tokens=64, json_schema=schema)
+    r = remote.generate(chat_, max_new_tokens=64, json_schema=schema)
+    assert r.text == local.text and r.finish_reason == local.finish_reason
+    obj = json.loads(r.text)
+    assert list(obj) == ["reason", "label"] and obj["label"] in ("normal", "abnormal")
+    assert parse_verdict(r.text).reason == obj["reason"].strip()
+    s = remote.stream(chat_, max_new_tokens=48, json_object=True)
+    assert "".join(s) == model.generate(chat_, max_new_tokens=48, json_object=True).text
+    with pytest.raises(loglm.RemoteError) as e:
+        remote.generate(chat_, max_new_tokens=8, json_schema={"type": "object", "properties": {"a": {"$ref": "#/x"}}})
+    assert e.value.status == 400 and "schema" in str(e.value)
+    with pytest.raises(loglm.InvalidInputError):
+        remote.generate(chat_, json_object=True, json_schema=schema)
+
+
 def test_stop_strings_and_seeds(server: LoglmServer, remote: RemoteLogLM, model: LogLM) -> None:
     full = remote.generate(PROMPTS[1], max_new_tokens=40).text
     words = re.findall(r"[A-Za-z]{4,}", full)

@@ -24,6 +24,9 @@ settings come from the usual environment variables; ``pip install 'loglm[serve]'
   (``/v1/loglm/tokenize``); other servers get an estimate of 3 bytes per token, and the
   context length comes from the server's ``max_model_len`` or the ``context_length``
   argument (default 4096).
+- **Structured output**: ``generate`` / ``stream`` take ``json_object`` / ``json_schema``
+  as a local model does and send them as ``response_format``; ``loglm serve`` decodes
+  under the same token mask (the text equals the local one), other servers as they do.
 - ``raw=True`` prompts (no chat template) are not available remotely.
 """
 from __future__ import annotations
@@ -39,6 +42,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+from loglm import _args
 from loglm.errors import (
     AuthenticationError,
     BadRequestError,
@@ -438,9 +442,18 @@ class RemoteLogLM(TaskMixin):
 
     def _chat_body(self, prompt: Prompt, raw: bool, max_new_tokens: int, temperature: float, top_k: int,
                    top_p: float, repetition_penalty: float, seed: int, stop: Optional[Sequence[str]],
-                   ignore_eos: bool) -> Dict[str, Any]:
+                   ignore_eos: bool, json_object: bool = False,
+                   json_schema: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         if raw:
             raise InvalidInputError("raw=True prompts are not available with a remote model")
+        if json_object and json_schema is not None:
+            raise InvalidInputError("give json_object or json_schema, not both")
+        schema = _args.json_schema(json_schema)  # the local checks: a dict or its JSON text
+        if schema is not None:
+            try:
+                schema_obj = json.loads(schema)
+            except ValueError as e:
+                raise InvalidInputError(f"json_schema cannot be compiled: not JSON ({e})") from None
         if isinstance(stop, str):
             stop = [stop]
         body: Dict[str, Any] = {
@@ -458,6 +471,12 @@ class RemoteLogLM(TaskMixin):
             body["repetition_penalty"] = float(repetition_penalty)
         if ignore_eos:
             body["ignore_eos"] = True
+        # structured output as OpenAI's response_format (the server decodes under a token mask)
+        if json_object:
+            body["response_format"] = {"type": "json_object"}
+        elif schema is not None:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "answer", "schema": schema_obj, "strict": True}}
         return body
 
     # -- generation ---------------------------------------------------------------------
@@ -488,10 +507,14 @@ class RemoteLogLM(TaskMixin):
     def generate(self, prompts: Union[Prompt, Sequence[Prompt]], *, max_new_tokens: int = 256,
                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
                  seed: int = 0, stop: Optional[Sequence[str]] = None, max_batch: int = 8, raw: bool = False,
-                 return_stats: bool = False, ignore_eos: bool = False) -> Any:
+                 return_stats: bool = False, ignore_eos: bool = False, json_object: bool = False,
+                 json_schema: Optional[Dict[str, Any]] = None) -> Any:
         """Generate completions on the server (arguments as :meth:`loglm.LogLM.generate`;
         ``max_batch`` is the server's business and ignored). A list of prompts is sent as
-        up to ``concurrency`` requests at once. ``token_ids`` of the results are empty."""
+        up to ``concurrency`` requests at once. ``token_ids`` of the results are empty.
+        ``json_object`` / ``json_schema`` go as ``response_format``: a ``loglm serve`` (or
+        another server that supports it) constrains its decoding; a schema the server
+        cannot compile is a :class:`RemoteError` (HTTP 400)."""
         single = isinstance(prompts, (str, bytes)) or is_chat(prompts)
         items: List[Any] = [prompts] if single else list(prompts)
         if not items:
@@ -499,7 +522,7 @@ class RemoteLogLM(TaskMixin):
         if max_new_tokens < 1:
             raise InvalidInputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         bodies = [self._chat_body(p, raw, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed,
-                                  stop, ignore_eos) for p in items]
+                                  stop, ignore_eos, json_object, json_schema) for p in items]
         t0 = time.monotonic()
         results = self._map(self._one, bodies)
         res: Any = results[0] if single else results
@@ -514,12 +537,13 @@ class RemoteLogLM(TaskMixin):
 
     def stream(self, prompt: Prompt, *, max_new_tokens: int = 256, temperature: float = 0.0, top_k: int = 0,
                top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0,
-               stop: Optional[Sequence[str]] = None, raw: bool = False) -> RemoteTextStream:
+               stop: Optional[Sequence[str]] = None, raw: bool = False, json_object: bool = False,
+               json_schema: Optional[Dict[str, Any]] = None) -> RemoteTextStream:
         """Generate one completion as an iterator of text pieces (server-sent events)."""
         if max_new_tokens < 1:
             raise InvalidInputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         body = self._chat_body(prompt, raw, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed,
-                               stop, False)
+                               stop, False, json_object, json_schema)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
         t0 = time.monotonic()
