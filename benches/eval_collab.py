@@ -90,13 +90,15 @@ def three_ways(dataset: str, enc, llm, train: dict, ytrain, test: dict, ytest, a
     df = small.report(test)
     record(dataset, "small model alone (KNN)", truth, df, small, wall=time.perf_counter() - t0)
     det = CollaborativeDetector(enc, llm, seed=args.seed, reasoning=args.reasoning, progress=True,
-                                llm_weight=args.llm_weight, **kw).fit(train, ytrain)
+                                llm_weight=args.llm_weight, llm_verdict=args.llm_verdict, **kw).fit(train, ytrain)
     t0 = time.perf_counter()
     df = det.report(test, feedback=True)  # LLM verdicts join the memory as the run goes (the papers' loop)
     wall = time.perf_counter() - t0
     name = "coordinated (AE router + KNN + LLM)"
     if args.llm_weight is not None:
         name = f"coordinated, LLM weight {args.llm_weight:g}"
+    if args.llm_verdict is not None:
+        name += f", LLM verdict by {args.llm_verdict}"
     record(dataset, name, truth, df, det, wall=wall,
            note=f"routes: {df.Route.value_counts().to_dict()}")
     if args.llm_sample > 0:
@@ -113,6 +115,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--llm-weight", type=float, default=None,
                     help="weight of the LLM in the verdict on novel sessions (default: the detector's, 0.4 supervised)")
+    ap.add_argument("--llm-verdict", default=None, choices=["session", "lines"],
+                    help="how the LLM judges a novel session (CollaborativeDetector llm_verdict; default: the "
+                         "detector's, line scores in zero-label mode, the session prompt otherwise)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--window", type=int, default=20, help="BGL window size (lines) in the zero-label run")
     ap.add_argument("--zl-examples", type=int, default=3, help="retrieved examples per prompt in the zero-label run")
@@ -171,10 +176,12 @@ def main() -> None:
         record(zl, "small model alone (source KNN)", truth, df, small,
                wall=time.perf_counter() - t0)
         det = CollaborativeDetector(enc, llm, mode="zero_label", seed=args.seed, reasoning=args.reasoning,
-                                    n_examples=args.zl_examples, progress=True).fit(src, tr.Label)
+                                    n_examples=args.zl_examples, llm_verdict=args.llm_verdict,
+                                    progress=True).fit(src, tr.Label)
         t0 = time.perf_counter()
         df = det.report(wins, feedback=True)
-        record(zl, "zero-label collaborative (sim router + LLM pseudo-labels)",
+        record(zl, "zero-label collaborative (sim router + LLM pseudo-labels)"
+               + (f", LLM verdict by {args.llm_verdict}" if args.llm_verdict is not None else ""),
                truth, df, det, wall=time.perf_counter() - t0,
                note=f"routes: {df.Route.value_counts().to_dict()}; pseudo-labels added {det.stats['feedback_added']}")
 

@@ -187,6 +187,45 @@ def test_zero_label_mode_pseudo_labels() -> None:
     assert det.memory_origin[-1] == 1 and det.memory_labels[-1] == 1.0 and len(det.memory) == 181
 
 
+class LineScorer:
+    """A stand-in for LogLM's line-level anomaly scores: 0.9 for a line with 'exception'."""
+
+    def __init__(self) -> None:
+        self.scored: List[str] = []
+
+    def anomaly_scores(self, lines, progress=None):
+        self.scored += list(lines)
+        return [0.9 if "exception" in x else 0.05 for x in lines]
+
+
+def test_llm_verdict_by_line_scores() -> None:
+    llm = LineScorer()
+    x, y = training_set()
+    det = CollaborativeDetector(llm=llm, mode="zero_label", similarity_threshold=0.8, llm_verdict="lines",
+                                feedback=False).fit(embeddings=x, labels=y)
+    q = np.concatenate([cluster(0, 2, 60), cluster(11, 3, 61, spread=0.001)])
+    sessions = [["ok"], ["ok"], ["a", "b", "a"], ["a", "disk exception", "b"], ["c", "disk exception"]]
+    df = det.report(sessions=sessions, embeddings=q)
+    assert list(df.Route) == ["small", "small", "llm", "llm", "llm"]
+    assert list(df.Label) == ["normal", "normal", "normal", "abnormal", "abnormal"]
+    assert df.Score[3] == pytest.approx(0.9) and df.Score[2] == pytest.approx(0.05)
+    assert "disk exception" in df.Reason[3]
+    # each distinct line is scored once per call, across sessions
+    assert sorted(llm.scored) == ["a", "b", "c", "disk exception"]
+    assert det.stats["llm_calls"] == 3
+    with pytest.raises(InvalidInputError, match="lines"):
+        det.report(embeddings=q)  # no lines to score
+    with pytest.raises(InvalidInputError, match="anomaly_scores"):
+        CollaborativeDetector(llm=FakeLLM(), mode="zero_label", similarity_threshold=0.8,
+                              llm_verdict="lines").fit(embeddings=x, labels=y).report(sessions=sessions, embeddings=q)
+    with pytest.raises(InvalidInputError, match="llm_verdict"):
+        CollaborativeDetector(llm=llm, llm_verdict="tokens").fit(embeddings=x, labels=y)
+    # the default: line scores in zero-label mode when the LLM can give them, else the session prompt
+    assert CollaborativeDetector(llm=LineScorer(), mode="zero_label").params["llm_verdict"] == "lines"
+    assert CollaborativeDetector(llm=FakeLLM(), mode="zero_label").params["llm_verdict"] == "session"
+    assert CollaborativeDetector(llm=LineScorer()).params["llm_verdict"] == "session"
+
+
 def test_save_load_roundtrip(tmp_path: Path) -> None:
     det = fitted(FakeLLM())
     det.partial_fit([["x exception"]], embeddings=cluster(9, 1, 60, spread=0.001))

@@ -109,6 +109,21 @@ def test_template_wildcarding_a_constant_is_refused():
     assert c["llm_refused"] == 1 and df["EventTemplate"][0] == "Cache flushed for tenant"
 
 
+def test_template_hiding_a_constant_word_inside_a_varying_value_is_refused():
+    # BGL's ``iar <*> dear <*>``: a model template ``iar <*>`` hides the word ``dear``, which
+    # never varies, inside a value that does; the tree's template keeps it.
+    lines = [f"iar {a:08x} dear {b:08x}" for a, b in zip(range(1000, 1006), range(77, 83))]
+    df, c = _run(lines, {line: "iar <*>" for line in lines})
+    assert c["llm_refused"] >= 1 and c["llm_accepted"] == 0
+    assert set(df["EventTemplate"]) == {"iar <*> dear <*>"}
+    # a timestamp under one <*> may keep its month fixed (date words are variables)
+    days = ["Sat Jun 18 02:08:10 2005", "Sun Jun 19 04:08:11 2005", "Mon Jun 20 13:01:59 2005"]
+    lines = [f"ALERT exited abnormally at {d}" for d in days]
+    df, c = _run(lines, {line: "ALERT exited abnormally at <*>" for line in lines})
+    assert c["llm_refused"] == 0 and c["llm_accepted"] >= 1
+    assert set(df["EventTemplate"]) == {"ALERT exited abnormally at <*>"}
+
+
 def test_refusals_never_lower_accuracy_and_agreeing_templates_raise_it():
     # Two events the tree merges (same shape: the state differs); the user varies per line.
     users = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "oscar"]

@@ -191,13 +191,27 @@ def _fixed_token(token: str) -> bool:
     return _KEYED.match(token) is not None or not any(c.isalnum() for c in token)
 
 
+#: Words of dates and times: a timestamp under one ``<*>`` may keep its month fixed
+#: (all lines of June) without that month being template text.
+_DATE_WORDS = frozenset("jan feb mar apr may jun jul aug sep sept oct nov dec "
+                        "mon tue wed thu fri sat sun am pm utc gmt".split())
+
+
+def _constant_word(token: str, param_str: str = "<*>") -> bool:
+    """A token that belongs in the template when it never changes: no variable by
+    masking or conventions, and no date word."""
+    return not _variable_token(token, param_str) and token.lower().strip(".,:;") not in _DATE_WORDS
+
+
 def _wildcards_constant(values: Sequence[str], param_str: str = "<*>") -> bool:
     """Whether the values one ``<*>`` covers on the lines it matches (one or more) show it
     covering a constant: the same value everywhere (or one line) holding a token that is
-    no variable by masking or conventions; values of one shape (token count) with a key
-    or bare punctuation that never changes at one position; or values that all end in
-    the same ``.`` ``,`` ``;`` ``:`` (punctuation the tree keeps out of its ``<*>``) unless
-    the conventions make the whole value one variable (a path with its dot)."""
+    no variable by masking or conventions; values of one shape (token count) with a token
+    that never changes at one position -- a key, bare punctuation or a word that is no
+    variable (``iar <*>`` over ``00106570 dear 0245f884``: ``dear`` is template text; a
+    date word such as a month is not); or values that all end in the same ``.`` ``,``
+    ``;`` ``:`` (punctuation the tree keeps out of its ``<*>``) unless the conventions make
+    the whole value one variable (a path with its dot)."""
     split = [v.split() for v in values]
     if (values[0] and values[0][-1] in ".,;:" and all(v.endswith(values[0][-1]) for v in values)
             and canonical_template(values[0], param_str) != param_str):
@@ -206,7 +220,8 @@ def _wildcards_constant(values: Sequence[str], param_str: str = "<*>") -> bool:
         return not all(_variable_token(t, param_str) for t in split[0])
     if len({len(t) for t in split}) > 1:
         return False
-    return any(all(t == toks[0] for t in toks) and _fixed_token(toks[0]) for toks in zip(*split))
+    return any(all(t == toks[0] for t in toks) and (_fixed_token(toks[0]) or _constant_word(toks[0], param_str))
+               for toks in zip(*split))
 
 
 def _decode(line: str | bytes) -> tuple[str, bool]:
