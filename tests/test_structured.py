@@ -106,7 +106,9 @@ def test_stream_and_engine_loop_give_the_same_structured_text(model: LogLM) -> N
     # batched with other requests (a plain one, a JSON-mode one): the same text
     batch = model.generate([chat, f"Describe: {LINE}"], max_new_tokens=80, temperature=0.9, seed=3,
                            json_schema=schema)
-    assert batch[0].text == one.text and valid(schema, json.loads(batch[1].text))
+    assert batch[0].text == one.text
+    if batch[1].finish_reason == "stop":  # else cut short by max_new_tokens (a number may run on)
+        assert valid(schema, json.loads(batch[1].text)), batch[1].text
     ids = model.encode_prompt(chat)
     plain = model.stream_tokens(ids, max_new_tokens=10)
     js = model.stream_tokens(ids, max_new_tokens=80, temperature=0.9, seed=3, json_schema=json.dumps(schema))
