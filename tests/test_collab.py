@@ -81,6 +81,18 @@ class FakeLLM:
         return FakeChoices([0.1, 0.9] if self._bad(chat) else [0.8, 0.2])
 
 
+class FixedLLM(FakeLLM):
+    """Gives every session the same P(abnormal) by choice scoring."""
+
+    def __init__(self, p_abnormal: float) -> None:
+        super().__init__()
+        self.p = p_abnormal
+
+    def score_choices(self, chat, choices):
+        self.calls += 1
+        return FakeChoices([1.0 - self.p, self.p])
+
+
 # ----------------------------------------------------------------- Rust pieces
 
 
@@ -368,13 +380,8 @@ def test_default_llm_weight_never_overturns_a_unanimous_knn_vote() -> None:
     # Supervised default (0.4): the LLM decides only where the neighbours disagree, so its
     # part can never make a verdict worse than the small model's on a session whose
     # neighbours agree; in zero-label mode the LLM's verdict is taken as is.
-    class Sure(FakeLLM):
-        def score_choices(self, chat, choices):
-            self.calls += 1
-            return FakeChoices([0.0, 1.0])
-
     x, y = training_set()
-    det = CollaborativeDetector(encoder=None, llm=Sure(), hidden=(16, 4), epochs=40, lr=5e-3, seed=1,
+    det = CollaborativeDetector(encoder=None, llm=FixedLLM(1.0), hidden=(16, 4), epochs=40, lr=5e-3, seed=1,
                                 feedback=False, known_similarity=2.0, percentile=0.0).fit(embeddings=x, labels=y)
     q = x[:5]  # normal sessions whose neighbours are all normal, forced to the LLM (percentile 0)
     knn = CollaborativeDetector(encoder=None, llm=None, hidden=(16, 4), epochs=40, lr=5e-3, seed=1,
@@ -390,22 +397,17 @@ def test_default_llm_weight_never_overturns_a_unanimous_knn_vote() -> None:
 def test_llm_may_not_clear_a_session_the_knn_vote_flags_by_default() -> None:
     # The supervised default: the LLM is the second reviewer that catches what the
     # neighbours miss; a session the KNN flags keeps at least its KNN score.
-    class SaysNormal(FakeLLM):
-        def score_choices(self, chat, choices):
-            self.calls += 1
-            return FakeChoices([1.0, 0.0])
-
     x, y = training_set()
     kw = dict(encoder=None, hidden=(16, 4), epochs=40, lr=5e-3, seed=1, feedback=False, known_similarity=2.0,
               percentile=0.0, llm_weight=1.0)
     q = x[-5:]  # abnormal sessions whose neighbours are abnormal, forced to the LLM (percentile 0)
     small = CollaborativeDetector(llm=None, **kw).fit(embeddings=x, labels=y).report(embeddings=q)
-    kept = CollaborativeDetector(llm=SaysNormal(), **kw).fit(embeddings=x, labels=y)
+    kept = CollaborativeDetector(llm=FixedLLM(0.0), **kw).fit(embeddings=x, labels=y)
     df = kept.report(sessions=[["x"]] * 5, embeddings=q)
     assert (small.label == "abnormal").all() and (df.route == "llm").all()
     assert (df.label == "abnormal").all() and np.allclose(df.score, small.score)
     assert all("may not clear" in r for r in df.reason)
-    cleared = CollaborativeDetector(llm=SaysNormal(), llm_clears=True, **kw).fit(embeddings=x, labels=y)
+    cleared = CollaborativeDetector(llm=FixedLLM(0.0), llm_clears=True, **kw).fit(embeddings=x, labels=y)
     assert (cleared.report(sessions=[["x"]] * 5, embeddings=q).label == "normal").all()
     assert kept.params["llm_clears"] is False and CollaborativeDetector(mode="zero_label")._llm_clears()
 

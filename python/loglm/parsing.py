@@ -185,21 +185,18 @@ def _variable_token(token: str, param_str: str = "<*>") -> bool:
     return any(c.isdigit() for c in token) or canonical_template(token, param_str) == param_str
 
 
-def _fixed_token(token: str) -> bool:
-    """A token that stays constant text when it never changes: a ``key=`` / ``Key:`` key
-    or bare punctuation (``:``, ``-``, ``|``)."""
-    return _KEYED.match(token) is not None or not any(c.isalnum() for c in token)
-
-
 #: Words of dates and times: a timestamp under one ``<*>`` may keep its month fixed
 #: (all lines of June) without that month being template text.
 _DATE_WORDS = frozenset("jan feb mar apr may jun jul aug sep sept oct nov dec "
                         "mon tue wed thu fri sat sun am pm utc gmt".split())
 
 
-def _constant_word(token: str, param_str: str = "<*>") -> bool:
-    """A token that belongs in the template when it never changes: no variable by
-    masking or conventions, and no date word."""
+def _fixed_token(token: str, param_str: str = "<*>") -> bool:
+    """A token that stays template text when it never changes: a ``key=`` / ``Key:`` key,
+    bare punctuation (``:``, ``-``, ``|``), or a word that is no variable by masking or
+    conventions and no date word."""
+    if _KEYED.match(token) is not None or not any(c.isalnum() for c in token):
+        return True
     return not _variable_token(token, param_str) and token.lower().strip(".,:;") not in _DATE_WORDS
 
 
@@ -220,8 +217,7 @@ def _wildcards_constant(values: Sequence[str], param_str: str = "<*>") -> bool:
         return not all(_variable_token(t, param_str) for t in split[0])
     if len({len(t) for t in split}) > 1:
         return False
-    return any(all(t == toks[0] for t in toks) and (_fixed_token(toks[0]) or _constant_word(toks[0], param_str))
-               for toks in zip(*split))
+    return any(all(t == toks[0] for t in toks) and _fixed_token(toks[0], param_str) for toks in zip(*split))
 
 
 def _decode(line: str | bytes) -> tuple[str, bool]:
