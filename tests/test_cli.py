@@ -43,6 +43,23 @@ def test_parse(capsys, logfile, tmp_path):
     assert code == 0 and recs[1]["Content"] == LOG.split("\r\n")[1] and "Pid" not in recs[1]
 
 
+def test_parse_with_labelled_templates(capsys, logfile, tmp_path):
+    lab = tmp_path / "labelled.csv"
+    lab.write_text("LineId,Content,EventTemplate\n"
+                   "1,\"Receiving block blk_1 src: /10.0.0.1:1 dest: /10.0.0.2:2\",Receiving block blk_<*> src: /<*>:<*> dest: /<*>:<*>\n")
+    code, out, _ = run(capsys, "parse", str(logfile), "--no-llm", "--json", "--labelled", str(lab))
+    recs = [json.loads(x) for x in out.splitlines()]
+    # the label's own convention, not the canonical `Receiving block <*> src: <*> dest: <*>`
+    assert code == 0 and recs[0]["EventTemplate"] == "Receiving block blk_<*> src: /<*>:<*> dest: /<*>:<*>"
+    assert recs[1]["EventTemplate"] != recs[0]["EventTemplate"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Content,Template\nx,y\n")
+    code, _, err = run(capsys, "parse", str(logfile), "--no-llm", "--labelled", str(bad))
+    assert code == 2 and "EventTemplate" in err
+    code, _, err = run(capsys, "parse", str(logfile), "--no-llm", "--labelled", str(tmp_path / "missing.csv"))
+    assert code == 2 and "missing.csv" in err
+
+
 def test_detect(capsys, logfile):
     code, out, err = run(capsys, "detect", str(logfile), "--threads", "2", "--context-length", "1024", "--json", "--threshold", "0")
     recs = [json.loads(x) for x in out.splitlines()]

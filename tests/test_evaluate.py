@@ -37,6 +37,25 @@ def test_parsing_rows_baseline_and_oracle(data_dir):
     assert "llm_lines" not in base
 
 
+def test_parsing_rows_with_labelled_training_lines(data_dir):
+    from loglm.datasets import load_parsing
+
+    df = load_parsing("Proxifier", data_dir).iloc[:300]
+    oracle = TableModel(dict(zip(df["Content"], df["EventTemplateCorrected"])))
+    plain = evaluate_parsing(oracle, systems=["Proxifier"], limit=300, root=data_dir)
+    rows = evaluate_parsing(oracle, systems=["Proxifier"], limit=300, root=data_dir, labelled="train")
+    assert [r["parser"] for r in rows] == ["template tree (no LLM)", "tree + labelled", "tree + labelled + LLM"]
+    base, lab, both = rows
+    assert base == dict(plain[0], seconds=base["seconds"])  # the baseline stays unlabelled
+    assert lab["PA"] > base["PA"] + 0.5 and "llm_lines" not in lab
+    # lines a labelled template covers never reach the model
+    assert both["llm_lines"] < plain[1]["llm_lines"] and both["PA"] >= lab["PA"]
+    loso = evaluate_parsing(None, systems=["Proxifier"], limit=300, root=data_dir, labelled="loso")
+    assert loso[1]["PA"] == pytest.approx(base["PA"])  # other systems' labels do not apply here
+    with pytest.raises(ValueError):
+        evaluate_parsing(None, systems=["Proxifier"], limit=1, root=data_dir, labelled="test")
+
+
 def test_evaluate_all_tiny_is_deterministic(model, data_dir, tmp_path):
     kw = dict(model=model, systems=["HDFS"], limit=2, max_new_tokens=8, root=data_dir)
     a = evaluate("all", **kw)

@@ -103,6 +103,13 @@ def test_rejected_templates_fall_back_and_are_flagged():
     assert tm3.add_log_message("12345")["llm_rejected"]
     df = tm3.parse(["OutputCommitter set in config null", "Using mapred newApiCommitter."])
     assert "<*>" not in set(df["EventTemplate"])
+    # so is a shape without a literal letter: cached, `<*>=<*>` took the lines of every
+    # `key=value` event that came later (BGL, issue 16)
+    lines = ["fpr29=0xffffffff ffffffff", "ip=10.7.0.130 v=13 t=1 status=M", "(mc=e08x iar 0x0 lr 0xc004)"]
+    assert TemplateMiner(model=TableModel(default="<*>=<*>")).add_log_message(lines[0])["llm_rejected"]
+    tm4 = TemplateMiner(model=TableModel(default="<*>=<*>"))
+    df = tm4.parse(lines)
+    assert df["LlmRejected"].all() and "<*>=<*>" not in set(df["EventTemplate"])
 
 
 def test_ghost_wildcards_are_rejected_so_values_do_not_split_an_event():

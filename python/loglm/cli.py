@@ -30,6 +30,7 @@ import json
 import os
 import shlex
 import sys
+from pathlib import Path
 from typing import Any, List, Optional
 
 from loglm.errors import InvalidInputError
@@ -98,15 +99,35 @@ def _json_records(df: Any, cols: Optional[List[str]] = None) -> None:
         print(json.dumps({k: _json_value(v) for k, v in rec.items()}, ensure_ascii=False))
 
 
+def _labelled_csv(path: str) -> Any:
+    """A labelled-templates CSV (loghub's structured CSV: Content and EventTemplate columns)."""
+    import pandas as pd
+
+    from loglm.errors import LogFileNotFoundError
+
+    if not Path(path).is_file():
+        raise LogFileNotFoundError(f"no labelled-templates file {path}")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidInputError(f"{path} is not a readable CSV file: {e}") from None
+    missing = [c for c in ("Content", "EventTemplate") if c not in df.columns]
+    if missing:
+        raise InvalidInputError(f"{path} has no {' or '.join(missing)} column (a loghub structured CSV has both)")
+    return df
+
+
 def _cmd_parse(args: argparse.Namespace) -> int:
     from loglm.parsing import TemplateMiner
 
     lines = _read(args)
+    labelled = _labelled_csv(args.labelled) if args.labelled else None
     if args.no_llm:  # the lines are split by --format already
-        df = TemplateMiner().parse_lines(lines, progress=not args.json and sys.stderr.isatty(), log_format=None)
+        df = TemplateMiner(labelled=labelled).parse_lines(lines, progress=not args.json and sys.stderr.isatty(),
+                                                          log_format=None)
     else:
         m = _model(args)
-        df = m.parse(lines, log_format=None)
+        df = m.parse(lines, log_format=None, labelled=labelled)
     if args.output:
         df.to_csv(args.output, index=False)
     if args.templates:
@@ -186,8 +207,6 @@ def _cmd_ask(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from loglm.report import build_report
 
     from loglm.errors import LogFileNotFoundError
@@ -323,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="write the structured lines (CSV) here")
     p.add_argument("--templates", default=None, metavar="CSV",
                    help="write the templates table (EventId, EventTemplate, Occurrences; logparser's _templates.csv)")
+    p.add_argument("--labelled", default=None, metavar="CSV",
+                   help="labelled templates (a CSV with Content and EventTemplate columns, e.g. loghub's "
+                        "structured CSV of a checked sample): lines they match get them verbatim")
     p.add_argument("--no-llm", action="store_true", help="template tree only (no model)")
     common(p, "one JSON record per line")
     p.set_defaults(func=_cmd_parse)
@@ -368,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--examples", choices=["train", "none"], default="train",
-                   help="labelled training examples the model may use (anomaly neighbours; default train)")
+                   help="labelled training examples to use (anomaly neighbours, parsing cache seeds; default train)")
     p.add_argument("--quiet", action="store_true")
     common(p, "print the JSON result instead of the tables")
     p.set_defaults(func=_cmd_eval)

@@ -46,11 +46,11 @@ def _say(log: Optional[Log], msg: str) -> None:
         log(msg)
 
 
-def _parse_run(lines: List[str], model: Any, examples: Any = None) -> Dict[str, Any]:
+def _parse_run(lines: List[str], model: Any, examples: Any = None, labelled: Any = None) -> Dict[str, Any]:
     from loglm.parsing import TemplateMiner
 
-    tm = (TemplateMiner(model=model, few_shot=3, batch_size=16, examples=examples) if model is not None
-          else TemplateMiner())
+    tm = (TemplateMiner(model=model, few_shot=3, batch_size=16, examples=examples, labelled=labelled)
+          if model is not None else TemplateMiner(labelled=labelled))
     t0 = time.perf_counter()
     df = tm.parse(lines, parameters=False)
     secs = time.perf_counter() - t0
@@ -64,7 +64,8 @@ def _parse_run(lines: List[str], model: Any, examples: Any = None) -> Dict[str, 
 
 def evaluate_parsing(model: Any, *, systems: Optional[Sequence[str]] = None, limit: Optional[int] = None,
                      root: Any = None, baseline: bool = True, log: Optional[Log] = None,
-                     on_rows: Optional[Rows] = None, retrieval: Optional[str] = None) -> List[Dict[str, Any]]:
+                     on_rows: Optional[Rows] = None, retrieval: Optional[str] = None,
+                     labelled: Optional[str] = None) -> List[Dict[str, Any]]:
     """Parsing on the 1,800 test lines of each system (first ``limit`` of them when given):
     the template tree alone (``baseline``) and tree + ``model`` (``None`` skips it). One
     row per system and parser: RI and F1 (token-level variable F1) against the original
@@ -73,23 +74,34 @@ def evaluate_parsing(model: Any, *, systems: Optional[Sequence[str]] = None, lim
     ``retrieval`` picks the model's few-shot examples: ``None`` (similar cached templates
     of the same run), ``"train"`` (nearest of the training lines 1-200 of every system,
     corrected templates, by MiniLM cosine) or ``"loso"`` (the same from the other systems
-    only: leave one system out)."""
+    only: leave one system out). ``labelled="train"`` seeds the miner with the labelled
+    training lines 1-200 of every system (corrected templates; :meth:`TemplateMiner.add_labelled`):
+    rows "tree + labelled" (no model) and "tree + labelled + LLM" replace "tree + LLM", and
+    the baseline "template tree (no LLM)" stays unlabelled. ``"loso"`` seeds with the other
+    systems' training lines only (leave one system out)."""
     from loglm.datasets import load_parsing, loghub_systems
     from loglm.metrics import parsing_scores
 
     if retrieval not in (None, "train", "loso"):
         raise InvalidInputError(f"retrieval must be None, 'train' or 'loso', got {retrieval!r}")
+    if labelled not in (None, "train", "loso"):
+        raise InvalidInputError(f"labelled must be None, 'train' or 'loso', got {labelled!r}")
+    train: Dict[str, Any] = {}
+    if retrieval is not None or labelled is not None:
+        train = {s: load_parsing(s, root, split="train") for s in loghub_systems(root)}
+
+    def train_pairs(system: str, how: Optional[str]) -> List[Any]:
+        return [(c, t) for s, df in train.items() if how == "train" or s != system
+                for c, t in zip(df["Content"], df["EventTemplateCorrected"])]
+
     pools: Dict[str, Any] = {}
     if retrieval is not None and model is not None:
         from loglm.embed import SentenceEncoder
         from loglm.parsing import ExampleRetriever
 
         enc = SentenceEncoder.load()
-        train = {s: load_parsing(s, root, split="train") for s in loghub_systems(root)}
         for system in systems or loghub_systems(root):
-            pairs = [(c, t) for s, df in train.items() if retrieval == "train" or s != system
-                     for c, t in zip(df["Content"], df["EventTemplateCorrected"])]
-            pools[system] = ExampleRetriever(pairs, enc)
+            pools[system] = ExampleRetriever(train_pairs(system, retrieval), enc)
 
     rows = []
     for system in systems or loghub_systems(root):
@@ -97,11 +109,15 @@ def evaluate_parsing(model: Any, *, systems: Optional[Sequence[str]] = None, lim
         if limit is not None:
             df = df.iloc[:limit]
         lines = df["Content"].tolist()
-        runs = ([("template tree (no LLM)", None)] if baseline else []) + (
-            [("tree + LLM", model)] if model is not None else [])
-        for name, m in runs:
+        seeds = train_pairs(system, labelled) if labelled is not None else None
+        runs: List[Any] = [("template tree (no LLM)", None, None)] if baseline else []
+        if seeds is not None:
+            runs.append(("tree + labelled", None, seeds))
+        if model is not None:
+            runs.append(("tree + labelled + LLM" if seeds is not None else "tree + LLM", model, seeds))
+        for name, m, sd in runs:
             _say(log, f"parsing {system}: {name} on {len(lines)} lines")
-            r = _parse_run(lines, m, pools.get(system) if m is not None else None)
+            r = _parse_run(lines, m, pools.get(system) if m is not None else None, sd)
             o = parsing_scores(lines, df["EventTemplate"].tolist(), r["pred"])
             c = parsing_scores(lines, df["EventTemplateCorrected"].tolist(), r["pred"])
             row = {"system": system, "parser": name, "lines": len(lines), "RI": o["RI"], "F1": o["var_F1"],
@@ -299,8 +315,9 @@ def evaluate(task: str = "all", *, model: Any = None, model_path: Union[str, os.
     (``None``: the base model alone); with ``model`` given, its own adapters are
     recorded. ``examples="train"`` (the default) lets the model use the labelled
     examples of the training split (:meth:`loglm.LogLM.use_examples`: anomaly detection
-    combines the model's answer with its nearest labelled training templates); ``None``
-    evaluates the model's answers alone."""
+    combines the model's answer with its nearest labelled training templates; parsing
+    seeds the template cache with the labelled training lines, ``evaluate_parsing(labelled=
+    "train")``); ``None`` evaluates the model's answers alone."""
     import loglm
     from loglm.models import adapter_sha256, sha256_file
 
@@ -351,7 +368,7 @@ def evaluate(task: str = "all", *, model: Any = None, model_path: Union[str, os.
     t0 = time.perf_counter()
     if task in ("parsing", "all"):
         res["parsing"] = evaluate_parsing(model, systems=systems, limit=limit, root=root, log=log,
-                                          on_rows=saver("parsing"))
+                                          on_rows=saver("parsing"), labelled=examples)
     if task in ("anomaly", "all"):
         res["anomaly"] = evaluate_anomaly(model, limit=limit, threshold=threshold, root=root, log=log,
                                           on_rows=saver("anomaly"))

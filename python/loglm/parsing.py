@@ -318,6 +318,10 @@ class TemplateMiner:
     ``_supported``); otherwise the tree's template is kept (counted in ``llm_refused``).
     ``examples`` (labelled ``(line, template)`` pairs, or an :class:`ExampleRetriever`)
     replaces the few-shot examples taken from the cache by the nearest labelled ones.
+    ``labelled`` (``(line, template)`` pairs, or a DataFrame with ``Content`` and
+    ``EventTemplate`` columns, e.g. a hand-checked sample of the same system) seeds the
+    cache with trusted templates (:meth:`add_labelled`): a line matching one gets it
+    verbatim, with or without a model, and the model only sees the rest.
     ``canonical`` (default: on without a drain3 config, off with one) rewrites model
     templates and the templates of ``parse`` output to the loghub-2.0 conventions
     (:func:`canonical_template`); ``add_log_message`` and ``clusters`` keep the tree's
@@ -331,7 +335,8 @@ class TemplateMiner:
                  parametrize_numeric_tokens: bool | None = None, max_clusters: int | None = None,
                  few_shot: int = 3, batch_size: int = 32, threads: int | None = None,
                  canonical: bool | None = None,
-                 examples: ExampleRetriever | Iterable[tuple[str, str]] | None = None) -> None:
+                 examples: ExampleRetriever | Iterable[tuple[str, str]] | None = None,
+                 labelled: Any = None) -> None:
         d3 = resolve_config(config)
 
         def pick(value: Any, key: str, default: Any) -> Any:
@@ -382,11 +387,48 @@ class TemplateMiner:
         self._llm_refused = 0
         self.persistence_handler = persistence_handler
         self._llm_calls = 0
+        self._labelled_rejected = 0
         self._llm_lines = 0
         self._seconds = 0.0
         self._model_seconds = 0.0
         if persistence_handler is not None:
             self.load_state()
+        if labelled is not None:
+            self.add_labelled(labelled)
+
+    def add_labelled(self, labelled: Any) -> dict[str, int]:
+        """Seed the template cache with labelled examples: ``(line, template)`` pairs or a
+        DataFrame with ``Content`` and ``EventTemplate`` columns (loghub's structured CSV).
+        Each template is checked like a model template (it must match its own line and hold
+        a literal letter: a shape such as ``<*>=<*>`` is not an event; otherwise it is
+        skipped and counted as ``rejected``), then trusted:
+        later lines it matches join it (the most specific matching template wins), with or
+        without a model, and ``parse`` output keeps it verbatim (no :func:`canonical_template`
+        rewriting: the labels' conventions win). A labelled cluster counts no line until one
+        arrives. Returns ``{"created", "joined", "rejected"}`` counts."""
+        if hasattr(labelled, "columns"):
+            missing = [c for c in ("Content", "EventTemplate") if c not in labelled.columns]
+            if missing:
+                raise InvalidInputError(f"labelled DataFrame has no {' or '.join(missing)} column "
+                                        f"(columns: {', '.join(map(str, labelled.columns))})")
+            pairs: Iterable[Any] = zip(labelled["Content"], labelled["EventTemplate"])
+        elif isinstance(labelled, (str, bytes)):
+            raise InvalidTypeError("labelled must be (line, template) pairs or a DataFrame, not a string")
+        else:
+            pairs = labelled
+        out = {"created": 0, "joined": 0, "rejected": 0}
+        for k, pair in enumerate(pairs):
+            try:
+                line, template = pair
+            except (TypeError, ValueError):
+                raise InvalidInputError(f"labelled example {k} is not a (line, template) pair: {pair!r:.80}") from None
+            if not isinstance(line, str) or not isinstance(template, str):
+                raise InvalidTypeError(f"labelled example {k}: line and template must be str, "
+                                       f"got {type(line).__name__} and {type(template).__name__}")
+            status, _ = self._tree.seed(line, template)
+            out[status] += 1
+        self._labelled_rejected += out["rejected"]
+        return out
 
     def _refresh_settings(self) -> None:
         cfg = self._tree.config()
@@ -546,11 +588,13 @@ class TemplateMiner:
     def templates_table(self) -> "pd.DataFrame":
         """logparser's ``_templates.csv`` for the live clusters: EventId, EventTemplate,
         Occurrences (lines per template; clusters with the same template are summed), most
-        frequent first."""
+        frequent first. Labelled templates (:meth:`add_labelled`) no line matched are left out."""
         import pandas as pd
 
         rows: dict[str, list] = {}
         for c in self.clusters:
+            if c.size == 0:  # a labelled template no line has matched yet
+                continue
             t = c.get_template()
             if t in rows:
                 rows[t][2] += c.size
@@ -589,13 +633,19 @@ class TemplateMiner:
         llm_accepted, llm_rejected (model templates not used: failed verification, or
         refused for disagreeing with the tree's evidence; the latter also in llm_refused),
         templates, over/under-merge repairs, non_utf8_lines,
-        seconds (total) and model_seconds."""
+        seconds (total) and model_seconds; labelled_templates (seeded by :meth:`add_labelled`)
+        and labelled_rejected (labelled examples skipped). ``templates`` counts the distinct
+        templates with at least one line (a labelled template no line matched is not one)."""
         c: dict[str, Any] = dict(self._tree.counters())
         c["llm_refused"] = self._llm_refused
         c["llm_rejected"] += self._llm_refused
         c["llm_calls"] = self._llm_calls
         c["llm_lines"] = self._llm_lines
-        c["templates"] = len(set(self._tree.templates()))
+        raw, labelled = self._tree.templates(), self._tree.labelled()
+        used = [t for i, t in enumerate(raw) if not labelled[i] or self._tree.cluster(i)[3] > 0]
+        c["templates"] = len(set(used))
+        c["labelled_templates"] = sum(labelled)
+        c["labelled_rejected"] = self._labelled_rejected
         c["seconds"] = self._seconds
         c["model_seconds"] = self._model_seconds
         return c
@@ -849,7 +899,8 @@ class TemplateMiner:
         import pandas as pd
 
         raw = self._tree.templates()
-        canon = [canonical_template(t, self.param_str) for t in raw] if self.canonical else raw
+        canon = ([t if lab else canonical_template(t, self.param_str) for t, lab in zip(raw, self._tree.labelled())]
+                 if self.canonical else raw)
         templates = np.array(canon + [""], dtype=object)
         ids = np.array([template_id(t) for t in templates[:-1]] + [""], dtype=object)
         data = {

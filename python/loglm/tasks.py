@@ -169,7 +169,7 @@ class TaskMixin(_ModelBase):
 
     def parse(self, logs: Logs, *, log_format: Optional[str] = "auto", progress: Optional[bool] = None,
               few_shot: int = 3, batch_size: int = 16, miner: Any = None,
-              record_start: Union[None, bool, str] = None) -> "pd.DataFrame":
+              record_start: Union[None, bool, str] = None, labelled: Any = None) -> "pd.DataFrame":
         """Parse logs into the loghub DataFrame: LineId, Content, EventId, EventTemplate,
         ParameterList, NonUtf8, LlmRejected (the model's template did not match its line;
         the tree's template was kept).
@@ -187,11 +187,16 @@ class TaskMixin(_ModelBase):
         flagging lines that do not fit. ``record_start`` (``True`` or a regex) joins multi-line records first (see
         :mod:`loglm.inputs`). Pass ``miner`` to keep learning in an existing
         :class:`loglm.TemplateMiner`; :func:`loglm.parsing.templates_table` of the result
-        gives logparser's templates table.
+        gives logparser's templates table. ``labelled`` (``(line, template)`` pairs or a
+        DataFrame with ``Content`` and ``EventTemplate``, e.g. a checked sample of the same
+        system) seeds the template cache (:meth:`TemplateMiner.add_labelled`): lines a
+        labelled template matches get it verbatim and never reach the model.
         """
         tm = miner if miner is not None else self.template_miner(few_shot=few_shot, batch_size=batch_size)
         if tm.model is None:
             tm.model = self
+        if labelled is not None:
+            tm.add_labelled(labelled)
         lines = as_log_lines(logs, log_format=log_format, record_start=record_start)
         show = progress if progress is not None else len(lines) >= 5000
         df = tm.parse(list(lines), progress=bool(show))

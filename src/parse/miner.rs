@@ -34,7 +34,7 @@ pub enum Accept {
     Created(usize),
     /// Joined an existing locked cluster with the same template.
     Joined(usize),
-    /// Template does not match the line (or is all wildcards); nothing changed.
+    /// Template does not match the line (or has no literal letter); nothing changed.
     Rejected,
 }
 
@@ -129,8 +129,9 @@ impl Parser {
         let p = self.tree.cfg.param_str.clone();
         let tmpl = normalize_ws(template);
         let norm = normalize_ws(line);
-        // An all-wildcard template is never cached, even for a one-token line where it is
-        // technically right: once cached, `<*>` matches every later line of any shape.
+        // A template without a literal letter is never cached, even for a line where it is
+        // technically right: once cached, `<*>` or `<*>=<*>` matches every later line of
+        // that shape, whatever its event.
         if is_degenerate(&tmpl, &p) || !verifies(&tmpl, &norm, &p) {
             self.counters.llm_rejected += 1;
             return Accept::Rejected;
@@ -157,6 +158,35 @@ impl Parser {
         let i = if ttoks.len() == toks.len() { self.tree.create(&ttoks) } else { self.tree.create(&toks) };
         self.tree.clusters[i].llm_template = Some(tmpl.clone());
         self.tree.clusters[i].example = Some(norm);
+        self.index.insert(tid, &tmpl, i, &p);
+        Accept::Created(i)
+    }
+
+    /// Register a labelled (line, template) example as a trusted cached template: verified
+    /// like a model template (it must match its line and hold a literal letter), but no line
+    /// is counted (the cluster starts empty) and the cluster is marked `labelled`. A template
+    /// already cached joins (and marks) its cluster.
+    pub fn seed(&mut self, line: &str, template: &str) -> Accept {
+        let p = self.tree.cfg.param_str.clone();
+        let tmpl = normalize_ws(template);
+        let norm = normalize_ws(line);
+        if is_degenerate(&tmpl, &p) || !verifies(&tmpl, &norm, &p) {
+            return Accept::Rejected;
+        }
+        let tid = content_id(&tmpl);
+        if let Some(&i) = self.index.by_tid.get(&tid) {
+            self.tree.clusters[i].labelled = true;
+            return Accept::Joined(i);
+        }
+        let toks = self.tree.tokenize(line);
+        let toks: Vec<&str> = toks.iter().map(|c| c.as_ref()).collect();
+        let ttoks: Vec<&str> = tmpl.split(' ').collect();
+        let i = if ttoks.len() == toks.len() { self.tree.create(&ttoks) } else { self.tree.create(&toks) };
+        let c = &mut self.tree.clusters[i];
+        c.size = 0;
+        c.llm_template = Some(tmpl.clone());
+        c.example = Some(norm);
+        c.labelled = true;
         self.index.insert(tid, &tmpl, i, &p);
         Accept::Created(i)
     }
@@ -221,6 +251,34 @@ mod tests {
         assert_eq!(m.tree.clusters[a].size, 3);
         let (d, _) = m.add("something else entirely here");
         assert_ne!(a, d);
+    }
+    #[test]
+    fn seeded_templates_are_trusted_and_count_no_line() {
+        let mut m = p();
+        let i = match m.seed("Received connection request /10.10.34.11:45307", "Received connection request /<*>:<*>") {
+            Accept::Created(i) => i,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((m.counters.lines, m.counters.llm_accepted, m.tree.clusters[i].size), (0, 0, 0));
+        assert!(m.tree.clusters[i].labelled);
+        // a template that does not match its line, or has no literal letter, is not seeded
+        assert_eq!(m.seed("Received connection request", "Sent <*>"), Accept::Rejected);
+        assert_eq!(m.seed("anything", "<*>"), Accept::Rejected);
+        assert_eq!(m.counters.llm_rejected, 0);
+        // later lines hit it, in streaming and in batch mode
+        let (j, c) = m.add("Received connection request /10.10.34.13:37177");
+        assert_eq!((j, c), (i, Change::None));
+        assert_eq!(m.add_batch(&["Received connection request /10.10.34.12:3888"]), vec![i as u32]);
+        assert_eq!(m.tree.clusters[i].size, 2);
+        assert_eq!(m.tree.clusters[i].template(), "Received connection request /<*>:<*>");
+        // seeding a template the model already gave marks that cluster
+        let k = match m.accept("took 5 ms", "took <*> ms") {
+            Accept::Created(k) => k,
+            other => panic!("{other:?}"),
+        };
+        assert!(!m.tree.clusters[k].labelled);
+        assert_eq!(m.seed("took 7 ms", "took <*> ms"), Accept::Joined(k));
+        assert!(m.tree.clusters[k].labelled);
     }
     #[test]
     fn empty_wildcards_glued_to_words_are_rejected() {

@@ -53,11 +53,12 @@ impl Parser {
                 crate::bail!(InvalidArgument, "corrupt state: cluster {} has id {}", i + 1, c.cluster_id);
             }
             // a cluster evicted by the max_clusters bound may be a placeholder of size 0
-            // (a drain3 snapshot keeps only the tree branch of what its LRU cache dropped)
-            if (c.size == 0 && !c.evicted) || c.size > MAX_LINES {
+            // (a drain3 snapshot keeps only the tree branch of what its LRU cache dropped);
+            // so may a labelled template no line has matched yet
+            if (c.size == 0 && !c.evicted && !(c.labelled && c.llm_template.is_some())) || c.size > MAX_LINES {
                 crate::bail!(
                     InvalidArgument,
-                    "corrupt state: cluster {} has size {} (allowed: 1 to {MAX_LINES}; 0 only when evicted)",
+                    "corrupt state: cluster {} has size {} (allowed: 1 to {MAX_LINES}; 0 only when evicted or labelled)",
                     i + 1,
                     c.size
                 );
@@ -102,8 +103,9 @@ impl Parser {
             let idx = if let Some(t) = &c.llm_template {
                 let tid = content_id(t);
                 if let Some(&i) = self.index.by_tid.get(&tid) {
-                    let n = &mut self.tree.clusters[i].size;
-                    *n = n.saturating_add(c.size);
+                    let nc = &mut self.tree.clusters[i];
+                    nc.size = nc.size.saturating_add(c.size);
+                    nc.labelled |= c.labelled;
                     i
                 } else {
                     let i = self.tree.create(&c.tokens);
@@ -111,6 +113,7 @@ impl Parser {
                     nc.size = c.size;
                     nc.llm_template = Some(t.clone());
                     nc.example = c.example.clone();
+                    nc.labelled = c.labelled;
                     self.index.insert(tid, t, i, &p);
                     i
                 }

@@ -44,6 +44,10 @@ pub struct Cluster {
     /// LRU recency stamp (only with `max_clusters`; larger = more recently used).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub last_used: u64,
+    /// The template came from a labelled example (`Parser::seed`), not from the model:
+    /// callers keep it verbatim (no convention rewriting).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub labelled: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -315,6 +319,7 @@ impl Tree {
             example: None,
             evicted: false,
             last_used: 0,
+            labelled: false,
         });
         self.touch(idx);
         self.insert(idx);

@@ -112,6 +112,21 @@ impl TemplateTree {
         }
     }
 
+    /// Register a labelled (line, template) example as a trusted cached template:
+    /// ("created" | "joined" | "rejected", index or -1); no line is counted.
+    fn seed(&mut self, line: &str, template: &str) -> (&'static str, i64) {
+        match self.inner.seed(line, template) {
+            Accept::Created(i) => ("created", i as i64),
+            Accept::Joined(i) => ("joined", i as i64),
+            Accept::Rejected => ("rejected", -1),
+        }
+    }
+
+    /// Per cluster (by index): whether its template came from a labelled example.
+    fn labelled(&self) -> Vec<bool> {
+        self.inner.tree.clusters.iter().map(|c| c.labelled).collect()
+    }
+
     /// Tree template for a line (never joins an LLM-locked cluster): (index, change_type).
     fn fallback(&mut self, line: &str) -> (usize, &'static str) {
         let (i, c) = self.inner.fallback(line);
