@@ -138,7 +138,10 @@ def test_concurrent_threads_do_not_interfere(model: LogLM) -> None:
 
 
 _CTRL_C_SCRIPT = """
-import _thread, sys, threading, time
+import _thread, signal, sys, threading, time
+# a shell's background job (`cmd &`) inherits SIGINT ignored, and then Python installs no
+# handler and interrupt_main does nothing: install Python's own, as an interactive run has it
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import loglm
 model = loglm.LogLM.load(threads=2)
 timer = threading.Timer(0.3, _thread.interrupt_main)
