@@ -238,6 +238,22 @@ def test_labelled_templates_are_kept_verbatim_with_or_without_a_model():
     assert model.calls == 1 and tm.counters["llm_lines"] == 1
 
 
+def test_labelled_templates_are_not_the_models_few_shot_examples():
+    shown = []
+
+    class Spy:
+        def propose_templates(self, lines, examples):
+            shown.append(list(examples))
+            return [line.replace("17", "<*>").replace("21", "<*>") for line in lines]
+
+    tm = TemplateMiner(model=Spy(), batch_size=1, labelled=ZK + [("open file 3 of 9", "open file <*> of <*>")])
+    tm.parse(["open file 17 of 21", "close file 17 of 21"])
+    tm.parse(["close port 17 of 21"])
+    assert len(shown) == 2 and shown[0] == []  # only labelled templates cached: none shown
+    assert all(t not in {t for _, t in ZK} | {"open file <*> of <*>"} for ex in shown for _, t in ex)
+    assert ("close file 17 of 21", "close file <*> of <*>") in shown[-1]  # the model's own are
+
+
 def test_labelled_templates_no_line_matched_are_not_counted_as_mined():
     tm = TemplateMiner(labelled=ZK + [("took 5 ms", "took <*> ms")])
     tm.parse(["took 7 ms", "took 9 ms"])

@@ -405,7 +405,9 @@ class TemplateMiner:
         later lines it matches join it (the most specific matching template wins), with or
         without a model, and ``parse`` output keeps it verbatim (no :func:`canonical_template`
         rewriting: the labels' conventions win). A labelled cluster counts no line until one
-        arrives. Returns ``{"created", "joined", "rejected"}`` counts."""
+        arrives. Labelled templates are not the model's few-shot examples (those stay its own
+        accepted templates, which it imitates better; ``examples=`` shows labelled ones).
+        Returns ``{"created", "joined", "rejected"}`` counts."""
         if hasattr(labelled, "columns"):
             missing = [c for c in ("Content", "EventTemplate") if c not in labelled.columns]
             if missing:

@@ -192,7 +192,9 @@ impl Parser {
     }
 
     /// Up to `k` (example line, template) pairs of cached templates most similar to `line`
-    /// (share of common tokens), for few-shot prompting.
+    /// (share of common tokens), for few-shot prompting. Labelled templates are not shown:
+    /// the model imitates its own accepted answers better than labels written in another
+    /// hand (issue 16, chosen on the loghub training lines).
     pub fn similar_examples(&self, line: &str, k: usize) -> Vec<(String, String)> {
         if k == 0 || self.index.is_empty() {
             return Vec::new();
@@ -201,7 +203,7 @@ impl Parser {
         let set: std::collections::HashSet<&str> = toks.iter().map(|c| c.as_ref()).collect();
         let mut scored: Vec<(f64, usize)> = Vec::new();
         for (i, c) in self.tree.clusters.iter().enumerate() {
-            if c.llm_template.is_none() {
+            if c.llm_template.is_none() || c.labelled {
                 continue;
             }
             let common = c.tokens.iter().filter(|t| set.contains(t.as_str())).count();
@@ -279,6 +281,12 @@ mod tests {
         assert!(!m.tree.clusters[k].labelled);
         assert_eq!(m.seed("took 7 ms", "took <*> ms"), Accept::Joined(k));
         assert!(m.tree.clusters[k].labelled);
+        // labelled templates are no few-shot examples
+        assert!(m.similar_examples("Received connection request /10.0.0.1:1", 3).is_empty());
+        assert!(m.seed("closed 1 ms", "closed <*> ms") != Accept::Rejected);
+        assert!(matches!(m.accept("opened 5 ms", "opened <*> ms"), Accept::Created(_)));
+        let shots = m.similar_examples("opened 9 ms", 3);
+        assert_eq!(shots, vec![("opened 5 ms".to_string(), "opened <*> ms".to_string())]);
     }
     #[test]
     fn empty_wildcards_glued_to_words_are_rejected() {
