@@ -129,11 +129,16 @@ impl Linear {
         if let Weight::F32(v) = &self.weight {
             return v;
         }
-        self.dense.get_or_init(|| {
-            let mut out = vec![0f32; self.out_dim * self.in_dim];
-            out.par_chunks_mut(self.in_dim).enumerate().for_each(|(r, o)| self.row_f32(r, o));
-            out
-        })
+        if let Some(d) = self.dense.get() {
+            return d;
+        }
+        // Built outside the cell's initialiser: a rayon job inside `get_or_init` deadlocks
+        // when a worker that stole part of it picks up another forward pass on the same
+        // pool and blocks on the same cell (two requests' first GEMM on one model, seen in
+        // the engine-loop tests). Concurrent first users may each build a copy; one is kept.
+        let mut out = vec![0f32; self.out_dim * self.in_dim];
+        out.par_chunks_mut(self.in_dim).enumerate().for_each(|(r, o)| self.row_f32(r, o));
+        self.dense.get_or_init(move || out)
     }
 
     /// `out[m, out_dim] = x[m, in_dim] W^T`. Runs on the current rayon pool.

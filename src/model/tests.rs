@@ -616,3 +616,43 @@ fn packed_layers_with_an_odd_group_count() {
         }
     }
 }
+
+#[test]
+fn concurrent_first_dense_use_does_not_deadlock() {
+    // The dense copy of a quantized layer is built on first GEMM use. It was built by a
+    // rayon job inside `OnceLock::get_or_init`: a worker that stole part of that job could
+    // pick up another request's forward pass on the same pool and block on the same cell,
+    // while the initialising worker waited for the stolen part (a deadlock of the
+    // engine-loop tests). Many layers, each first used by several requests at once.
+    use std::sync::{mpsc, Arc};
+    let (n, k, m) = (512usize, 256usize, 24usize);
+    let mut r = rand::rngs::StdRng::seed_from_u64(11);
+    let wf: Vec<f32> = (0..n * k).map(|_| r.random_range(-1.0f32..1.0)).collect();
+    let x: Arc<Vec<f32>> = Arc::new((0..m * k).map(|_| r.random_range(-1.0f32..1.0)).collect());
+    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first: Option<Vec<f32>> = None;
+        for _ in 0..300 {
+            let mut b = Vec::new();
+            quant::quantize_q8_0(&wf, &mut b);
+            let lin = Arc::new(Linear::new(n, k, Weight::Q8_0(b)));
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let (lin, pool, x) = (lin.clone(), pool.clone(), x.clone());
+                    std::thread::spawn(move || {
+                        let mut out = vec![0f32; m * n];
+                        pool.install(|| lin.forward_path(&x, m, &mut out, linear::Path::Dense));
+                        out
+                    })
+                })
+                .collect();
+            for h in handles {
+                let out = h.join().unwrap();
+                assert_eq!(&out, first.get_or_insert_with(|| out.clone()));
+            }
+        }
+        let _ = tx.send(());
+    });
+    assert!(rx.recv_timeout(std::time::Duration::from_secs(300)).is_ok(), "forward passes deadlocked (or took > 300 s)");
+}
