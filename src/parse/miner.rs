@@ -154,12 +154,20 @@ impl Parser {
                 self.counters.over_merge_repairs += 1;
             }
         }
+        Accept::Created(self.create_locked(&toks, tmpl, norm, tid))
+    }
+
+    /// A new cluster locked to the verified template `tmpl` (its tokens when they align with
+    /// the line's), with `norm` as its few-shot example, registered in the cache.
+    fn create_locked(&mut self, toks: &[&str], tmpl: String, norm: String, tid: String) -> usize {
         let ttoks: Vec<&str> = tmpl.split(' ').collect();
-        let i = if ttoks.len() == toks.len() { self.tree.create(&ttoks) } else { self.tree.create(&toks) };
-        self.tree.clusters[i].llm_template = Some(tmpl.clone());
-        self.tree.clusters[i].example = Some(norm);
+        let i = if ttoks.len() == toks.len() { self.tree.create(&ttoks) } else { self.tree.create(toks) };
+        let p = self.tree.cfg.param_str.clone();
         self.index.insert(tid, &tmpl, i, &p);
-        Accept::Created(i)
+        let c = &mut self.tree.clusters[i];
+        c.llm_template = Some(tmpl);
+        c.example = Some(norm);
+        i
     }
 
     /// Register a labelled (line, template) example as a trusted cached template: verified
@@ -180,14 +188,10 @@ impl Parser {
         }
         let toks = self.tree.tokenize(line);
         let toks: Vec<&str> = toks.iter().map(|c| c.as_ref()).collect();
-        let ttoks: Vec<&str> = tmpl.split(' ').collect();
-        let i = if ttoks.len() == toks.len() { self.tree.create(&ttoks) } else { self.tree.create(&toks) };
+        let i = self.create_locked(&toks, tmpl, norm, tid);
         let c = &mut self.tree.clusters[i];
         c.size = 0;
-        c.llm_template = Some(tmpl.clone());
-        c.example = Some(norm);
         c.labelled = true;
-        self.index.insert(tid, &tmpl, i, &p);
         Accept::Created(i)
     }
 
