@@ -123,19 +123,24 @@ impl Parser {
         Some(i)
     }
 
+    /// The whitespace-normalised template and line when the template may be cached for the
+    /// line: it matches it, and it holds a literal letter (a template without one is never
+    /// cached, even for a line where it is technically right: once cached, `<*>` or
+    /// `<*>=<*>` matches every later line of that shape, whatever its event).
+    fn verified(&self, line: &str, template: &str) -> Option<(String, String)> {
+        let p = &self.tree.cfg.param_str;
+        let tmpl = normalize_ws(template);
+        let norm = normalize_ws(line);
+        (!is_degenerate(&tmpl, p) && verifies(&tmpl, &norm, p)).then_some((tmpl, norm))
+    }
+
     /// Verify a model template for `line`; on success count the line into the cluster of
     /// that template (created if new, locked, registered in the cache).
     pub fn accept(&mut self, line: &str, template: &str) -> Accept {
-        let p = self.tree.cfg.param_str.clone();
-        let tmpl = normalize_ws(template);
-        let norm = normalize_ws(line);
-        // A template without a literal letter is never cached, even for a line where it is
-        // technically right: once cached, `<*>` or `<*>=<*>` matches every later line of
-        // that shape, whatever its event.
-        if is_degenerate(&tmpl, &p) || !verifies(&tmpl, &norm, &p) {
+        let Some((tmpl, norm)) = self.verified(line, template) else {
             self.counters.llm_rejected += 1;
             return Accept::Rejected;
-        }
+        };
         let toks = self.tree.tokenize(line);
         let toks: Vec<&str> = toks.iter().map(|c| c.as_ref()).collect();
         let tree_pick = self.tree.search(&toks, self.tree.cfg.sim_th, false);
@@ -162,8 +167,7 @@ impl Parser {
     fn create_locked(&mut self, toks: &[&str], tmpl: String, norm: String, tid: String) -> usize {
         let ttoks: Vec<&str> = tmpl.split(' ').collect();
         let i = if ttoks.len() == toks.len() { self.tree.create(&ttoks) } else { self.tree.create(toks) };
-        let p = self.tree.cfg.param_str.clone();
-        self.index.insert(tid, &tmpl, i, &p);
+        self.index.insert(tid, &tmpl, i, &self.tree.cfg.param_str);
         let c = &mut self.tree.clusters[i];
         c.llm_template = Some(tmpl);
         c.example = Some(norm);
@@ -175,12 +179,9 @@ impl Parser {
     /// is counted (the cluster starts empty) and the cluster is marked `labelled`. A template
     /// already cached joins (and marks) its cluster.
     pub fn seed(&mut self, line: &str, template: &str) -> Accept {
-        let p = self.tree.cfg.param_str.clone();
-        let tmpl = normalize_ws(template);
-        let norm = normalize_ws(line);
-        if is_degenerate(&tmpl, &p) || !verifies(&tmpl, &norm, &p) {
+        let Some((tmpl, norm)) = self.verified(line, template) else {
             return Accept::Rejected;
-        }
+        };
         let tid = content_id(&tmpl);
         if let Some(&i) = self.index.by_tid.get(&tid) {
             self.tree.clusters[i].labelled = true;

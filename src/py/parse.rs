@@ -105,21 +105,13 @@ impl TemplateTree {
 
     /// Verify a model template for a line: ("created" | "joined" | "rejected", index or -1).
     fn accept(&mut self, line: &str, template: &str) -> (&'static str, i64) {
-        match self.inner.accept(line, template) {
-            Accept::Created(i) => ("created", i as i64),
-            Accept::Joined(i) => ("joined", i as i64),
-            Accept::Rejected => ("rejected", -1),
-        }
+        accept_tuple(self.inner.accept(line, template))
     }
 
     /// Register a labelled (line, template) example as a trusted cached template:
     /// ("created" | "joined" | "rejected", index or -1); no line is counted.
     fn seed(&mut self, line: &str, template: &str) -> (&'static str, i64) {
-        match self.inner.seed(line, template) {
-            Accept::Created(i) => ("created", i as i64),
-            Accept::Joined(i) => ("joined", i as i64),
-            Accept::Rejected => ("rejected", -1),
-        }
+        accept_tuple(self.inner.seed(line, template))
     }
 
     /// Per cluster (by index): whether its template came from a labelled example.
@@ -334,4 +326,13 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_log_lines, m)?)?;
     m.add_function(wrap_pyfunction!(split_log_format, m)?)?;
     Ok(())
+}
+
+/// An [`Accept`] as Python sees it: ("created" | "joined" | "rejected", index or -1).
+fn accept_tuple(a: Accept) -> (&'static str, i64) {
+    match a {
+        Accept::Created(i) => ("created", i as i64),
+        Accept::Joined(i) => ("joined", i as i64),
+        Accept::Rejected => ("rejected", -1),
+    }
 }
