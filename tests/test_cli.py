@@ -80,6 +80,35 @@ def test_explain_and_ask_stream(capsys, logfile):
     assert code == 0 and "answer" in json.loads(out)
 
 
+def test_explain_gives_a_known_answer_from_an_examples_file(capsys, tmp_path):
+    line = "Got exception while serving blk_-1608999687919862906 to /10.250.19.102"
+    kb = tmp_path / "incidents.jsonl"
+    kb.write_text(json.dumps({"input": line, "output": "The reader went away mid-transfer; nothing to fix."}) + "\n"
+                  + json.dumps({"input": "Disk quota exceeded on /home/alice", "output": "Raise the quota."}) + "\n")
+    (tmp_path / "one.log").write_text(line + "\n")
+    base = ["explain", str(tmp_path / "one.log"), "--task", "root-cause", "--examples", str(kb), "--threads", "2",
+            "--context-length", "1024", "--max-new-tokens", "4"]
+    code, out, _ = run(capsys, *base, "--json")
+    rec = json.loads(out)
+    assert code == 0 and rec["source"] == "example" and rec["answer"].startswith("The reader went away")
+    assert rec["example"]["input"] == line and rec["example"]["similarity"] > 0.99 and rec["completion_tokens"] == 0
+    code, out, err = run(capsys, *base)  # streamed, with a note on stderr saying where it comes from
+    assert code == 0 and out.strip() == "The reader went away mid-transfer; nothing to fix." and "known answer" in err
+    code, out, _ = run(capsys, *base, "--json", "--known-answers", "1.0")  # an identical log still matches
+    assert json.loads(out)["source"] == "example"
+    code, out, _ = run(capsys, "explain", str(tmp_path / "one.log"), "--json", "--examples", str(kb), "--max-new-tokens",
+                       "4", "--threads", "2", "--context-length", "1024", "--known-answers", "0.999", "--task",
+                       "interpret", "--system", "HDFS")
+    assert json.loads(out)["source"] == "example"  # records without a task take --task's
+    (tmp_path / "bad.jsonl").write_text('{"input": "x", "output": "y"}\n{oops\n')
+    code, _, err = run(capsys, *base[:4], "--examples", str(tmp_path / "bad.jsonl"))
+    assert code == 2 and "line 2 is not JSON" in err
+    code, _, err = run(capsys, *base[:4], "--examples", str(tmp_path / "missing.json"))
+    assert code == 2 and "no examples file" in err
+    code, _, err = run(capsys, *base, "--known-answers", "0")
+    assert code == 2 and "known_answers" in err
+
+
 def test_eval_tiny(capsys, tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("LOGLM_DATA_DIR", str(data_dir))
     code, out, err = run(capsys, "eval", "anomaly", "--limit", "2", "--threads", "2", "--context-length", "1024", "--out", str(tmp_path), "--quiet")

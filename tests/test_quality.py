@@ -4,6 +4,8 @@ comes from training data only, and the default model flags the quickstart's
 disk-full line."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -177,13 +179,104 @@ def test_examples_vote_in_anomaly_scores_and_shots_reach_the_prompt(model):
         model.use_examples(None)
         without = model.anomaly_score(log)
         assert with_bank > without  # its nearest labelled example is abnormal
-        model.use_examples(ExampleBank(RECORDS), shots=1)
+        model.use_examples(ExampleBank(RECORDS), shots=1, known_answers=None)
         ans = model.interpret("Disk quota exceeded on /home/erin", max_new_tokens=4)
         assert isinstance(ans.prompt, list) and ans.prompt[0]["role"] == "user"
         assert "Disk quota exceeded on /home/alice" in ans.prompt[0]["content"]
         assert ans.prompt[1] == {"role": "assistant", "content": "The user alice ran out of disk quota."}
         with pytest.raises(InvalidInputError):
             model.use_examples("not a bank")
+    finally:
+        model.use_examples(None)
+
+
+def test_known_answers_come_from_the_same_log_of_the_same_task(bank):
+    same = "Disk quota exceeded on /home/alice"
+    got = bank.known_answers([same, "Accepted publickey for bob from 10.0.0.2 port 22 ssh2",
+                              "GC pause of 1200 ms in the young generation"], task="interpretation")
+    assert got[0].output == "The user alice ran out of disk quota." and got[0].similarity > 0.99
+    assert got[2] is None  # a log like none of the examples: no known answer
+    # the similarity is of the logs alone; the threshold decides
+    assert all(e is None or e.similarity >= 0.8 for e in got)
+    loose = bank.known_answers(["GC pause of 1200 ms in the young generation"], task="interpretation", threshold=0.01)
+    assert loose[0] is not None  # below the default, something is always nearest
+    # another capability answers from its own examples
+    assert bank.known_answers(["Disk quota exceeded on /home/carol"], task="root_cause")[0].output == \
+        "Carol's files fill her quota."
+    for bad in ({"task": "anomaly_detection"}, {"task": "interpretation", "threshold": 0.0},
+                {"task": "interpretation", "threshold": 1.5}, {"task": "interpretation", "threshold": True}):
+        with pytest.raises(InvalidInputError):
+            bank.known_answers(["x"], **bad)
+    with pytest.raises(InvalidInputError):
+        bank.known_answers(["x"], task="solution")  # the bank has no solution examples
+
+
+def test_bank_from_a_json_or_json_lines_file(tmp_path):
+    recs = [{"input": "Disk quota exceeded on /home/alice", "output": "Raise the quota."},
+            {"task": "solution", "input": "eth0 link is down", "output": "Check the cable."}]
+    (tmp_path / "a.json").write_text(json.dumps(recs))
+    (tmp_path / "a.jsonl").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(json.dumps(r) for r in recs).encode() + b"\r\n\r\n")
+    for name in ("a.json", "a.jsonl"):
+        bank = ExampleBank.from_file(tmp_path / name, task="root_cause")
+        assert [(e.task, e.output) for e in bank.examples] == [("root_cause", "Raise the quota."),
+                                                                ("solution", "Check the cable.")]
+    bad = {"not-list.json": b'{"input": "x"}', "latin1.jsonl": b'{"input": "caf\xe9", "output": "y"}',
+           "broken.json": b'[{"input": "x",', "empty.json": b"", "deep.json": b"[" * 100000,
+           "no-output.jsonl": b'{"input": "x"}'}
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(InvalidInputError):
+            ExampleBank.from_file(tmp_path / name)
+    with pytest.raises(FileNotFoundError):
+        ExampleBank.from_file(tmp_path / "missing.json")
+    with pytest.raises(FileNotFoundError):
+        ExampleBank.from_file(tmp_path)  # a folder is no examples file
+
+
+def test_helpers_return_a_known_answer_as_such_and_generate_otherwise(model):
+    log = "Disk quota exceeded on /home/alice"
+    try:
+        model.use_examples(ExampleBank(RECORDS))
+        assert model.known_answer_similarity == pytest.approx(loglm.retrieval.KNOWN_ANSWER_SIMILARITY)
+        ans = model.interpret(log)
+        assert ans == "The user alice ran out of disk quota." and ans.source == "example"
+        assert ans.example.input == log and ans.example.similarity > 0.99
+        assert ans.result.finish_reason == "known_answer" and ans.result.completion_tokens == 0
+        with model.interpret(log, stream=True) as s:
+            assert "".join(s) == "The user alice ran out of disk quota."
+        assert s.source == "example" and s.result.finish_reason == "known_answer" and s.finished
+        assert model.root_cause("Disk quota exceeded on /home/carol") == "Carol's files fill her quota."
+        other = model.interpret("GC pause of 1200 ms in the young generation", max_new_tokens=4)
+        assert other.source == "model" and other.example is None and other.result.completion_tokens > 0
+        assert model.suggest_solution(log, max_new_tokens=4).source == "model"  # no solution examples
+        model.use_examples(ExampleBank(RECORDS), known_answers=None)
+        assert model.interpret(log, max_new_tokens=4).source == "model"
+        assert model.known_answers("interpretation", [log]) == [None]
+        for bad in (0, 1.5, "0.8", True):
+            with pytest.raises(InvalidInputError):
+                model.use_examples(ExampleBank(RECORDS), known_answers=bad)
+    finally:
+        model.use_examples(None)
+    assert model.known_answers("root_cause", [log]) == [None]  # no bank: never
+
+
+def test_irs_scoring_uses_known_answers_only_with_a_bank(model):
+    import pandas as pd
+
+    from loglm.evaluate import score_irs
+
+    df = pd.DataFrame([{"instruction": "Interpret the log.", "input": "Disk quota exceeded on /home/alice",
+                        "output": "The user alice ran out of disk quota."},
+                       {"instruction": "Interpret the log.", "input": "GC pause of 1200 ms in the young generation",
+                        "output": "The JVM paused for garbage collection."}])
+    try:
+        model.use_examples(ExampleBank(RECORDS))
+        row = score_irs(model, df, "interpretation", max_new_tokens=8, keep_outputs=True)
+        assert row["known_answers"] == 1 and row["sources"] == ["example", "model"]
+        assert row["outputs"][0] == "The user alice ran out of disk quota."
+        model.use_examples(None)
+        row = score_irs(model, df, "interpretation", max_new_tokens=8, keep_outputs=True)
+        assert row["known_answers"] == 0 and row["sources"] == ["model", "model"]
     finally:
         model.use_examples(None)
 

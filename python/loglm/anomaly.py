@@ -237,9 +237,8 @@ class AnomalyEvidence:
         pos = sum(e.output.strip().lower() == "abnormal" for e in ex)
         if pos < 2 or len(ex) - pos < 2:
             return cls(severity=severity)
-        idx = [i for i, e in enumerate(bank.examples) if e.task == "anomaly_detection"]
-        vecs = bank.vectors()[idx]
-        labels = [float(bank.examples[i].output.strip().lower() == "abnormal") for i in idx]
+        vecs = bank.vectors("anomaly_detection")
+        labels = [float(e.output.strip().lower() == "abnormal") for e in ex]
         return cls(severity=severity, neighbours=NeighbourEvidence(vecs, labels), encoder=bank.encoder)
 
     def log_ratios(self, texts: Sequence[str], *, exclude_self: bool = False) -> np.ndarray:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 from loglm.errors import InvalidInputError
+from loglm.retrieval import KNOWN_ANSWER_SIMILARITY
 
 EXPLAIN_TASKS = {"interpret": "interpret", "root-cause": "root_cause", "solution": "suggest_solution"}
 
@@ -173,13 +174,18 @@ def _stream_or_json(answer_fn: Any, args: argparse.Namespace) -> int:
     if args.json:
         a = answer_fn(stream=False)
         r = a.result
-        print(json.dumps({"answer": str(a), "truncated": a.truncated, "finish_reason": r.finish_reason,
-                          "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens},
-                         ensure_ascii=False))
+        out = {"answer": str(a), "truncated": a.truncated, "finish_reason": r.finish_reason,
+               "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens, "source": a.source}
+        if a.example is not None:
+            out["example"] = {"input": a.example.input, "similarity": round(a.example.similarity, 4)}
+        print(json.dumps(out, ensure_ascii=False))
         return 0
     s = answer_fn(stream=True)
     if getattr(s, "truncated", False):
         print("[note: the log was truncated to fit the model's context]", file=sys.stderr)
+    if getattr(s, "example", None) is not None:
+        print(f"[note: a known answer, given before to a log of similarity {s.example.similarity:.2f}: "
+              f"{s.example.input[:120]!r}]", file=sys.stderr)
     for piece in s:
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -190,6 +196,13 @@ def _stream_or_json(answer_fn: Any, args: argparse.Namespace) -> int:
 def _cmd_explain(args: argparse.Namespace) -> int:
     text = "\n".join(_read(args))
     m = _model(args)
+    if args.examples is not None:
+        from loglm.retrieval import ExampleBank, _task_name
+
+        task = _task_name(args.task)  # interpretation, root_cause, solution
+        bank = (ExampleBank.from_instructions(tasks=[task]) if args.examples == "train"
+                else ExampleBank.from_file(args.examples, task=task))
+        m.use_examples(bank, known_answers=args.known_answers)
     fn = getattr(m, EXPLAIN_TASKS[args.task])
     return _stream_or_json(lambda stream: fn(text, system=args.system, context=args.context, stream=stream,
                                              max_new_tokens=args.max_new_tokens), args)
@@ -361,6 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", default=None, help="the system that wrote the log")
     p.add_argument("--context", default=None, help="what you were doing / the problem")
     p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--examples", default=None, metavar="FILE|train",
+                   help="answered examples (JSON list or JSON lines of {input, output[, task, instruction]}, "
+                        "or 'train' for the LogLM training records): a log an example already answers gets "
+                        "that answer (default: none)")
+    p.add_argument("--known-answers", type=float, default=KNOWN_ANSWER_SIMILARITY, metavar="SIMILARITY",
+                   help="how similar (cosine, 0-1] an example's log must be to answer from it (default %(default)s)")
     common(p)
     p.set_defaults(func=_cmd_explain)
 
@@ -390,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--examples", choices=["train", "none"], default="train",
-                   help="labelled training examples to use (anomaly neighbours, parsing cache seeds; default train)")
+                   help="labelled training examples to use (anomaly neighbours, known free-text answers, "
+                        "parsing cache seeds; default train)")
     p.add_argument("--quiet", action="store_true")
     common(p, "print the JSON result instead of the tables")
     p.set_defaults(func=_cmd_eval)

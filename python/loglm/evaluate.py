@@ -267,7 +267,10 @@ def score_irs(model: Any, df: Any, task: str, *, max_new_tokens: int = 256, max_
               repetition_penalty: float = 1.0) -> Dict[str, Any]:
     """One row of :func:`evaluate_irs` for any DataFrame of (instruction, input, output)
     records of a free-text capability, e.g. a validation slice of the training records
-    (``repetition_penalty`` as for :meth:`loglm.LogLM.generate`, for comparing settings)."""
+    (``repetition_penalty`` as for :meth:`loglm.LogLM.generate`, for comparing settings).
+    With an example bank on the model (:meth:`loglm.LogLM.use_examples`), a record whose log
+    has a known answer in the bank gets it, as the task helpers would answer; the row counts
+    them (``known_answers``)."""
     from loglm.answers import clean_text, trim_to_words
     from loglm.tasks import ANSWER_WORDS
     from loglm.metrics import bleu, rouge
@@ -276,27 +279,45 @@ def score_irs(model: Any, df: Any, task: str, *, max_new_tokens: int = 256, max_
     if task not in _HELPER_OF:
         raise InvalidInputError(f"unknown task {task!r}; expected one of {list(_HELPER_OF)}")
     _say(log, f"{task}: {len(df)} pairs, max_new_tokens={max_new_tokens}")
+    inputs = [str(x) for x in df["input"]]
+    known = (model.known_answers(task, inputs) if callable(getattr(model, "known_answers", None))
+             else [None] * len(inputs))
+    todo = [i for i, k in enumerate(known) if k is None]
     prompts, truncated = [], 0
-    for ins, inp in zip(df["instruction"], df["input"]):
+    for i in todo:
+        ins, inp = df["instruction"].iloc[i], inputs[i]
         fitted, cut = model.fit_text(inp, model.context_length - max_new_tokens - 64 - len(ins))
         truncated += cut
         prompts.append(alpaca_prompt(ins, fitted))
     t0 = time.perf_counter()
     outs = model.generate(prompts, max_new_tokens=max_new_tokens, temperature=0.0, seed=seed,
-                          max_batch=max_batch, repetition_penalty=repetition_penalty)
+                          max_batch=max_batch, repetition_penalty=repetition_penalty) if prompts else []
     secs = time.perf_counter() - t0
     words = ANSWER_WORDS[_HELPER_OF[task]] if trim else None
-    hyps = [trim_to_words(clean_text(o.text), words) for o in outs]
+    hyps = [k.output if k is not None else "" for k in known]
+    for i, o in zip(todo, outs):
+        hyps[i] = trim_to_words(clean_text(o.text), words)
     refs = df["output"].tolist()
     b = bleu(hyps, refs, sentence_scores=False)
     r = rouge(hyps, refs)
     row = {"task": task, "pairs": len(df), "BLEU": b.score, "ROUGE-1": 100 * r.mean["rouge1"]["fmeasure"],
            "ROUGE-2": 100 * r.mean["rouge2"]["fmeasure"], "ROUGE-L": 100 * r.mean["rougeL"]["fmeasure"],
            "bleu_signature": b.signature, "truncated_inputs": truncated, "max_words": words,
+           "known_answers": len(known) - len(todo),
            "hit_max_new_tokens": sum(o.finish_reason == "length" for o in outs),
            "completion_tokens": sum(o.completion_tokens for o in outs), "seconds": round(secs, 2)}
+    sources = ["model" if k is None else "example" for k in known]
+    if row["known_answers"]:  # each part on its own: what the model and the bank score
+        row["by_source"] = {}
+        for src in ("example", "model"):
+            sel = [i for i, x in enumerate(sources) if x == src]
+            if sel:
+                part_h, part_r = [hyps[i] for i in sel], [refs[i] for i in sel]
+                row["by_source"][src] = {"pairs": len(sel), "BLEU": bleu(part_h, part_r, sentence_scores=False).score,
+                                         "ROUGE-L": 100 * rouge(part_h, part_r).mean["rougeL"]["fmeasure"]}
     if keep_outputs:
         row["outputs"] = hyps
+        row["sources"] = sources
     return row
 
 
@@ -315,7 +336,8 @@ def evaluate(task: str = "all", *, model: Any = None, model_path: Union[str, os.
     (``None``: the base model alone); with ``model`` given, its own adapters are
     recorded. ``examples="train"`` (the default) lets the model use the labelled
     examples of the training split (:meth:`loglm.LogLM.use_examples`: anomaly detection
-    combines the model's answer with its nearest labelled training templates; parsing
+    combines the model's answer with its nearest labelled training templates; a free-text
+    record whose log has a known answer in the training records gets it; parsing
     seeds the template cache with the labelled training lines, ``evaluate_parsing(labelled=
     "train")``); ``None`` evaluates the model's answers alone."""
     import loglm
@@ -351,7 +373,9 @@ def evaluate(task: str = "all", *, model: Any = None, model_path: Union[str, os.
     if examples == "train":
         from loglm.retrieval import ExampleBank
 
-        model.use_examples(ExampleBank.from_instructions(root, tasks=["anomaly_detection"]))
+        # the training split only (records 0-1231), never a test file: anomaly
+        # neighbours, and known answers for the free-text capabilities
+        model.use_examples(ExampleBank.from_instructions(root))
     if callable(getattr(model, "anomaly_evidence", None)):
         meta["anomaly_evidence"] = repr(model.anomaly_evidence())
     res: Dict[str, Any] = {"meta": meta}
@@ -374,7 +398,7 @@ def evaluate(task: str = "all", *, model: Any = None, model_path: Union[str, os.
                                           on_rows=saver("anomaly"))
     if task in ("irs", "all"):
         res["irs"] = evaluate_irs(model, limit=limit, max_new_tokens=max_new_tokens, seed=seed, root=root, log=log,
-                                  on_rows=saver("irs"))
+                                  on_rows=saver("irs"), keep_outputs=True)
         if res["irs"]:
             meta["signatures"]["bleu"] = res["irs"][0]["bleu_signature"]
     meta["seconds"] = round(time.perf_counter() - t0, 1)
@@ -437,10 +461,16 @@ def to_markdown(res: Dict[str, Any]) -> str:
         parts.append("### Table III: template-level anomaly detection (F1 of the abnormal class)\n\n" + _table(header, body))
     if res.get("irs"):
         rows = res["irs"]
-        header = ["Capability", "pairs", "BLEU", "ROUGE-1", "ROUGE-2", "ROUGE-L", "hit max tokens"]
+        header = ["Capability", "pairs", "BLEU", "ROUGE-1", "ROUGE-2", "ROUGE-L", "known answers", "hit max tokens"]
         body = [[r["task"], r["pairs"], _f(r["BLEU"], 2), _f(r["ROUGE-1"], 2), _f(r["ROUGE-2"], 2), _f(r["ROUGE-L"], 2),
-                 r["hit_max_new_tokens"]] for r in rows]
+                 r.get("known_answers", 0), r["hit_max_new_tokens"]] for r in rows]
+        split = [f"{r['task']}: known answers {_f(b['example']['BLEU'], 2)} / {_f(b['example']['ROUGE-L'], 2)} "
+                 f"({b['example']['pairs']}), model answers "
+                 + (f"{_f(b['model']['BLEU'], 2)} / {_f(b['model']['ROUGE-L'], 2)} ({b['model']['pairs']})"
+                    if "model" in b else "none")
+                 for r in rows for b in [r.get("by_source")] if b]
         parts.append("### Table IV: interpretation, root cause, solution (0-100)\n\n" + _table(header, body)
+                     + (("\n\nBLEU / ROUGE-L of each part (pairs): " + "; ".join(split) + ".") if split else "")
                      + f"\n\nBLEU: `{rows[0]['bleu_signature']}`; ROUGE: `{ROUGE_SIGNATURE}`.")
     return "\n\n".join(parts) + "\n"
 

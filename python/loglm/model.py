@@ -127,9 +127,12 @@ class TextStream:
     """
 
     #: Set by the text helpers (``interpret(..., stream=True)``...): whether the log text
-    #: was cut to fit the context, and the prompt sent (as on :class:`loglm.tasks.Answer`).
+    #: was cut to fit the context, the prompt sent, and where the answer comes from
+    #: (``source`` / ``example``, as on :class:`loglm.tasks.Answer`).
     truncated: bool
     prompt: Prompt
+    source: str = "model"
+    example: Any = None
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner

@@ -5,10 +5,11 @@ records such as the LogLM training set -- with their all-MiniLM-L6-v2 vectors
 (:class:`loglm.SentenceEncoder`), and returns the nearest ones to a query by cosine
 similarity. The task helpers use it two ways:
 
-* free-text capabilities (``interpret``, ``root_cause``, ``suggest_solution``): the
-  nearest training pair of the same capability goes into the prompt as an earlier
-  chat turn (one-shot), which steers a small model toward the references' shape,
-  length and wording;
+* free-text capabilities (``interpret``, ``root_cause``, ``suggest_solution``): when
+  an example of the same capability is about (nearly) the same log -- cosine similarity
+  of the logs alone at least :data:`KNOWN_ANSWER_SIMILARITY` -- its answer is the answer
+  (a *known answer*, marked as such: :meth:`ExampleBank.known_answers`); optionally the
+  nearest pairs go into the prompt as earlier chat turns (``shots``);
 * anomaly detection: the similarity-weighted vote of the nearest labelled logs is a
   second opinion next to the model's own ``P(abnormal)`` (see
   :func:`loglm.retrieval.knn_evidence`).
@@ -29,7 +30,7 @@ import numpy as np
 
 from loglm.errors import InvalidInputError
 
-__all__ = ["Example", "ExampleBank", "FREE_TEXT_TASKS"]
+__all__ = ["Example", "ExampleBank", "FREE_TEXT_TASKS", "KNOWN_ANSWER_SIMILARITY"]
 
 #: Capabilities whose examples are free-text answers (as named in :mod:`loglm.datasets`).
 FREE_TEXT_TASKS = ("interpretation", "root_cause", "solution")
@@ -37,6 +38,13 @@ _TASK_ALIASES = {"interpret": "interpretation", "root-cause": "root_cause", "rca
                  "solutions": "solution", "anomaly": "anomaly_detection"}
 #: Characters of an example's input that go into its vector (and into a prompt).
 _KEY_CHARS = 1000
+#: Cosine similarity (all-MiniLM-L6-v2, the logs alone) from which a free-text example's
+#: answer is returned for a query as a known answer. Chosen on a validation slice of the
+#: LogLM training records (EVALUATION.md, fifth pass): 0.70 scored a little higher
+#: there (mean BLEU 14.86 against 14.77) but between 0.70 and 0.80 the matched logs were
+#: different problems (``idle timeout`` for ``select() failed``); from 0.80 they were the
+#: same problem reported differently.
+KNOWN_ANSWER_SIMILARITY = 0.8
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,7 @@ class ExampleBank:
             raise InvalidInputError("an example bank needs at least one example")
         self.examples: List[Example] = items
         self._encoder = encoder
-        self._vectors: Optional[np.ndarray] = None
+        self._cache: Dict[str, np.ndarray] = {}  # embedded text -> unit vector
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -100,6 +108,45 @@ class ExampleBank:
         recs = [{"task": c, "instruction": i, "input": x, "output": o}
                 for c, i, x, o in zip(df["capability"], df["instruction"], df["input"], df["output"])]
         return cls(recs, encoder=encoder)
+
+    @classmethod
+    def from_file(cls, path: Any, *, task: Optional[str] = None, encoder: Any = None) -> "ExampleBank":
+        """Examples from a JSON file (a list of records) or a JSON-lines file (one record
+        per line; ``.jsonl`` / ``.ndjson``, or any file whose first character is not
+        ``[``): each record has ``input`` and ``output`` and optionally ``instruction`` and
+        ``task``; ``task`` (e.g. ``"root_cause"``) is given to the records without one --
+        e.g. past incidents and what fixed them, for known answers."""
+        import json
+        from pathlib import Path
+
+        from loglm.errors import LogFileNotFoundError
+
+        p = Path(path)
+        if not p.is_file():
+            raise LogFileNotFoundError(f"no examples file {p}")
+        try:
+            text = p.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise InvalidInputError(f"{p} is not UTF-8 text: {e}") from None
+        try:
+            if text.lstrip().startswith("["):
+                records = json.loads(text)
+            else:
+                records = []
+                for n, line in enumerate(text.splitlines(), 1):
+                    if line.strip():
+                        try:
+                            records.append(json.loads(line))
+                        except json.JSONDecodeError as e:
+                            raise InvalidInputError(f"{p} line {n} is not JSON: {e.msg}") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise InvalidInputError(f"{p} is not a JSON list of records: {e}") from None
+        if not isinstance(records, list):
+            raise InvalidInputError(f"{p} holds a JSON {type(records).__name__}, not a list of records")
+        if task is not None:
+            records = [{"task": task, **r} if isinstance(r, Mapping) and "task" not in r and "capability" not in r
+                       else r for r in records]
+        return cls(records, encoder=encoder)
 
     @classmethod
     def from_labelled_logs(cls, logs: Sequence[str], labels: Sequence[Any], *,
@@ -147,13 +194,23 @@ class ExampleBank:
         text = text[:_KEY_CHARS]
         return f"{instruction}\n{text}" if instruction else text
 
-    def vectors(self) -> np.ndarray:
-        """Unit vectors of the examples, ``(len(self), dim)``."""
-        if self._vectors is None:
-            self._vectors = np.asarray(self.encoder.encode(
-                [self.key(e.instruction if e.task in FREE_TEXT_TASKS else "", e.input) for e in self.examples]),
-                dtype=np.float32)
-        return self._vectors
+    def _key_of(self, e: Example, by_input: bool) -> str:
+        return self.key("" if by_input or e.task not in FREE_TEXT_TASKS else e.instruction, e.input)
+
+    def _encode(self, texts: List[str]) -> np.ndarray:
+        """Vectors of ``texts``, each distinct text embedded once per bank."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            for t, v in zip(missing, np.asarray(self.encoder.encode(missing), dtype=np.float32)):
+                self._cache[t] = v
+        return np.stack([self._cache[t] for t in texts])
+
+    def vectors(self, task: Optional[str] = None, *, by_input: bool = False) -> np.ndarray:
+        """Unit vectors of the examples (of ``task``; all by default), ``(n, dim)``: of
+        the instruction and the log for free-text examples, of the log alone for the
+        others and with ``by_input=True``. Examples are embedded on first use, once."""
+        idx = np.flatnonzero(self._mask(task))
+        return self._encode([self._key_of(self.examples[int(i)], by_input) for i in idx])
 
     def _mask(self, task: Optional[str]) -> np.ndarray:
         if task is None:
@@ -165,16 +222,38 @@ class ExampleBank:
         return m
 
     def similarities(self, queries: Sequence[str], *, task: Optional[str] = None,
-                     instruction: str = "") -> Tuple[np.ndarray, np.ndarray]:
+                     instruction: str = "", by_input: bool = False) -> Tuple[np.ndarray, np.ndarray]:
         """Cosine similarity of each query to every example of ``task``: a matrix
-        ``(len(queries), n)`` and the bank indices of its columns."""
+        ``(len(queries), n)`` and the bank indices of its columns. ``by_input=True``
+        compares the logs alone (the ``instruction`` is then ignored)."""
         if isinstance(queries, str):
             raise InvalidInputError("queries must be a list of texts, not one str")
         idx = np.flatnonzero(self._mask(task))
         if len(queries) == 0:
             return np.zeros((0, len(idx)), dtype=np.float32), idx
-        q = np.asarray(self.encoder.encode([self.key(instruction, str(x)) for x in queries]), dtype=np.float32)
-        return q @ self.vectors()[idx].T, idx
+        q = np.asarray(self.encoder.encode([self.key("" if by_input else instruction, str(x)) for x in queries]),
+                       dtype=np.float32)
+        return q @ self.vectors(task, by_input=by_input).T, idx
+
+    def known_answers(self, logs: Sequence[str], *, task: str,
+                      threshold: float = KNOWN_ANSWER_SIMILARITY) -> List[Optional[Example]]:
+        """For each log, the example of the free-text ``task`` about the most similar log
+        when that similarity (cosine, the logs alone) is at least ``threshold``, else
+        ``None``: an answer given before to (nearly) the same log, with its similarity."""
+        t = _task_name(task)
+        if t not in FREE_TEXT_TASKS:
+            raise InvalidInputError(f"known answers are for {', '.join(FREE_TEXT_TASKS)}, not {t!r}")
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0.0 < threshold <= 1.0:
+            raise InvalidInputError(f"threshold must be a number in (0, 1], got {threshold!r}")
+        sims, idx = self.similarities(list(logs), task=t, by_input=True)
+        out: List[Optional[Example]] = []
+        for row in sims:
+            j = int(np.argmax(row))
+            e = self.examples[int(idx[j])]
+            # float32 rounding: an identical log scores 0.99999994, never above 1
+            out.append(Example(e.task, e.instruction, e.input, e.output, float(row[j]))
+                       if row[j] >= threshold - 1e-6 else None)
+        return out
 
     def nearest(self, query: str, *, k: int = 1, task: Optional[str] = None, instruction: str = "",
                 exclude_inputs: Iterable[str] = ()) -> List[Example]:
