@@ -44,13 +44,17 @@ def test_parsing_rows_with_labelled_training_lines(data_dir):
     oracle = TableModel(dict(zip(df["Content"], df["EventTemplateCorrected"])))
     plain = evaluate_parsing(oracle, systems=["Proxifier"], limit=300, root=data_dir)
     rows = evaluate_parsing(oracle, systems=["Proxifier"], limit=300, root=data_dir, labelled="train")
-    assert [r["parser"] for r in rows] == ["template tree (no LLM)", "tree + labelled", "tree + labelled + LLM"]
-    base, lab, both = rows
+    assert [r["parser"] for r in rows] == ["template tree (no LLM)", "tree + labelled", "tree + labelled + LLM",
+                                           "tree + labelled (original GT)", "tree + labelled (original GT) + LLM"]
+    base, lab, both, orig, orig_llm = rows
     assert base == dict(plain[0], seconds=base["seconds"])  # the baseline stays unlabelled
     assert lab["PA"] > base["PA"] + 0.5 and "llm_lines" not in lab
     # lines a labelled template covers never reach the model
     assert both["llm_lines"] < plain[1]["llm_lines"] and both["PA"] >= lab["PA"]
+    # seeded with the original templates: the original ground truth's variables, not the corrected one's
+    assert orig["F1"] > lab["F1"] and orig["PA"] < lab["PA"] and "llm_lines" not in orig and "llm_lines" in orig_llm
     loso = evaluate_parsing(None, systems=["Proxifier"], limit=300, root=data_dir, labelled="loso")
+    assert [r["parser"] for r in loso] == ["template tree (no LLM)", "tree + labelled"]
     assert loso[1]["PA"] == pytest.approx(base["PA"])  # other systems' labels do not apply here
     with pytest.raises(ValueError):
         evaluate_parsing(None, systems=["Proxifier"], limit=1, root=data_dir, labelled="test")
