@@ -46,7 +46,8 @@ class GenerationResult:
 
     text: str
     finish_reason: str
-    """``"stop"`` (end-of-turn token), ``"stop_string"`` or ``"length"``."""
+    """``"stop"`` (end-of-turn token), ``"stop_string"`` or ``"length"``; ``"known_answer"``
+    for a task helper's answer taken from the example bank (nothing generated)."""
     prompt_tokens: int
     completion_tokens: int
     prefill_seconds: float

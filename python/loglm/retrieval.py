@@ -111,11 +111,11 @@ class ExampleBank:
 
     @classmethod
     def from_file(cls, path: Any, *, task: Optional[str] = None, encoder: Any = None) -> "ExampleBank":
-        """Examples from a JSON file (a list of records) or a JSON-lines file (one record
-        per line; ``.jsonl`` / ``.ndjson``, or any file whose first character is not
-        ``[``): each record has ``input`` and ``output`` and optionally ``instruction`` and
-        ``task``; ``task`` (e.g. ``"root_cause"``) is given to the records without one --
-        e.g. past incidents and what fixed them, for known answers."""
+        """Examples from a JSON file: one list of records (a file whose first non-blank
+        character is ``[``) or JSON lines (one record per line). Each record has ``input``
+        and ``output`` and optionally ``instruction`` and ``task``; ``task`` (e.g.
+        ``"root_cause"``) is given to the records without one -- e.g. past incidents and
+        what fixed them, for known answers. UTF-8 (a BOM and CRLF are fine)."""
         import json
         from pathlib import Path
 

@@ -425,7 +425,8 @@ class TaskMixin(_ModelBase):
     #: Similarity from which a free-text example's answer is a known answer (``None``: never).
     known_answer_similarity: Optional[float] = None
 
-    def use_examples(self, bank: Any, *, shots: int = 0, known_answers: Optional[float] = KNOWN_ANSWER_SIMILARITY) -> Any:
+    def use_examples(self, bank: Any, *, shots: int = 0,
+                     known_answers: Optional[float] = KNOWN_ANSWER_SIMILARITY) -> Any:
         """Use the labelled examples of ``bank`` (a :class:`loglm.retrieval.ExampleBank`,
         e.g. ``ExampleBank.from_instructions()``, or ``None`` to stop):
 
@@ -437,7 +438,8 @@ class TaskMixin(_ModelBase):
           :meth:`interpret` / :meth:`root_cause` / :meth:`suggest_solution` return that
           example's answer (``Answer.source == "example"``, ``Answer.example``) instead of
           generating one: on a validation slice of the training records this lifted BLEU
-          by 4-7 points over the model (EVALUATION.md);
+          by 4-7 points over the model (EVALUATION.md). Only the logs are compared, not
+          the question's ``instruction`` / ``system`` / ``context``;
         * with ``shots`` > 0 the nearest examples of the same capability go before a
           free-text question as earlier chat turns (off by default: on the validation
           slice one retrieved example lowered the shipped adapter's BLEU).
