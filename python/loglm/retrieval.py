@@ -91,6 +91,7 @@ class ExampleBank:
         self.examples: List[Example] = items
         self._encoder = encoder
         self._cache: Dict[str, np.ndarray] = {}  # embedded text -> unit vector
+        self._stacked: Dict[Tuple[Optional[str], bool], np.ndarray] = {}  # (task, by_input) -> matrix
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -209,8 +210,11 @@ class ExampleBank:
         """Unit vectors of the examples (of ``task``; all by default), ``(n, dim)``: of
         the instruction and the log for free-text examples, of the log alone for the
         others and with ``by_input=True``. Examples are embedded on first use, once."""
-        idx = np.flatnonzero(self._mask(task))
-        return self._encode([self._key_of(self.examples[int(i)], by_input) for i in idx])
+        key = (None if task is None else _task_name(task), by_input)
+        if key not in self._stacked:
+            idx = np.flatnonzero(self._mask(task))
+            self._stacked[key] = self._encode([self._key_of(self.examples[int(i)], by_input) for i in idx])
+        return self._stacked[key]
 
     def _mask(self, task: Optional[str]) -> np.ndarray:
         if task is None:
