@@ -47,6 +47,14 @@ _KEY_CHARS = 1000
 KNOWN_ANSWER_SIMILARITY = 0.8
 
 
+def check_similarity(value: Any, name: str) -> float:
+    """``value`` as a cosine-similarity threshold: a number in (0, 1], else
+    :class:`InvalidInputError` naming ``name``."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < value <= 1.0:
+        raise InvalidInputError(f"{name} must be a similarity in (0, 1], got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class Example:
     """One labelled example: ``task`` (``interpretation``, ``root_cause``, ``solution``,
@@ -247,8 +255,7 @@ class ExampleBank:
         t = _task_name(task)
         if t not in FREE_TEXT_TASKS:
             raise InvalidInputError(f"known answers are for {', '.join(FREE_TEXT_TASKS)}, not {t!r}")
-        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0.0 < threshold <= 1.0:
-            raise InvalidInputError(f"threshold must be a number in (0, 1], got {threshold!r}")
+        check_similarity(threshold, "threshold")
         sims, idx = self.similarities(list(logs), task=t, by_input=True)
         out: List[Optional[Example]] = []
         for row in sims:

@@ -445,18 +445,16 @@ class TaskMixin(_ModelBase):
           slice one retrieved example lowered the shipped adapter's BLEU).
 
         Returns the model."""
-        from loglm.retrieval import ExampleBank
+        from loglm.retrieval import ExampleBank, check_similarity
 
         if bank is not None and not isinstance(bank, ExampleBank):
             raise InvalidInputError(f"use_examples takes an ExampleBank or None, not {type(bank).__name__}")
         if not isinstance(shots, int) or isinstance(shots, bool) or not 0 <= shots <= 8:
             raise InvalidInputError(f"shots must be an int in [0, 8], got {shots!r}")
-        if known_answers is not None and (not isinstance(known_answers, (int, float)) or isinstance(known_answers, bool)
-                                          or not 0.0 < known_answers <= 1.0):
-            raise InvalidInputError(f"known_answers must be a similarity in (0, 1] or None, got {known_answers!r}")
+        similarity = None if known_answers is None else check_similarity(known_answers, "known_answers")
         self.examples = bank
         self.example_shots = shots
-        self.known_answer_similarity = None if known_answers is None else float(known_answers)
+        self.known_answer_similarity = similarity
         return self
 
     def known_answers(self, task: str, logs: Sequence[str]) -> List[Any]:
